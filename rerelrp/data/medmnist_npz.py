@@ -1,0 +1,154 @@
+"""MedMNIST ``.npz`` files in the published layout, from a path or by flag from a data root.
+
+The network is never touched unless ``download=True``: MedMNIST's own downloader is called then,
+and a failure (offline, server down) becomes a :class:`DataError` that says so.
+"""
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from rerelrp.data.core import (
+    SPLITS,
+    ImageDataset,
+    LoadReport,
+    Split,
+    as_uint8_images,
+    check_dataset,
+    check_labels,
+    file_record,
+    stratified_holdout,
+)
+from rerelrp.errors import DataError
+
+FLAG_RE = re.compile(r"^(?P<flag>[a-z]+mnist(?:3d)?)(?:_(?P<size>28|64|128|224))?$")
+VAL_FRACTION = 0.1
+
+
+def medmnist_info(flag):
+    """MedMNIST's metadata for ``flag`` (class names, task type), or None for an unknown flag."""
+    from medmnist import INFO  # imported late: medmnist pulls in its evaluator on import
+
+    return INFO.get(flag)
+
+
+def parse_flag(text):
+    """('bloodmnist', 64) for 'bloodmnist_64'; None if ``text`` is not a MedMNIST-style flag."""
+    match = FLAG_RE.match(text)
+    if not match:
+        return None
+    return match["flag"], int(match["size"]) if match["size"] else 28
+
+
+def resolve_source(source, root="./data", download=False):
+    """Turn a path or a flag into an existing ``.npz`` path, downloading only when asked."""
+    path = Path(source)
+    if path.suffix == ".npz" or path.exists():
+        if not path.exists():
+            raise DataError(path, "file not found")
+        return path
+    parsed = parse_flag(str(source))
+    if parsed is None:
+        raise DataError(
+            source,
+            "not a file and not a MedMNIST flag (expected e.g. 'bloodmnist' or 'bloodmnist_64', or a path to an .npz)",
+        )
+    flag, size = parsed
+    filename = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    path = Path(root) / filename
+    if path.exists():
+        return path
+    if medmnist_info(flag) is None:
+        raise DataError(source, f"unknown MedMNIST flag '{flag}' and no file {path}")
+    if not download:
+        raise DataError(
+            path,
+            f"file not found. Put {filename} in {root}, or ask for it explicitly with --download "
+            "(the app: the Download button); nothing is fetched otherwise",
+        )
+    return download_medmnist(flag, size, root)
+
+
+def download_medmnist(flag, size, root):
+    """Fetch one MedMNIST file through the medmnist package; a clear error when offline."""
+    import medmnist
+
+    info = medmnist_info(flag)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    data_class = getattr(medmnist, info["python_class"])
+    try:
+        data_class(split="train", download=True, root=str(root), size=None if size == 28 else size)
+    except Exception as exc:  # medmnist wraps every network failure in a RuntimeError
+        raise DataError(
+            f"{flag}_{size}" if size != 28 else flag,
+            "download failed: the MedMNIST server (zenodo.org) could not be reached. The network may be "
+            f"unavailable; download the .npz by hand and put it in {root}. ({type(exc).__name__})",
+        ) from exc
+    filename = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    path = Path(root) / filename
+    if not path.exists():
+        raise DataError(path, "download reported success but the file is not there")
+    return path
+
+
+def load_medmnist(source, root="./data", download=False, seed=0):
+    """Load a MedMNIST npz (path or flag) as an :class:`ImageDataset`, validating every array.
+
+    A file without ``val_`` arrays gets a stratified, seeded 10 % validation split carved from train.
+    """
+    path = resolve_source(source, root=root, download=download)
+    stem = path.stem
+    parsed = parse_flag(stem)
+    flag = parsed[0] if parsed else None
+    info = medmnist_info(flag) if flag else None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(path, f"not a readable .npz archive ({exc})") from exc
+    except ValueError as exc:
+        raise DataError(path, f"the archive holds pickled objects, which are refused ({exc})") from exc
+
+    report = LoadReport(source=str(path))
+    required = ["train_images", "train_labels", "test_images", "test_labels"]
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DataError(
+            path,
+            f"missing key(s) {', '.join(missing)}; a MedMNIST file holds train_/val_/test_ images and labels "
+            f"(found: {', '.join(sorted(arrays)) or 'nothing'})",
+        )
+    if info is not None and "multi-label" in info["task"]:
+        raise DataError(path, f"{flag} is a multi-label data set: not supported, ReReLRP needs one class per image")
+
+    n_classes = len(info["label"]) if info else None
+    splits = {}
+    for s in SPLITS:
+        if f"{s}_images" not in arrays:
+            continue
+        images = as_uint8_images(arrays[f"{s}_images"], path, key=f"{s}_images")
+        labels = check_labels(arrays.get(f"{s}_labels", np.zeros(0)), len(images), path, f"{s}_labels", n_classes)
+        splits[s] = Split(images, labels)
+    if "val" not in splits:
+        keep, hold = stratified_holdout(splits["train"].labels, VAL_FRACTION, seed)
+        splits["val"] = splits["train"].subset(hold)
+        splits["train"] = splits["train"].subset(keep)
+        report.notes.append(f"no val split in the file: {len(hold)} images carved from train (stratified, seed {seed})")
+    if n_classes is None:
+        n_classes = int(max(int(splits[s].labels.max(initial=-1)) for s in SPLITS)) + 1
+        class_names = [f"class {c}" for c in range(n_classes)]
+    else:
+        class_names = [info["label"][str(c)] for c in range(n_classes)]
+    ds = ImageDataset(
+        name=stem,
+        class_names=class_names,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        provenance={"kind": "medmnist", "flag": flag, "files": [file_record(path)]},
+        report=report,
+    )
+    return check_dataset(ds, path)

@@ -1,0 +1,26 @@
+"""Errors a user can cause. Each names the thing at fault and what to do about it.
+
+The app shows them with ``st.error``; the CLI prints them and exits non-zero. Anything else
+that escapes is a bug in rerelrp, not in the user's input.
+"""
+
+
+class RerelrpError(Exception):
+    """Base class of every error caused by input, settings or saved state."""
+
+
+class DataError(RerelrpError, ValueError):
+    """A data file or folder cannot be used. ``path`` names it, ``problem`` says why."""
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigError(RerelrpError, ValueError):
+    """A setting is out of range or contradicts another setting."""
+
+
+class StopRequested(RerelrpError):
+    """Raised inside long work when the caller asked to stop; the learner is rolled back."""

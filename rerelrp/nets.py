@@ -1,0 +1,300 @@
+"""Backbones whose prunable units (conv channels, linear features) are enumerable by layer name.
+
+Every unit layer ends in a :class:`UnitMask`, the single place where a sub-network switches
+units off. BatchNorm sits before the mask, so a switched-off unit outputs exactly zero, and
+zennit's canonizers still find each (conv, BatchNorm) pair next to each other and merge them.
+Heads are not units: each task gets its own ``nn.Linear`` on the shared feature vector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rerelrp.errors import ConfigError
+
+NETS = ("vgg", "lenet", "resnet18")
+IN_CHANNELS = 3  # gray images are repeated to three channels so gray and RGB tasks share one network
+
+
+class UnitMask(nn.Module):
+    """Multiplies each unit's output by a per-sample 0/1 mask; passes through when no mask is set.
+
+    Masks are per sample so that one batch can hold several sub-networks at once (one forward
+    and one backward pass for all of them). zennit assigns no rule to this module, so relevance
+    flows through it by the plain gradient: switched-off units receive none.
+    """
+
+    def __init__(self, n_units):
+        super().__init__()
+        self.n_units = n_units
+        self.mask = None  # (N, n_units) float tensor while a sub-network is selected
+
+    def forward(self, x):
+        if self.mask is None:
+            return x
+        shape = (x.shape[0], self.n_units) + (1,) * (x.dim() - 2)
+        return x * self.mask.view(shape)
+
+
+class FrozenAwareBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose frozen channels keep their stored statistics, also in training mode.
+
+    A later task trains with batch statistics for its free channels, while channels kept by an
+    earlier task normalise with their running statistics, exactly as they do at inference.
+    Frozen features therefore look the same to the new task in training and at test time.
+    """
+
+    def __init__(self, num_features, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.register_buffer("frozen", torch.zeros(num_features, dtype=torch.bool), persistent=False)
+
+    def forward(self, x):
+        if not (self.training and bool(self.frozen.any())):
+            return super().forward(x)
+        as_eval = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        as_train = super().forward(x)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return torch.where(self.frozen.view(shape), as_eval, as_train)
+
+
+@dataclass
+class UnitLayer:
+    """One layer of units: the module computing them, its BatchNorm (if any) and its mask.
+
+    ``consumer`` is the module reading these units (None: the heads) and ``inputs_per_unit`` how
+    many of its input columns one unit feeds (the spatial size where a flatten sits between);
+    both are known only for sequential bodies, where a layer can grow.
+    """
+
+    name: str
+    module: nn.Module  # Conv2d or Linear; its output rows are the units
+    norm: nn.Module | None
+    mask: UnitMask
+    consumer: nn.Module | None = None
+    inputs_per_unit: int = 1
+    growable: bool = False
+
+    @property
+    def n_units(self):
+        return self.mask.n_units
+
+    @property
+    def is_conv(self):
+        return isinstance(self.module, nn.Conv2d)
+
+
+class UnitNet(nn.Module):
+    """A shared body of unit layers plus one head per task (``heads`` is registered last).
+
+    ``forward`` returns the logits of every head side by side, in global class order.
+    """
+
+    def __init__(self, body, unit_layers, feature_dim, arch):
+        super().__init__()
+        self.body = body
+        self.heads = nn.ModuleList()
+        self.unit_layers = unit_layers
+        self.feature_dim = feature_dim
+        self.arch = arch
+
+    def add_head(self, n_classes):
+        head = nn.Linear(self.feature_dim, n_classes)
+        device = next(self.body.parameters()).device
+        self.heads.append(head.to(device))
+        return head
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        f = self.body(x)
+        return torch.cat([h(f) for h in self.heads], dim=1)
+
+    def set_masks(self, masks):
+        """Select a sub-network per sample: ``masks`` maps layer name to (N, units), or None for all on."""
+        for layer in self.unit_layers:
+            layer.mask.mask = None if masks is None else masks[layer.name]
+
+    @property
+    def layer_sizes(self):
+        return {layer.name: layer.n_units for layer in self.unit_layers}
+
+
+VGG_SIZES = {"conv1": 16, "conv2": 16, "conv3": 32, "conv4": 32, "conv5": 64, "conv6": 64, "fc1": 128}
+LENET_SIZES = {"conv1": 6, "conv2": 16, "fc1": 120, "fc2": 84}
+
+
+def _link(units, spatial):
+    """Record who reads each layer (for growth): the next unit layer, or the heads after the last."""
+    for layer, nxt in zip(units, units[1:] + [None]):
+        layer.consumer = None if nxt is None else nxt.module
+        layer.inputs_per_unit = spatial if (layer.is_conv and nxt is not None and not nxt.is_conv) else 1
+        layer.growable = True
+
+
+def _vgg_body(input_size, sizes=None):
+    sizes = {**VGG_SIZES, **(sizes or {})}
+    plan = ["conv1", "conv2", "M", "conv3", "conv4", "M", "conv5", "conv6", "M"]
+    layers, units, channels = [], [], IN_CHANNELS
+    for name in plan:
+        if name == "M":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        w = sizes[name]
+        conv = nn.Conv2d(channels, w, 3, padding=1, bias=False)
+        norm = FrozenAwareBatchNorm(w)
+        mask = UnitMask(w)
+        layers += [conv, norm, mask, nn.ReLU()]
+        units.append(UnitLayer(name, conv, norm, mask))
+        channels = w
+    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+    linear = nn.Linear(channels * 4, sizes["fc1"])
+    mask = UnitMask(sizes["fc1"])
+    layers += [linear, mask, nn.ReLU()]
+    units.append(UnitLayer("fc1", linear, None, mask))
+    _link(units, spatial=4)
+    return nn.Sequential(*layers), units, sizes["fc1"]
+
+
+def _lenet_body(input_size, sizes=None):
+    sizes = {**LENET_SIZES, **(sizes or {})}
+    conv1, conv2 = nn.Conv2d(IN_CHANNELS, sizes["conv1"], 5), nn.Conv2d(sizes["conv1"], sizes["conv2"], 5)
+    m1, m2 = UnitMask(sizes["conv1"]), UnitMask(sizes["conv2"])
+    conv_part = nn.Sequential(conv1, m1, nn.ReLU(), nn.MaxPool2d(2), conv2, m2, nn.ReLU(), nn.MaxPool2d(2))
+    with torch.no_grad():
+        out_hw = conv_part(torch.zeros(1, IN_CHANNELS, input_size, input_size)).shape[-2:]
+    spatial = int(out_hw[0] * out_hw[1])
+    fc1, fc2 = nn.Linear(sizes["conv2"] * spatial, sizes["fc1"]), nn.Linear(sizes["fc1"], sizes["fc2"])
+    m3, m4 = UnitMask(sizes["fc1"]), UnitMask(sizes["fc2"])
+    body = nn.Sequential(*conv_part, nn.Flatten(), fc1, m3, nn.ReLU(), fc2, m4, nn.ReLU())
+    units = [
+        UnitLayer("conv1", conv1, None, m1),
+        UnitLayer("conv2", conv2, None, m2),
+        UnitLayer("fc1", fc1, None, m3),
+        UnitLayer("fc2", fc2, None, m4),
+    ]
+    _link(units, spatial=spatial)
+    return body, units, sizes["fc2"]
+
+
+def _resnet18_body(input_size, sizes=None):
+    """torchvision's ResNet-18 for small inputs: 3x3 stride-1 stem, no max-pool, no fc.
+
+    Each BatchNorm becomes ``Sequential(BatchNorm, UnitMask)`` so that torchvision's block
+    structure (and zennit's ResNet canonizer, which rewrites the block's forward) stays intact.
+    """
+    from torchvision.models.resnet import resnet18
+
+    net = resnet18(num_classes=1, norm_layer=FrozenAwareBatchNorm)
+    net.conv1 = nn.Conv2d(IN_CHANNELS, 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    units = []
+
+    def wrap(parent, attr, conv, name):
+        norm = getattr(parent, attr)
+        mask = UnitMask(norm.num_features)
+        setattr(parent, attr, nn.Sequential(norm, mask))
+        units.append(UnitLayer(name, conv, norm, mask))
+
+    wrap(net, "bn1", net.conv1, "stem")
+    for lname in ("layer1", "layer2", "layer3", "layer4"):
+        for b, block in enumerate(getattr(net, lname)):
+            block.relu = nn.ReLU()  # zennit hooks do not mix with in-place activations
+            wrap(block, "bn1", block.conv1, f"{lname}.{b}.conv1")
+            wrap(block, "bn2", block.conv2, f"{lname}.{b}.conv2")
+            if block.downsample is not None:
+                conv, norm = block.downsample[0], block.downsample[1]
+                mask = UnitMask(norm.num_features)
+                block.downsample.append(mask)
+                units.append(UnitLayer(f"{lname}.{b}.downsample", conv, norm, mask))
+    net.relu = nn.ReLU()
+    return net, units, 512
+
+
+_BUILDERS = {"vgg": _vgg_body, "lenet": _lenet_body, "resnet18": _resnet18_body}
+
+
+def build_net(arch="vgg", input_size=28, head_sizes=(), layer_sizes=None):
+    """A fresh :class:`UnitNet` of ``arch`` for square RGB inputs of ``input_size`` pixels.
+
+    ``layer_sizes`` rebuilds a network whose layers grew (vgg and lenet only).
+    """
+    if arch not in _BUILDERS:
+        raise ConfigError(f"unknown network '{arch}'; choose one of {', '.join(NETS)}")
+    if arch == "lenet" and input_size < 16:
+        raise ConfigError(f"lenet needs inputs of at least 16 px, not {input_size}")
+    if arch == "resnet18" and layer_sizes:
+        raise ConfigError("resnet18 layers cannot grow; its layer sizes are fixed")
+    body, units, feature_dim = _BUILDERS[arch](input_size, layer_sizes)
+    net = UnitNet(body, units, feature_dim, arch)
+    for k in head_sizes:
+        net.add_head(k)
+    return net
+
+
+def _extend_rows(tensor, n_new, fill):
+    """``tensor`` with ``n_new`` rows appended, filled by ``fill(shape)``; a Parameter stays one."""
+    extra = fill((n_new,) + tuple(tensor.shape[1:])).to(tensor.device, tensor.dtype)
+    data = torch.cat([tensor.detach(), extra])
+    return nn.Parameter(data, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else data
+
+
+def _extend_columns(weight, n_new, frozen_rows, generator):
+    """Append input columns: random (small) for free rows, zero for frozen rows so they stay exact."""
+    shape = (weight.shape[0], n_new) + tuple(weight.shape[2:])
+    fan_in = weight[0].numel()
+    extra = torch.randn(shape, generator=generator) * (1.0 / fan_in) ** 0.5
+    extra[torch.as_tensor(frozen_rows, dtype=torch.bool)] = 0.0
+    data = torch.cat([weight.detach(), extra.to(weight.device, weight.dtype)], dim=1)
+    return nn.Parameter(data, requires_grad=weight.requires_grad)
+
+
+@torch.no_grad()
+def grow_layer(net, name, n_new, consumer_frozen, generator=None):
+    """Append ``n_new`` fresh units to layer ``name`` (dynamic capacity for a saturated layer).
+
+    Existing units and everything reading them keep their values bit for bit; the new units'
+    outgoing weights are zero in frozen consumer rows (and in old heads), so no sub-network
+    learned so far changes. ``consumer_frozen`` marks the frozen rows of the consumer layer.
+    """
+    layer = next(unit for unit in net.unit_layers if unit.name == name)
+    if not layer.growable:
+        raise ConfigError(f"layer {name} of {net.arch} cannot grow")
+    generator = generator or torch.Generator().manual_seed(0)
+    module = layer.module
+    fan_in = module.weight[0].numel()
+    module.weight = _extend_rows(module.weight, n_new, lambda shape: torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+    if module.bias is not None:
+        module.bias = _extend_rows(module.bias, n_new, torch.zeros)
+    if layer.is_conv:
+        module.out_channels += n_new
+    else:
+        module.out_features += n_new
+    if layer.norm is not None:
+        norm = layer.norm
+        norm.weight = _extend_rows(norm.weight, n_new, torch.ones)
+        norm.bias = _extend_rows(norm.bias, n_new, torch.zeros)
+        norm.running_mean = _extend_rows(norm.running_mean, n_new, torch.zeros)
+        norm.running_var = _extend_rows(norm.running_var, n_new, torch.ones)
+        norm.frozen = _extend_rows(norm.frozen, n_new, lambda shape: torch.zeros(shape, dtype=torch.bool))
+        norm.num_features += n_new
+    layer.mask.n_units += n_new
+    columns = n_new * layer.inputs_per_unit
+    if layer.consumer is None:
+        for head in net.heads:  # every existing head belongs to a learned task: new columns stay zero
+            head.weight = _extend_columns(head.weight, columns, torch.ones(head.out_features, dtype=torch.bool), generator)
+            head.in_features += columns
+        net.feature_dim += n_new
+    else:
+        consumer = layer.consumer
+        rows = torch.as_tensor(consumer_frozen, dtype=torch.bool)
+        if isinstance(consumer, nn.Conv2d):
+            consumer.weight = _extend_columns(consumer.weight, columns, rows, generator)
+            consumer.in_channels += columns
+        else:
+            consumer.weight = _extend_columns(consumer.weight, columns, rows, generator)
+            consumer.in_features += columns

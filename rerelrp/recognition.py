@@ -1,0 +1,99 @@
+"""Which task does an image belong to? Relevance features, per-task recognisers, the chain.
+
+Instead of replaying images, every task leaves behind the relevance patterns its samples
+produce in each sub-network (the relevance data set D_R), restricted to the few units each
+recogniser reads. Recogniser m tells "task m" (in-distribution) from "a later task" (out of
+distribution) and is refitted whenever a new task adds out-of-distribution rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+
+
+def select_features(id_rows, n_features):
+    """The units with the largest mean relevance magnitude on a task's own samples."""
+    score = np.abs(id_rows).mean(0)
+    n = min(n_features, int((score > 0).sum()) or 1)
+    return np.sort(np.argsort(-score, kind="stable")[:n]).astype(np.int64)
+
+
+class RelevanceStore:
+    """The replay-free memory: selected units per recogniser and the relevance rows kept for it.
+
+    ``rows[m][t]`` holds rows of task ``t``'s samples read through sub-network ``m`` (only the
+    columns recogniser ``m`` uses). ``t == m`` rows are in-distribution, ``t > m`` rows are not.
+    """
+
+    def __init__(self):
+        self.features = []  # per recogniser m: indices into the flat unit vector
+        self.rows = []  # per m: {t: float32 (n, len(features[m]))}
+
+    def add_task(self, m, id_rows_full, n_features):
+        self.features.append(select_features(id_rows_full, n_features))
+        self.rows.append({m: id_rows_full[:, self.features[m]].astype(np.float32)})
+
+    def add_ood(self, m, t, rows_full):
+        self.rows[m][t] = rows_full[:, self.features[m]].astype(np.float32)
+
+    def shift_units(self, first, n_new):
+        """Units at flat index >= ``first`` moved up by ``n_new`` (a layer before them grew)."""
+        self.features = [np.where(f >= first, f + n_new, f) for f in self.features]
+
+    def training_set(self, m):
+        """All rows of recogniser m with labels 1 (task m) and 0 (later tasks)."""
+        parts = self.rows[m]
+        X = np.concatenate([parts[t] for t in sorted(parts)])
+        y = np.concatenate([np.full(len(parts[t]), int(t == m), np.int64) for t in sorted(parts)])
+        return X, y
+
+    def nbytes_of_task(self, t):
+        """Bytes kept because of task t: its rows in every recogniser plus its feature indices."""
+        rows = sum(r[t].nbytes for r in self.rows if t in r)
+        return rows + (self.features[t].nbytes if t < len(self.features) else 0)
+
+    def copy(self):
+        other = RelevanceStore()
+        other.features = [f.copy() for f in self.features]
+        other.rows = [dict(r) for r in self.rows]
+        return other
+
+
+def fit_recognizer(X, y, n_trees=300, seed=0):
+    """The authors' forest settings, with class weights balanced over all rows (no down-sampling)."""
+    forest = RandomForestClassifier(
+        n_estimators=n_trees,
+        max_depth=40,
+        min_samples_leaf=5,
+        criterion="log_loss",
+        max_features="log2",
+        bootstrap=False,
+        class_weight="balanced",
+        random_state=seed,
+        n_jobs=-1,
+    )
+    forest.fit(X, y)
+    forest.n_jobs = 1  # predicting small batches with one job is faster than spawning workers
+    return forest
+
+
+def in_task_probability(forest, X):
+    """P(sample belongs to the recogniser's own task) for a batch of feature rows."""
+    proba = forest.predict_proba(X)
+    classes = list(forest.classes_)
+    return proba[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
+
+
+def chain_probabilities(p_recognised):
+    """P_T from the recognisers' P_R: P_T(k) = P_R(k) * prod_{j<k} (1 - P_R(j)); the last task takes the rest.
+
+    ``p_recognised`` is (N, T-1), one column per task but the newest; returns (N, T).
+    """
+    n, r = p_recognised.shape
+    out = np.empty((n, r + 1))
+    remaining = np.ones(n)
+    for k in range(r):
+        out[:, k] = p_recognised[:, k] * remaining
+        remaining = remaining * (1.0 - p_recognised[:, k])
+    out[:, r] = remaining
+    return out

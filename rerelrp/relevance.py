@@ -1,0 +1,145 @@
+"""Layer-wise relevance propagation with zennit, batched over samples and sub-networks.
+
+One call runs one forward and one modified backward pass for a batch in which every sample
+may go through a different sub-network (see :class:`rerelrp.nets.UnitMask`). Under a zennit
+composite the modified gradient arriving at a unit's output already is that unit's relevance,
+so it is read as it is (summed over space for a conv channel), never multiplied by the
+activation again.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
+from zennit.torchvision import ResNetCanonizer
+
+from rerelrp.errors import ConfigError
+
+COMPOSITES = ("EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1Flat")
+NORM_EPS = 1e-12
+
+
+def make_composite(name, arch, input_shape, device):
+    """A zennit composite with the canonizers that ``arch`` needs (BatchNorm merged, ResNet sums)."""
+    canonizers = [ResNetCanonizer()] if arch == "resnet18" else [SequentialMergeBatchNorm()]
+    if name == "EpsilonPlusFlat":
+        return EpsilonPlusFlat(canonizers=canonizers)
+    if name == "EpsilonAlpha2Beta1Flat":
+        return EpsilonAlpha2Beta1Flat(canonizers=canonizers)
+    if name == "EpsilonGammaBox":
+        # inputs live in [0, 1]; ZBox slices its bounds to the batch, so give it a batch-sized view
+        low = torch.zeros((1,) + tuple(input_shape[1:]), device=device).expand(input_shape)
+        high = torch.ones((1,) + tuple(input_shape[1:]), device=device).expand(input_shape)
+        return EpsilonGammaBox(low=low, high=high, canonizers=canonizers)
+    raise ConfigError(f"unknown composite '{name}'; choose one of {', '.join(COMPOSITES)}")
+
+
+@contextmanager
+def subnetwork_masks(net, masks):
+    """Select per-sample sub-networks for the duration of the block."""
+    net.set_masks(masks)
+    try:
+        yield
+    finally:
+        net.set_masks(None)
+
+
+def sample_masks(group_masks, groups):
+    """Per-sample masks from per-sub-network masks: ``group_masks[name]`` is (G, units), ``groups`` (N,)."""
+    return {name: m[groups] for name, m in group_masks.items()}
+
+
+@dataclass
+class LrpResult:
+    """What one batched LRP pass returns, all on the CPU."""
+
+    logits: torch.Tensor  # (N, k) logits of each sample's own head
+    start_class: torch.Tensor  # (N,) local class the explanation started at
+    units: torch.Tensor | None  # (N, total units) relevance per unit, L1-normalised per sample and layer
+    heatmap: torch.Tensor | None  # (N, H, W) input relevance summed over colour channels
+
+
+def own_head_logits(all_logits, offsets, head_of):
+    """Each sample's logits through its own head, padded with -inf to the widest head."""
+    widths = torch.tensor(np.diff(offsets), device=all_logits.device)
+    k = int(widths.max())
+    cols = torch.as_tensor(offsets[:-1], device=all_logits.device)[head_of][:, None] + torch.arange(k, device=all_logits.device)
+    valid = torch.arange(k, device=all_logits.device)[None, :] < widths[head_of][:, None]
+    gathered = all_logits.gather(1, cols.clamp(max=all_logits.shape[1] - 1))
+    return gathered.masked_fill(~valid, float("-inf"))
+
+
+class RelevanceReader:
+    """Runs batched LRP on a :class:`UnitNet` under one composite; enter it once, call it per batch.
+
+    Entering registers the composite's hooks and canonizers (a merge of every BatchNorm), so a
+    whole loop of batches pays that cost once.
+    """
+
+    def __init__(self, net, composite="EpsilonPlusFlat", max_batch=1024):
+        self.net = net
+        self.composite_name = composite
+        self.max_batch = max_batch
+        self._ctx = None
+        self._stored = {}
+        self._handles = []
+
+    def __enter__(self):
+        device = next(self.net.parameters()).device
+        input_size = self._input_size()
+        composite = make_composite(self.composite_name, self.net.arch, (self.max_batch, 3, input_size, input_size), device)
+        self._ctx = composite.context(self.net)
+        self._ctx.__enter__()
+        for layer in self.net.unit_layers:
+            self._handles.append(layer.mask.register_forward_hook(self._store(layer.name)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._ctx.__exit__(*exc)
+        self._ctx = None
+
+    def _input_size(self):
+        return getattr(self.net, "input_size", 28)
+
+    def _store(self, name):
+        def hook(module, inputs, output):
+            self._stored[name] = output
+
+        return hook
+
+    def __call__(self, x, offsets, head_of, masks=None, targets=None, units=True, heatmap=False):
+        """LRP for a batch.
+
+        x: (N, 3, H, W) inputs; offsets: class offsets of the heads (len T+1); head_of: (N,) the head
+        (task) each sample is read through; masks: per-sample masks or None for the full network;
+        targets: (N,) local classes to start at, or None to start at each sample's predicted class.
+        """
+        if x.shape[0] > self.max_batch:
+            raise ValueError(f"batch of {x.shape[0]} exceeds max_batch {self.max_batch}")
+        self._stored = {}
+        x = x.detach().requires_grad_(heatmap)
+        with torch.enable_grad(), subnetwork_masks(self.net, masks):
+            all_logits = self.net(x)
+            logits = own_head_logits(all_logits, offsets, head_of)
+            start = logits.argmax(1) if targets is None else targets
+            start_vec = torch.zeros_like(all_logits)
+            start_vec[torch.arange(len(x)), torch.as_tensor(offsets[:-1], device=x.device)[head_of] + start] = 1.0
+            names = [layer.name for layer in self.net.unit_layers] if units else []
+            inputs = [self._stored[n] for n in names] + ([x] if heatmap else [])
+            grads = torch.autograd.grad(all_logits, inputs, grad_outputs=start_vec)
+        unit_rel = None
+        if units:
+            per_layer = []
+            for g in grads[: len(names)]:
+                r = g.sum(dim=(2, 3)) if g.dim() == 4 else g
+                per_layer.append(r / (r.abs().sum(1, keepdim=True) + NORM_EPS))
+            unit_rel = torch.cat(per_layer, 1).detach().cpu()
+        heat = grads[-1].sum(1).detach().cpu() if heatmap else None
+        return LrpResult(logits.detach().cpu(), start.detach().cpu(), unit_rel, heat)

@@ -1,0 +1,158 @@
+"""Who owns which unit, how much capacity is left, and exact freezing of what earlier tasks kept.
+
+A task's *kept set* is a boolean vector per unit layer. Units kept by any earlier task are
+frozen: their incoming weights, bias and BatchNorm parameters and statistics never change
+again. Freezing is exact because every frozen entry is put back after each optimiser step
+(weight decay and momentum would otherwise move it), and gradients of frozen entries are
+zeroed so the optimiser's state never builds up on them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+class UnitLedger:
+    """Kept sets of every task, layer by layer, and the capacity they leave."""
+
+    def __init__(self, layer_sizes):
+        self.layer_sizes = dict(layer_sizes)
+        self.kept = []  # one {layer: bool array} per task
+
+    @property
+    def n_tasks(self):
+        return len(self.kept)
+
+    @property
+    def slices(self):
+        """Where each layer's units sit in the flat unit vector used by relevance and pruning."""
+        out, start = {}, 0
+        for name, n in self.layer_sizes.items():
+            out[name] = slice(start, start + n)
+            start += n
+        return out
+
+    @property
+    def n_units(self):
+        return sum(self.layer_sizes.values())
+
+    def frozen(self, before=None):
+        """Units kept by any task before ``before`` (default: all tasks so far), per layer."""
+        tasks = self.kept[: self.n_tasks if before is None else before]
+        return {
+            name: np.logical_or.reduce([k[name] for k in tasks]) if tasks else np.zeros(n, bool)
+            for name, n in self.layer_sizes.items()
+        }
+
+    def flat(self, per_layer):
+        return np.concatenate([per_layer[name] for name in self.layer_sizes])
+
+    def unflat(self, vector):
+        return {name: vector[s] for name, s in self.slices.items()}
+
+    def grow(self, name, n_new):
+        """Record ``n_new`` fresh units at the end of layer ``name``: kept by no task so far."""
+        self.layer_sizes[name] += n_new
+        for task in self.kept:
+            task[name] = np.concatenate([task[name], np.zeros(n_new, bool)])
+
+    def free_deficit(self, min_free):
+        """Per layer, how many units to add so that at least ``min_free`` of it is free again."""
+        frozen = self.frozen()
+        out = {}
+        for name, n in self.layer_sizes.items():
+            free = int((~frozen[name]).sum())
+            if free < math.ceil(min_free * n):
+                out[name] = math.ceil((min_free * n - free) / (1.0 - min_free))
+        return out
+
+    def add(self, kept_flat):
+        self.kept.append(self.unflat(np.asarray(kept_flat, bool).copy()))
+
+    def copy(self):
+        other = UnitLedger(self.layer_sizes)
+        other.kept = [{k: v.copy() for k, v in task.items()} for task in self.kept]
+        return other
+
+    def group_masks(self, tasks, device):
+        """Float masks (len(tasks), units) per layer, one row per sub-network."""
+        return {
+            name: torch.tensor(np.stack([self.kept[t][name] for t in tasks]), dtype=torch.float32, device=device)
+            for name in self.layer_sizes
+        }
+
+    def capacity(self, warn_below=None):
+        """Per layer: units, kept by each task, new units each task froze, shared, free.
+
+        ``shared`` counts units kept by more than one task; ``free`` units no task kept.
+        """
+        rows = []
+        for name, n in self.layer_sizes.items():
+            owners = np.zeros(n, int)
+            new, kept_counts = [], []
+            seen = np.zeros(n, bool)
+            for task in self.kept:
+                k = task[name]
+                kept_counts.append(int(k.sum()))
+                new.append(int((k & ~seen).sum()))
+                owners += k
+                seen |= k
+            free = int((~seen).sum())
+            row = {
+                "layer": name,
+                "units": n,
+                "kept_by_task": kept_counts,
+                "new_by_task": new,
+                "shared": int((owners > 1).sum()),
+                "free": free,
+                "free_share": free / n,
+            }
+            if warn_below is not None:
+                row["warning"] = free / n < warn_below
+            rows.append(row)
+        return rows
+
+
+def _param_masks(layer, frozen):
+    """(tensor, entry mask) pairs covering every parameter and statistic that belongs to ``layer``'s units."""
+    f = torch.as_tensor(frozen, device=layer.module.weight.device)
+    w = layer.module.weight
+    pairs = [(w, f.view((-1,) + (1,) * (w.dim() - 1)).expand_as(w))]
+    if layer.module.bias is not None:
+        pairs.append((layer.module.bias, f))
+    if layer.norm is not None:
+        for t in (layer.norm.weight, layer.norm.bias, layer.norm.running_mean, layer.norm.running_var):
+            if t is not None:
+                pairs.append((t, f))
+    return pairs
+
+
+class Freezer:
+    """Keeps frozen units and old heads bit-for-bit unchanged while a new task trains."""
+
+    def __init__(self, net, ledger, new_head):
+        frozen = ledger.frozen()
+        self.entries = []
+        for layer in net.unit_layers:
+            if layer.norm is not None and hasattr(layer.norm, "frozen"):
+                layer.norm.frozen.copy_(torch.as_tensor(frozen[layer.name]))
+            if frozen[layer.name].any():
+                for tensor, mask in _param_masks(layer, frozen[layer.name]):
+                    self.entries.append((tensor, mask.clone(), tensor.detach().clone()))
+        for i, head in enumerate(net.heads):
+            head.requires_grad_(i == new_head)
+
+    def trainable(self, net):
+        return [p for p in net.parameters() if p.requires_grad]
+
+    def zero_frozen_grads(self):
+        for tensor, mask, _ in self.entries:
+            if isinstance(tensor, torch.nn.Parameter) and tensor.grad is not None:
+                tensor.grad.masked_fill_(mask, 0.0)
+
+    @torch.no_grad()
+    def restore(self):
+        for tensor, mask, saved in self.entries:
+            tensor.copy_(torch.where(mask, saved, tensor))
