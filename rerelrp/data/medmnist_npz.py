@@ -5,6 +5,8 @@ and a failure (offline, server down) becomes a :class:`DataError` that says so.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 import zipfile
 from pathlib import Path
@@ -94,23 +96,45 @@ def download_medmnist(flag, size, root):
     return path
 
 
-def load_medmnist(source, root="./data", download=False, seed=0):
-    """Load a MedMNIST npz (path or flag) as an :class:`ImageDataset`, validating every array.
+def _read_npz(handle, path):
+    if isinstance(handle, io.BytesIO):
+        head = handle.getvalue()[:4]
+    else:
+        with open(handle, "rb") as f:
+            head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x93":
+        raise DataError(path, "not an .npz file (it is not a zip archive of NumPy arrays)")
+    try:
+        with np.load(handle, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise DataError(path, "holds a single array, not an .npz archive of train_/val_/test_ arrays")
+            return {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(path, f"not a readable .npz archive ({exc})") from exc
+    except ValueError as exc:
+        raise DataError(path, f"not a readable .npz archive, or it holds pickled objects, which are refused ({exc})") from exc
 
+
+def load_medmnist(source, root="./data", download=False, seed=0, name=None):
+    """Load a MedMNIST npz as an :class:`ImageDataset`, validating every array.
+
+    ``source`` is a path, a flag (looked up in ``root``), or the bytes / file object of an
+    upload, which is read in memory and never written to disk (``name`` then names it).
     A file without ``val_`` arrays gets a stratified, seeded 10 % validation split carved from train.
     """
-    path = resolve_source(source, root=root, download=download)
+    if isinstance(source, (bytes, bytearray)) or hasattr(source, "read"):
+        data = bytes(source) if isinstance(source, (bytes, bytearray)) else source.read()
+        path = Path(name or getattr(source, "name", None) or "upload.npz")
+        arrays = _read_npz(io.BytesIO(data), path)
+        record = {"path": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "upload": True}
+    else:
+        path = resolve_source(source, root=root, download=download)
+        arrays = _read_npz(path, path)
+        record = file_record(path)
     stem = path.stem
     parsed = parse_flag(stem)
     flag = parsed[0] if parsed else None
     info = medmnist_info(flag) if flag else None
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise DataError(path, f"not a readable .npz archive ({exc})") from exc
-    except ValueError as exc:
-        raise DataError(path, f"the archive holds pickled objects, which are refused ({exc})") from exc
 
     report = LoadReport(source=str(path))
     required = ["train_images", "train_labels", "test_images", "test_labels"]
@@ -148,7 +172,7 @@ def load_medmnist(source, root="./data", download=False, seed=0):
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        provenance={"kind": "medmnist", "flag": flag, "files": [file_record(path)]},
+        provenance={"kind": "medmnist", "flag": flag, "files": [record]},
         report=report,
     )
     return check_dataset(ds, path)
