@@ -1,11 +1,12 @@
-"""The command line: ``rerelrp run`` learns a task sequence headless and writes its metrics."""
+"""The command line: ``rerelrp run`` learns a task sequence headless and writes its metrics (and, with
+``--workspace``, the model); ``rerelrp report`` writes an explanation report of a saved workspace."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from rerelrp.errors import RerelrpError, StopRequested
+from rerelrp.errors import ConfigError, RerelrpError, StopRequested
 from rerelrp.fileio import write_json_atomic
 
 DEFAULTS = {"net": "vgg", "epochs": 10, "batch_size": 64, "lr": 0.05, "acc_drop": 1.0, "seed": 0}
@@ -44,8 +45,47 @@ def build_parser():
     run.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")
     run.add_argument("--download", action="store_true", help="download missing MedMNIST files (network access)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--workspace", default=None,
+                     help="save the model here after every task (a bare name means ./workspaces/NAME); if it exists, "
+                          "continue it: the data must give its tasks first, and its settings are used")
     run.set_defaults(handler=cmd_run)
+
+    report = sub.add_parser("report", help="write an explanation report (HTML or PDF) of a saved workspace",
+                            description="Write one self-contained HTML file or a PDF: task sequence and data "
+                                        "provenance, settings, accuracy matrices and forgetting, capacity per layer, "
+                                        "task recognition and relevance heatmaps of the chosen images, versions and "
+                                        "seeds, and a privacy statement. The chosen images are the only ones written.")
+    report.add_argument("--workspace", required=True, help="workspace folder, or a bare name under ./workspaces")
+    report.add_argument("--format", choices=("html", "pdf"), default=None,
+                        help="report format (default: from the suffix of --out)")
+    report.add_argument("--out", required=True, type=Path, help="report file to write")
+    report.add_argument("--samples", nargs="+", default=None, metavar="SAMPLE",
+                        help="images to explain: TASK:INDEX (test image INDEX of task TASK, re-loaded from the "
+                             "workspace's data sources and checked against their hashes) or PNG/JPEG/DICOM file paths; "
+                             "'none' for no images (default: 2 test images per task, at most 8)")
+    report.add_argument("--composite", choices=COMPOSITES, default=None,
+                        help="LRP composite for the heatmaps (default: the workspace's)")
+    report.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the workspace's)")
+    report.add_argument("--data-root", default=None,
+                        help="where MedMNIST flags are looked up (default: as recorded by the run, else ./data)")
+    report.add_argument("--title", default=None, help="report title")
+    report.set_defaults(handler=cmd_report)
+    parser.subcommands = {"run": run, "report": report}
     return parser
+
+
+def explicit_options(argv, command):
+    """The options given on the command line (not filled in from defaults) for ``command``."""
+    parser = build_parser()
+    for action in parser.subcommands[command]._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "handler"}
+
+
+# command-line option -> learner setting; --device is not a model setting and may differ when continuing
+SETTING_OPTIONS = {"net": "net", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "acc_drop": "acc_drop",
+                   "min_free": "min_free", "no_grow": "grow", "composite": "composite", "input_size": "input_size",
+                   "seed": "seed"}
 
 
 class PhaseBars:
@@ -85,25 +125,43 @@ def cmd_run(args):
     config = dict(net=args.net, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, acc_drop=args.acc_drop,
                   min_free=args.min_free, grow=not args.no_grow, composite=args.composite, input_size=args.input_size,
                   seed=args.seed, device=args.device)
-    learner = ReReLRP(**config) if args.method == "rerelrp" else BaselineLearner(args.method, **config)
+    workspace = learner = metrics = meta = None
+    if args.workspace is not None:
+        workspace, learner, metrics, meta = open_run_workspace(args, config)
+    if learner is None:
+        learner = ReReLRP(**config) if args.method == "rerelrp" else BaselineLearner(args.method, **config)
+    seed = learner.config.seed  # a continued workspace splits its data with the seed it was made with
     datasets = []
     for source in args.data:
-        ds = load_dataset(source, root=args.data_root, download=args.download, seed=args.seed)
+        ds = load_dataset(source, root=args.data_root, download=args.download, seed=seed)
         for skipped in (ds.report.skipped if ds.report else []):
             print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
         datasets.append(ds)
     tasks = build_sequence(datasets, args.tasks)
+    if workspace is not None and meta is not None:
+        from rerelrp.workspace import check_sequence
+
+        check_sequence(workspace, learner, meta, tasks)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "run.json", run_record(learner, tasks, args.data, sys.argv, args.method)
                       | {"load_reports": [ds.report.to_dict() for ds in datasets if ds.report]})
     print(f"{len(tasks)} tasks on {learner.describe_device()}: " + ", ".join(f"{t.name} {t.class_names}" for t in tasks))
-    run = SequenceRun(learner, tasks)
+    run = SequenceRun(learner, tasks, metrics)
+    if workspace is not None and run.n_learned:
+        write_json_atomic(args.out / "metrics.json", run.metrics.to_dict())
+        print(f"workspace {workspace}: {run.n_learned} task(s) already learned, "
+              + (f"{len(tasks) - run.n_learned} to go" if not run.done else "every task of the sequence is already learned"))
+    extra = {"data": {"sources": list(args.data), "tasks": args.tasks, "data_root": str(args.data_root)}}
     bars = PhaseBars(not args.quiet)
     try:
         while not run.done:
             summary = run.step(callback=bars)
             bars.close()
             write_json_atomic(args.out / "metrics.json", run.metrics.to_dict())
+            if workspace is not None:
+                from rerelrp.workspace import save_workspace
+
+                save_workspace(workspace, learner, run.metrics, tasks=tasks, extra=extra)
             i = summary["task"]
             seconds = " ".join(f"{k} {v:.1f}s" for k, v in run.metrics.seconds[-1].items())
             print(f"task {i} {summary['name']}: TAg {run.metrics.tag_after_each_task()[-1]:.2f}  "
@@ -112,14 +170,59 @@ def cmd_run(args):
     finally:
         bars.close()
     final = run.metrics.final()
-    print(f"final: TAg {final['tag']:.2f}  TAw {final['taw']:.2f}  forgetting TAg {final['forgetting_tag']:.2f}  "
-          f"TAw {final['forgetting_taw']:.2f}  -> {args.out / 'metrics.json'}")
+    if final:
+        print(f"final: TAg {final['tag']:.2f}  TAw {final['taw']:.2f}  forgetting TAg {final['forgetting_tag']:.2f}  "
+              f"TAw {final['forgetting_taw']:.2f}  -> {args.out / 'metrics.json'}")
+    if workspace is not None:
+        print(f"workspace: {workspace} ({learner.n_tasks} task(s))")
+    return 0
+
+
+def open_run_workspace(args, config):
+    """``(path, learner or None, metrics or None, meta or None)`` for ``run --workspace``.
+
+    An existing workspace is loaded to be continued: its settings win, and settings given on the
+    command line that differ from them are reported on stderr.
+    """
+    from rerelrp.workspace import check_target, is_workspace, load_workspace, resolve_workspace
+
+    if args.method != "rerelrp":
+        raise ConfigError(f"--workspace saves ReReLRP models; --method {args.method} is a reference run without one")
+    path = resolve_workspace(args.workspace)
+    if not is_workspace(path):
+        check_target(path)
+        print(f"new workspace: {path}")
+        return path, None, None, None
+    given = getattr(args, "explicit", set())
+    learner, metrics, meta = load_workspace(path, device=args.device if "device" in given else None)
+    saved = learner.get_params()
+    for option, setting in SETTING_OPTIONS.items():
+        if option in given and config[setting] != saved[setting]:
+            flag = "--" + option.replace("_", "-")
+            print(f"note: {flag} {getattr(args, option)} ignored: workspace {path} was made with {setting}={saved[setting]} "
+                  "and continues with its own settings", file=sys.stderr)
+    return path, learner, metrics, meta
+
+
+def cmd_report(args):
+    from rerelrp.report import make_report
+
+    fmt = args.format or {".html": "html", ".htm": "html", ".pdf": "pdf"}.get(args.out.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"cannot tell the report format from '{args.out}': add --format html or --format pdf")
+    result = make_report(args.workspace, args.out, fmt, samples=args.samples, composite=args.composite,
+                         device=args.device, data_root=args.data_root, title=args.title)
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{fmt.upper()} report of {result['workspace']} with {result['n_samples']} sample image(s): {result['path']} "
+          f"({result['bytes'] / 1024:.0f} KiB, {result['seconds']:.1f} s)")
     return 0
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.explicit = explicit_options(sys.argv[1:] if argv is None else list(argv), args.command)
     try:
         return args.handler(args)
     except StopRequested as exc:

@@ -24,3 +24,11 @@ class ConfigError(RerelrpError, ValueError):
 
 class StopRequested(RerelrpError):
     """Raised inside long work when the caller asked to stop; the learner is rolled back."""
+
+
+class WorkspaceError(RerelrpError):
+    """A workspace cannot be saved or opened. ``path`` names it, ``file`` the file at fault, ``problem`` says why."""
+
+    def __init__(self, path, problem, file=None):
+        self.path, self.file, self.problem = str(path), None if file is None else str(file), problem
+        super().__init__(f"workspace {self.path}" + (f", file {self.file}" if self.file else "") + f": {problem}")

@@ -29,3 +29,30 @@ def _jsonable(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def fsync_dir(path):
+    """Make a rename or a new entry in folder ``path`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its renames are durable enough for our purpose
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_durable(path, data: bytes):
+    """Write a new file and fsync it (for files inside a folder that is itself renamed into place)."""
+    with open(path, "xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def json_bytes(data):
+    """``data`` as the indented UTF-8 JSON that :func:`write_json_atomic` writes (numpy values as numbers)."""
+    return json.dumps(data, indent=2, default=_jsonable).encode()

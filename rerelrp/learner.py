@@ -197,11 +197,11 @@ class ReReLRP:
         cfg, t = self.config, self.n_tasks
         if task.n_classes < 2:
             raise ConfigError(f"task '{task.name}' has {task.n_classes} class; a task needs at least 2")
+        torch.manual_seed(cfg.seed * 10007 + t)
         if self.net_ is None:
             self.net_ = self._new_net()
             self.ledger_ = UnitLedger(self.net_.layer_sizes)
             self.store_ = RelevanceStore()
-        torch.manual_seed(cfg.seed * 10007 + t)
         rng = np.random.default_rng([cfg.seed, t])
         grown = self._grow_saturated(t)
         self.net_.add_head(task.n_classes)
@@ -242,13 +242,13 @@ class ReReLRP:
                 "kept_units": {name: int(k.sum()) for name, k in self.ledger_.kept[t].items()},
             },
             "stored_bytes": self.store_.nbytes_of_task(t),
-            "warnings": self._capacity_warnings(capacity, pruned),
+            "warnings": self._capacity_warnings(capacity),
         }
         self.history_.append(summary)
         report("done", 1, 1, f"task {t} learned", seconds=seconds)
         return summary
 
-    def _capacity_warnings(self, capacity, pruned):
+    def _capacity_warnings(self, capacity):
         """Layers below the minimum free share, and whether the next task will grow them."""
         growable = {layer.name: layer.growable for layer in self.net_.unit_layers}
         warnings = []

@@ -4,8 +4,8 @@ Units are ranked once by the size of their relevance (least relevant first) and 
 found by binary search on validation accuracy: about log2(units) validation passes, where the
 published code walked a 10,000-bin histogram with one pass and one model copy per bin.
 
-A second, per-layer search then frees more units in layers whose free share would fall below
-``min_free``, but only as far as the same budget allows: a task's accuracy is never traded for
+A second search then frees more units in layers whose free share would fall below ``min_free``
+(their least relevant kept free units, ranked together), but only as far as the same budget allows: a task's accuracy is never traded for
 capacity. Whatever shortfall remains is reported, and the learner grows those layers.
 """
 from __future__ import annotations
@@ -81,18 +81,22 @@ def search_cut(scores, frozen, slices, evaluate, acc_drop, n_val, min_free, on_s
     n_cut = largest_within(0, len(order), lambda n: acc_of(dropping(order[:n])) >= threshold)
     base_kept = dropping(order[:n_cut])
 
+    # second stage: free more units in layers short of min_free, least relevant first, same budget
+    extra = []
+    for sl in slices.values():
+        idx = np.arange(sl.start, sl.stop)
+        need = math.ceil(min_free * len(idx)) - int((~frozen[idx] & ~base_kept[idx]).sum())
+        if need > 0:
+            candidates = idx[base_kept[idx] & ~frozen[idx] & ~protected[idx]]
+            extra.extend(candidates[np.argsort(scores[candidates], kind="stable")][:need])
+    extra = np.asarray(extra, dtype=np.int64)
+    extra = extra[np.argsort(scores[extra], kind="stable")]
+    n_extra = largest_within(0, len(extra), lambda k: acc_of(dropping(extra[:k])) >= threshold)
+    base_kept = dropping(extra[:n_extra])
     shortfall = {}
     for name, sl in slices.items():
         idx = np.arange(sl.start, sl.stop)
-        free_after = int((~frozen[idx] & ~base_kept[idx]).sum())
-        need = math.ceil(min_free * len(idx)) - free_after
-        if need <= 0:
-            continue
-        candidates = idx[base_kept[idx] & ~frozen[idx] & ~protected[idx]]
-        candidates = candidates[np.argsort(scores[candidates], kind="stable")]
-        limit = min(need, len(candidates))
-        m = largest_within(0, limit, lambda k: acc_of(dropping(candidates[:k])) >= threshold)
-        base_kept = dropping(candidates[:m])
-        if need - m > 0:
-            shortfall[name] = need - m
+        missing = math.ceil(min_free * len(idx)) - int((~frozen[idx] & ~base_kept[idx]).sum())
+        if missing > 0:
+            shortfall[name] = missing
     return PruneResult(base_kept, base, acc_of(base_kept), threshold, tol, evaluations, shortfall)

@@ -15,7 +15,10 @@ import numpy as np
 import torch
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
+from zennit.core import BasicHook, Stabilizer
+from zennit.rules import ClampMod
 from zennit.torchvision import ResNetCanonizer
+from zennit.types import Convolution
 
 from rerelrp.errors import ConfigError
 
@@ -23,11 +26,30 @@ COMPOSITES = ("EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1Flat")
 NORM_EPS = 1e-12
 
 
+class NonNegativeZPlus(BasicHook):
+    """zennit's z+ rule for layers whose inputs are never negative (they follow a ReLU).
+
+    zennit's ZPlus also propagates through negative inputs with negative weights; with inputs
+    >= 0 that second pass is exactly zero, so dropping it gives the same relevance for about
+    half the work. Every conv layer after the first in our backbones reads post-ReLU values.
+    """
+
+    def __init__(self, stabilizer=1e-6):
+        stabilize = Stabilizer.ensure(stabilizer)
+        super().__init__(
+            input_modifiers=[lambda input: input],
+            param_modifiers=[ClampMod(min=0.0)],
+            output_modifiers=[lambda output: output],
+            gradient_mapper=lambda out_grad, outputs: [out_grad / stabilize(outputs[0])],
+            reducer=lambda inputs, gradients: inputs[0] * gradients[0],
+        )
+
+
 def make_composite(name, arch, input_shape, device):
     """A zennit composite with the canonizers that ``arch`` needs (BatchNorm merged, ResNet sums)."""
     canonizers = [ResNetCanonizer()] if arch == "resnet18" else [SequentialMergeBatchNorm()]
     if name == "EpsilonPlusFlat":
-        return EpsilonPlusFlat(canonizers=canonizers)
+        return EpsilonPlusFlat(canonizers=canonizers, layer_map=[(Convolution, NonNegativeZPlus())])
     if name == "EpsilonAlpha2Beta1Flat":
         return EpsilonAlpha2Beta1Flat(canonizers=canonizers)
     if name == "EpsilonGammaBox":

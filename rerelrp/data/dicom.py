@@ -6,9 +6,11 @@ Inputs
 * ``<root>`` plus a CSV manifest (``manifest.csv`` in ``root``, or ``manifest=``) with the columns
   ``path,label`` and optionally ``split`` (train/val/test). Paths are relative to ``root``.
 * A ``.zip`` of either layout (a path, ``bytes`` or a binary file object, as the app uploads it). It is
-  checked entry by entry *before* anything is written (no absolute paths, no ``..``, no links, caps on
-  the file count and the uncompressed size read from the archive's directory), extracted into a private
-  temporary folder while counting the bytes actually written, and that folder is removed afterwards.
+  read in memory and never extracted: nothing of it is written to disk, not even to a temporary file.
+  Its directory is checked first (no absolute paths, no ``..``, no links, no encrypted or duplicate
+  entries, caps on the file count and the uncompressed size it declares); then every entry is read
+  into memory only when it is processed, one at a time, and the bytes actually read are counted
+  against the size cap again.
 
 A file is DICOM by its content, never by its extension: the ``DICM`` marker at byte 128, or (files
 without the 128-byte preamble) a first tag of a DICOM group that pydicom parses with ``force=True``.
@@ -26,14 +28,14 @@ frames used. The report lists which identifying *keywords* were present, never t
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
-import shutil
 import stat
-import tempfile
 import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -45,7 +47,6 @@ from rerelrp.data.core import (
     SkippedFile,
     Split,
     check_dataset,
-    file_record,
     stratified_holdout,
 )
 from rerelrp.errors import ConfigError, DataError, StopRequested
@@ -109,9 +110,9 @@ class _Options:
 
 @dataclass
 class _Item:
-    """One candidate file: where it is, its class and (from a manifest) its split."""
+    """One candidate file: how to read it, its path relative to the root, its class and (manifest) split."""
 
-    path: Path
+    path: object  # open("rb") reads it: a Path on disk (folder) or a _ZipEntry (zip, read in memory)
     rel: str
     label: str
     split: str | None = None
@@ -121,7 +122,7 @@ class _Item:
 class _Loaded:
     item: _Item
     images: list  # uint8 (size, size) or (size, size, 3), one per frame used
-    meta: dict  # the provenance entry (non-identifying attributes only)
+    meta: dict  # the provenance entry: size, SHA-256 and non-identifying attributes only
     keys: dict = field(default_factory=dict)  # grouping keys, held in memory only, never stored
 
 
@@ -160,7 +161,8 @@ def load_dicom(
         of them (evenly spaced), or only the middle frame.
     max_files, max_total_bytes : int
         Caps against zip bombs and runaway folders: files beyond ``max_files`` and zip entries that
-        would take the uncompressed total over ``max_total_bytes`` are skipped (and reported).
+        would take the uncompressed total over ``max_total_bytes`` are skipped (and reported). A zip
+        is read in memory, one entry at a time; nothing of it is written to disk.
     manifest : str | Path | None
         A CSV with ``path,label[,split]``; by default ``manifest.csv`` in the root is used if present.
     group_by : "file" | "series" | "study" | "patient"
@@ -188,17 +190,15 @@ def load_dicom(
     """
     opts = _check_options(size, window, frames, max_frames, max_files, max_total_bytes, group_by)
     report = LoadReport(source=_describe_source(source, name))
-    with tempfile.TemporaryDirectory(prefix="rerelrp-dicom-") as tmp:
-        tmp = Path(tmp)
-        base, source_record, ds_name, is_zip = _open_source(source, name, tmp, max_files, max_total_bytes, report)
-        class_root = _find_class_root(base, manifest, is_zip, report)
-        items, classes = _collect_items(base, class_root, manifest, max_files, report)
-        error_path = report.source
+    error_path = report.source
+    with _open_source(source, name, max_files, max_total_bytes, report) as (tree, source_record, ds_name):
+        class_root = _find_class_root(tree, manifest, report)
+        items, classes = _collect_items(tree, class_root, manifest, max_files, report)
         if not items:
             raise DataError(error_path, _nothing_found(report))
         loaded, identifiers = _read_all(items, opts, report, progress, stop)
-        report.dropped_identifiers = sorted(identifiers)
-        return _assemble(loaded, items, classes, opts, group_by, seed, report, source_record, ds_name, error_path)
+    report.dropped_identifiers = sorted(identifiers)
+    return _assemble(loaded, items, classes, opts, group_by, seed, report, source_record, ds_name, error_path)
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -240,32 +240,42 @@ def _describe_source(source, name):
 
 
 # -------------------------------------------------------------------------------- the source
+#
+# The rest of the module sees the input as a *source tree*: files named by root-relative POSIX
+# paths ("rel", "" is the root). Two trees offer the same operations:
+#   files(report)  every regular file (walk order: a folder's files, then its sub-folders);
+#                  ignored folders and other problems go to the report
+#   listdir(rel)   (sorted sub-folder names, sorted file names) directly in the folder rel
+#   is_file(rel)   whether rel names a file of the tree
+#   identity(rel)  equal for two paths that name the same file (links resolved)
+#   handle(rel)    what an _Item keeps to read the file later: an object with open("rb")
+#   where(rel)     how a message names the file
+# _FolderTree reads files from disk where they are; _ZipTree reads a zip's entries into memory one
+# at a time, so nothing of an archive is ever written anywhere.
 
 
-def _open_source(source, name, tmp, max_files, max_total_bytes, report):
-    """(folder to read, provenance of the source, data set name, whether it came from a zip)."""
+@contextmanager
+def _open_source(source, name, max_files, max_total_bytes, report):
+    """Yield (source tree, provenance of the source, data set name); a zip stays open while it is read."""
     if isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
-        upload = tmp / "upload.zip"
-        with open(upload, "wb") as out:
-            if hasattr(source, "read"):
-                if hasattr(source, "seek"):
-                    source.seek(0)
-                shutil.copyfileobj(source, out, CHUNK)
-            else:
-                out.write(bytes(source))
         label = report.source
-        record = file_record(upload)
-        record["path"] = label
-        folder = _extract_zip(upload, tmp / "extracted", label, max_files, max_total_bytes, report)
-        return folder, record, name or Path(str(label)).stem or "upload", True
+        stream = _seekable(source)
+        record = {"path": label, **_digest(stream)}
+        with _open_zip(stream, label) as zf:
+            yield _ZipTree(zf, label, max_files, max_total_bytes, report), record, name or Path(str(label)).stem or "upload"
+        return
     path = Path(source)
     if not path.exists():
         raise DataError(path, "not found: give a folder with one sub-folder per class, or a .zip of one")
     if path.is_dir():
-        return path, {"path": str(path)}, name or path.resolve().name, False
+        yield _FolderTree(path), {"path": str(path)}, name or path.resolve().name
+        return
     if zipfile.is_zipfile(path):
-        folder = _extract_zip(path, tmp / "extracted", str(path), max_files, max_total_bytes, report)
-        return folder, file_record(path), name or path.stem, True
+        with open(path, "rb") as stream:
+            record = {"path": str(path), **_digest(stream)}
+            with _open_zip(stream, str(path)) as zf:
+                yield _ZipTree(zf, str(path), max_files, max_total_bytes, report), record, name or path.stem
+        return
     if path.suffix.lower() == ".zip":
         raise DataError(path, "not a readable zip archive (damaged or not a zip); re-create the archive")
     raise DataError(
@@ -275,105 +285,239 @@ def _open_source(source, name, tmp, max_files, max_total_bytes, report):
     )
 
 
-def _unsafe_member(name):
-    """Why a zip entry name would land outside the target folder, or None if it is safe."""
-    if "\x00" in name:
-        return "the name holds a NUL byte"
-    clean = name.replace("\\", "/")
-    if clean.startswith("/") or re.match(r"^[A-Za-z]:", clean):
-        return "absolute path: it would be written outside the extraction folder"
-    if ".." in PurePosixPath(clean).parts:
-        return "path with '..': it would be written outside the extraction folder"
-    return None
+def _seekable(upload):
+    """A seekable binary stream over an upload (bytes or a file object), in memory if it must be copied."""
+    if isinstance(upload, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(upload))
+    if hasattr(upload, "seekable") and upload.seekable():
+        return upload  # read from its start (see _digest)
+    return io.BytesIO(upload.read())
 
 
-def _extract_zip(archive, target, label, max_files, max_total_bytes, report):
-    """Extract the safe entries of ``archive`` into ``target``; every refused entry goes to the report.
+def _digest(stream):
+    """Size and SHA-256 of a binary stream from its start; the stream is left at its start."""
+    stream.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while block := stream.read(CHUNK):
+        digest.update(block)
+        size += len(block)
+    stream.seek(0)
+    return {"bytes": size, "sha256": digest.hexdigest()}
 
-    All checks on names, links, count and declared sizes run over the whole directory first; the
-    bytes written are counted again while extracting, so an entry that lies about its size stops at
-    the cap.
-    """
+
+def _open_zip(stream, label):
+    """The archive's directory, read from ``stream`` (entries are read later, one at a time)."""
     try:
-        zf = zipfile.ZipFile(archive)
+        return zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DataError(label, f"not a readable zip archive ({exc}); re-create the archive") from exc
-    target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
-    over_cap = []
-    with zf:
-        try:
-            infos = zf.infolist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(label, f"damaged zip directory ({exc})") from exc
-        plan, seen, n_files, declared = [], set(), 0, 0
-        for info in infos:
+
+
+def _join(*parts):
+    """Root-relative POSIX path of ``parts`` joined ('' and '.' parts dropped; '..' kept as given)."""
+    return "/".join(PurePosixPath(*parts).parts)
+
+
+def _ignored_folder(rel, n_files):
+    kind = "macOS metadata" if rel.rsplit("/", 1)[-1] == "__MACOSX" else "hidden"
+    return SkippedFile(rel + "/", f"{kind} folder ignored ({n_files} files)")
+
+
+class _FolderTree:
+    """A folder on disk; its files are read from where they are."""
+
+    is_archive = False
+
+    def __init__(self, root):
+        self.root = root
+
+    def files(self, report):
+        """Every regular file (sorted, links followed once); hidden/macOS folders and loops reported."""
+        out, visited = [], set()
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            folder = Path(dirpath)
+            real = os.path.realpath(dirpath)
+            if real in visited:
+                dirnames[:] = []
+                report.skipped.append(SkippedFile(self._rel(folder) + "/", "folder link loop: not read again"))
+                continue
+            visited.add(real)
+            keep = []
+            for d in sorted(dirnames):
+                if _is_ignored_dir(d):
+                    n = sum(len(f) for _, _, f in os.walk(folder / d))
+                    report.skipped.append(_ignored_folder(self._rel(folder / d), n))
+                else:
+                    keep.append(d)
+            dirnames[:] = keep
+            for f in sorted(filenames):
+                p = folder / f
+                if p.is_file():
+                    out.append(self._rel(p))
+                else:
+                    report.skipped.append(SkippedFile(self._rel(p), "not a regular file (broken link or device)"))
+        return out
+
+    def _rel(self, path):
+        return path.relative_to(self.root).as_posix()
+
+    def listdir(self, rel):
+        folder = self.root / rel
+        children = sorted(folder.iterdir()) if folder.is_dir() else []
+        return [c.name for c in children if c.is_dir()], [c.name for c in children if c.is_file()]
+
+    def is_file(self, rel):
+        return (self.root / rel).is_file()
+
+    def identity(self, rel):
+        return (self.root / rel).resolve()
+
+    def handle(self, rel):
+        return self.root / rel  # a Path: open("rb") reads it from disk
+
+    def where(self, rel):
+        return self.root / rel
+
+
+@dataclass(frozen=True)
+class _ZipEntry:
+    """One entry of a zip, read into memory (whole, within the size cap) when it is opened."""
+
+    tree: "_ZipTree"
+    info: zipfile.ZipInfo
+
+    def open(self, mode="rb"):
+        if mode != "rb":
+            raise ValueError(f"zip entries are read only in binary mode, not {mode!r}")
+        return io.BytesIO(self.tree.read(self.info))
+
+
+class _ZipTree:
+    """A zip archive read in memory: nothing is extracted, nothing is written.
+
+    All checks on names, links, encryption, duplicates, the file count and the declared sizes run over
+    the whole directory first; every refused entry goes to the report. The bytes actually read are
+    counted again entry by entry (:meth:`read`), so an entry that lies about its size stops at the cap.
+    """
+
+    is_archive = True
+
+    def __init__(self, zf, label, max_files, max_total_bytes, report):
+        self.zf, self.label, self.max_total_bytes = zf, label, max_total_bytes
+        self.bytes_read = 0
+        entries, over_cap, declared = {}, [], 0
+        for info in zf.infolist():
             if info.is_dir():
                 continue
-            name = info.filename
-            why = _unsafe_member(name)
-            parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".")]
-            if why is None and not parts:
+            why = _unsafe_member(info.filename)
+            rel = "" if why else _join(info.filename.replace("\\", "/"))
+            if why is None and not rel:
                 why = "empty entry name"
             if why is None and info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16):
                 why = "symbolic link entry: links are not followed"
             if why is None and info.flag_bits & 0x1:
                 why = "encrypted entry: password-protected archives are not supported"
-            if why is None and "/".join(parts) in seen:
+            if why is None and rel in entries:
                 why = "duplicate entry name: only the first copy is used"
             if why is not None:
-                report.skipped.append(SkippedFile(name, why))
+                report.skipped.append(SkippedFile(info.filename, why))
                 continue
-            if n_files >= max_files:
-                over_cap.append((name, f"zip bomb guard: more than max_files={max_files} files in the archive"))
+            if len(entries) >= max_files:
+                over_cap.append((info.filename, f"zip bomb guard: more than max_files={max_files} files in the archive"))
                 continue
             if declared + info.file_size > max_total_bytes:
                 over_cap.append(
                     (
-                        name,
+                        info.filename,
                         f"zip bomb guard: {_human(info.file_size)} uncompressed would take the archive past "
                         f"max_total_bytes={_human(max_total_bytes)}",
                     )
                 )
                 continue
-            seen.add("/".join(parts))
-            n_files += 1
             declared += info.file_size
-            plan.append((info, parts))
-        written = 0
-        for info, parts in plan:
-            dest = target.joinpath(*parts)
-            if not dest.resolve().is_relative_to(root):
-                report.skipped.append(SkippedFile(info.filename, "would be written outside the extraction folder"))
-                continue
-            limit = min(info.file_size, max_total_bytes - written)
-            try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                count = 0
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    while block := src.read(CHUNK):
-                        count += len(block)
-                        if count > limit:
-                            raise _Skip(
-                                "zip bomb guard: the entry decompresses to more than it declares "
-                                f"({_human(info.file_size)}) or past max_total_bytes; extraction stopped"
-                            )
-                        out.write(block)
-                written += count
-            except _Skip as exc:
-                dest.unlink(missing_ok=True)
-                report.skipped.append(SkippedFile(info.filename, str(exc)))
-            except Exception as exc:  # noqa: BLE001 - bad CRC, zlib.error, unsupported method, OSError
-                if dest.is_file():
-                    dest.unlink()
-                report.skipped.append(SkippedFile(info.filename, f"cannot extract: {_short(exc)}"))
-    _add_listed(report, over_cap, "archive entries")
-    if over_cap:
-        report.notes.append(
-            f"{len(over_cap)} zip entries were not extracted because a cap was reached "
-            f"(max_files={max_files}, max_total_bytes={_human(max_total_bytes)})"
-        )
-    return target
+            entries[rel] = info
+        _add_listed(report, over_cap, "archive entries")
+        if over_cap:
+            report.notes.append(
+                f"{len(over_cap)} zip entries were not read because a cap was reached "
+                f"(max_files={max_files}, max_total_bytes={_human(max_total_bytes)})"
+            )
+        # the order _FolderTree.files gives for a folder: a folder's files, then its sub-folders
+        self.entries = dict(sorted(entries.items(), key=lambda kv: _walk_key(kv[0])))
+        self.children = {"": (set(), [])}  # folder -> (sub-folder names, file names)
+        for rel in self.entries:
+            parts = rel.split("/")
+            for k in range(len(parts) - 1):
+                self.children.setdefault("/".join(parts[: k + 1]), (set(), []))
+                self.children["/".join(parts[:k])][0].add(parts[k])
+            self.children["/".join(parts[:-1])][1].append(parts[-1])
+
+    def files(self, report):
+        """Every accepted entry outside hidden/macOS folders (each such folder is reported once)."""
+        out, ignored = [], {}
+        for rel in self.entries:
+            parts = rel.split("/")
+            hidden = next((k for k, part in enumerate(parts[:-1]) if _is_ignored_dir(part)), None)
+            if hidden is None:
+                out.append(rel)
+            else:
+                folder = "/".join(parts[: hidden + 1])
+                ignored[folder] = ignored.get(folder, 0) + 1
+        for folder, n in ignored.items():
+            report.skipped.append(_ignored_folder(folder, n))
+        return out
+
+    def listdir(self, rel):
+        dirs, files = self.children.get(_join(rel), ((), ()))
+        return sorted(dirs), sorted(files)
+
+    def is_file(self, rel):
+        return _join(rel) in self.entries
+
+    def identity(self, rel):
+        return _join(rel)
+
+    def handle(self, rel):
+        return _ZipEntry(self, self.entries[_join(rel)])
+
+    def where(self, rel):
+        return f"{self.label}/{_join(rel)}"
+
+    def read(self, info):
+        """The bytes of one entry, read into memory; at most the declared size and what the cap leaves."""
+        limit = min(info.file_size, self.max_total_bytes - self.bytes_read)
+        try:
+            with self.zf.open(info) as src:
+                data = src.read(limit + 1)
+        except Exception as exc:  # noqa: BLE001 - bad CRC, zlib.error, unsupported method, OSError
+            raise _Skip(f"cannot read this zip entry: {_short(exc)}") from exc
+        if len(data) > limit:
+            raise _Skip(
+                "zip bomb guard: the entry decompresses to more than it declares "
+                f"({_human(info.file_size)}) or past max_total_bytes={_human(self.max_total_bytes)}; reading stopped"
+            )
+        self.bytes_read += len(data)
+        return data
+
+
+def _walk_key(rel):
+    """Sort key of a path in the order of os.walk over sorted names: a folder's files before its sub-folders."""
+    parts = rel.split("/")
+    return [(1, p) for p in parts[:-1]] + [(0, parts[-1])]
+
+
+def _unsafe_member(name):
+    """Why a zip entry name (or a manifest path) escapes its root, or None if it stays inside."""
+    if "\x00" in name:
+        return "the name holds a NUL byte"
+    clean = name.replace("\\", "/")
+    if clean.startswith("/"):
+        return "absolute path ('/' at the start): it escapes the archive root"
+    if re.match(r"^[A-Za-z]:", clean):
+        return f"absolute path with a drive letter ('{clean[:2]}'): it escapes the archive root"
+    if ".." in PurePosixPath(clean).parts:
+        return "path escapes the archive root ('..')"
+    return None
 
 
 def _add_listed(report, skips, what):
@@ -405,99 +549,72 @@ def _is_ignored_dir(name):
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _find_manifest(class_root, manifest):
-    if manifest is not None:
-        path = Path(manifest)
-        if not path.is_absolute() and (class_root / path).is_file():
-            path = class_root / path
-        if not path.is_file():
-            raise DataError(manifest, "manifest not found: give a CSV file with the columns path,label[,split]")
-        return path
-    for child in sorted(class_root.iterdir()) if class_root.is_dir() else []:
-        if child.is_file() and child.name.lower() == MANIFEST_NAME:
-            return child
-    return None
+def _manifest_in(tree, folder):
+    """The manifest.csv directly in ``folder`` of the tree (any case), or None."""
+    _, names = tree.listdir(folder)
+    return next((_join(folder, n) for n in names if n.lower() == MANIFEST_NAME), None)
 
 
-def _find_class_root(base, manifest, is_zip, report):
+def _find_manifest(tree, class_root, manifest):
+    """(where, rel) of the manifest: rel inside the tree, or None for a CSV on disk at ``where``."""
+    if manifest is None:
+        rel = _manifest_in(tree, class_root)
+        return (None, None) if rel is None else (tree.where(rel), rel)
+    path = Path(manifest)
+    if not path.is_absolute():
+        rel = _join(class_root, path.as_posix())
+        if tree.is_file(rel):
+            return tree.where(rel), rel
+    if not path.is_file():
+        raise DataError(manifest, "manifest not found: give a CSV file with the columns path,label[,split]")
+    return path, None
+
+
+def _find_class_root(tree, manifest, report):
     """The folder whose sub-folders are the classes; a zip holding one wrapping folder is unwrapped."""
-    if not is_zip or manifest is not None or _find_manifest(base, None) is not None:
-        return base
-    dirs = [c for c in base.iterdir() if c.is_dir() and not _is_ignored_dir(c.name)]
-    files = [c for c in base.iterdir() if c.is_file() and not c.name.startswith(".")]
+    if not tree.is_archive or manifest is not None or _manifest_in(tree, "") is not None:
+        return ""
+    dirs, files = tree.listdir("")
+    dirs = [d for d in dirs if not _is_ignored_dir(d)]
+    files = [f for f in files if not f.startswith(".")]
     if len(dirs) == 1 and not files:
         inner = dirs[0]
-        if _find_manifest(inner, None) is not None or any(
-            c.is_dir() and not _is_ignored_dir(c.name) for c in inner.iterdir()
-        ):
+        if _manifest_in(tree, inner) is not None or any(not _is_ignored_dir(d) for d in tree.listdir(inner)[0]):
             report.notes.append(
-                f"the archive wraps everything in the folder '{inner.name}'; its sub-folders are the classes"
+                f"the archive wraps everything in the folder '{inner}'; its sub-folders are the classes"
             )
             return inner
-    return base
+    return ""
 
 
-def _walk_files(base, report):
-    """Every regular file under ``base`` (sorted, links followed once); hidden/macOS folders reported."""
-    out, visited = [], set()
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:
-            dirnames[:] = []
-            report.skipped.append(SkippedFile(_rel(Path(dirpath), base) + "/", "folder link loop: not read again"))
-            continue
-        visited.add(real)
-        keep = []
-        for d in sorted(dirnames):
-            if _is_ignored_dir(d):
-                n = sum(len(f) for _, _, f in os.walk(Path(dirpath) / d))
-                kind = "macOS metadata" if d == "__MACOSX" else "hidden"
-                report.skipped.append(
-                    SkippedFile(_rel(Path(dirpath) / d, base) + "/", f"{kind} folder ignored ({n} files)")
-                )
-            else:
-                keep.append(d)
-        dirnames[:] = keep
-        for f in sorted(filenames):
-            p = Path(dirpath) / f
-            if p.is_file():
-                out.append(p)
-            else:
-                report.skipped.append(SkippedFile(_rel(p, base), "not a regular file (broken link or device)"))
-    return out
+def _under(rel, folder):
+    """The parts of ``rel`` below ``folder`` ('' is the root), or None if it is not below it."""
+    if not folder:
+        return rel.split("/")
+    return rel[len(folder) + 1 :].split("/") if rel.startswith(folder + "/") else None
 
 
-def _rel(path, base):
-    try:
-        return Path(path).relative_to(base).as_posix()
-    except ValueError:
-        return Path(path).name
-
-
-def _collect_items(base, class_root, manifest, max_files, report):
-    manifest_path = _find_manifest(class_root, manifest)
-    files = _walk_files(base, report)
-    if manifest_path is not None:
-        items = _items_from_manifest(manifest_path, class_root, base, files, report)
+def _collect_items(tree, class_root, manifest, max_files, report):
+    where, manifest_rel = _find_manifest(tree, class_root, manifest)
+    files = tree.files(report)
+    if where is not None:
+        items = _items_from_manifest(tree, where, manifest_rel, class_root, files, report)
     else:
         items = []
-        for p in files:
-            try:
-                inner = p.relative_to(class_root)
-            except ValueError:
-                inner = None
-            if inner is None or len(inner.parts) < 2:
+        for rel in files:
+            inner = _under(rel, class_root)
+            if inner is None or len(inner) < 2:
                 report.skipped.append(
-                    SkippedFile(_rel(p, base), "not inside a class folder (every class is a sub-folder of the root)")
+                    SkippedFile(rel, "not inside a class folder (every class is a sub-folder of the root)")
                 )
                 continue
-            items.append(_Item(p, _rel(p, base), inner.parts[0]))
+            items.append(_Item(tree.handle(rel), rel, inner[0]))
     classes = {i.label for i in items}
-    if manifest_path is None:
-        for d in sorted(class_root.iterdir()):
-            if d.is_dir() and not _is_ignored_dir(d.name) and d.name not in classes:
-                report.notes.append(f"class folder '{d.name}' holds no files")
-                classes.add(d.name)
+    if where is None:
+        for d in tree.listdir(class_root)[0]:
+            if not _is_ignored_dir(d) and d not in classes:
+                report.notes.append(f"class folder '{d}' holds no files")
+                classes.add(d)
     if len(items) > max_files:
         over = items[max_files:]
         _add_listed(report, [(i.rel, f"over the cap max_files={max_files}: not read") for i in over], "files")
@@ -506,19 +623,23 @@ def _collect_items(base, class_root, manifest, max_files, report):
     return items, sorted(classes)
 
 
-def _items_from_manifest(manifest_path, class_root, base, files, report):
-    label = manifest_path.name
+def _items_from_manifest(tree, where, manifest_rel, class_root, files, report):
+    label = PurePosixPath(str(where)).name
+    source = where if manifest_rel is None else tree.handle(manifest_rel)
     try:
-        with open(manifest_path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+        with source.open("rb") as handle:
+            text = handle.read().decode("utf-8-sig")
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except _Skip as exc:  # a damaged or over-cap zip entry
+        raise DataError(where, f"cannot read the manifest: {exc}") from exc
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(manifest_path, f"cannot read the manifest as UTF-8 CSV ({_short(exc)})") from exc
+        raise DataError(where, f"cannot read the manifest as UTF-8 CSV ({_short(exc)})") from exc
     if not rows:
-        raise DataError(manifest_path, "the manifest is empty; expected a header row path,label[,split]")
+        raise DataError(where, "the manifest is empty; expected a header row path,label[,split]")
     header = [h.strip().lower() for h in rows[0]]
     if "path" not in header or "label" not in header:
         raise DataError(
-            manifest_path,
+            where,
             f"the header must name the columns 'path' and 'label' (optional 'split'); found {', '.join(header) or 'nothing'}",
         )
     col = {h: header.index(h) for h in ("path", "label", "split") if h in header}
@@ -528,45 +649,42 @@ def _items_from_manifest(manifest_path, class_root, base, files, report):
             continue
         cells = [c.strip() for c in row] + [""] * (len(header) - len(row))
         rel, cls = cells[col["path"]], cells[col["label"]]
-        where = f"{label} row {number}"
+        at = f"{label} row {number}"
         if not rel:
-            report.skipped.append(SkippedFile(where, "empty path"))
+            report.skipped.append(SkippedFile(at, "empty path"))
             continue
         if not cls:
-            report.skipped.append(SkippedFile(rel, f"{where}: empty label"))
+            report.skipped.append(SkippedFile(rel, f"{at}: empty label"))
             continue
         split = None
         if "split" in col:
             raw = cells[col["split"]].lower()
             if raw not in SPLIT_NAMES:
                 raise DataError(
-                    manifest_path,
+                    where,
                     f"row {number}: split '{cells[col['split']]}' is not one of train, val, test; fill the split "
                     "column on every row, or remove the column to get a seeded 70/15/15 split",
                 )
             split = SPLIT_NAMES[raw]
         if _unsafe_member(rel) is not None:
             report.skipped.append(
-                SkippedFile(rel, f"{where}: absolute or '..' path leads outside the data folder; give paths relative to it")
+                SkippedFile(rel, f"{at}: absolute or '..' path leads outside the data folder; give paths relative to it")
             )
             continue
-        path = class_root / rel.replace("\\", "/")
-        if not Path(os.path.normpath(path)).is_relative_to(os.path.normpath(class_root)):
-            report.skipped.append(SkippedFile(rel, f"{where}: the path leads outside the data folder"))
+        entry = _join(class_root, rel.replace("\\", "/"))
+        if not tree.is_file(entry):
+            report.skipped.append(SkippedFile(rel, f"{at}: file not found"))
             continue
-        if not path.is_file():
-            report.skipped.append(SkippedFile(rel, f"{where}: file not found"))
-            continue
-        key = path.resolve()
+        key = tree.identity(entry)
         if key in seen:
-            report.skipped.append(SkippedFile(rel, f"{where}: listed twice; the first row is used"))
+            report.skipped.append(SkippedFile(rel, f"{at}: listed twice; the first row is used"))
             continue
         seen.add(key)
-        items.append(_Item(path, _rel(path, base), cls, split))
-    listed = {i.path.resolve() for i in items} | {manifest_path.resolve()}
-    unlisted = [p for p in files if p.resolve() not in listed]
+        items.append(_Item(tree.handle(entry), entry, cls, split))
+    listed = seen | ({tree.identity(manifest_rel)} if manifest_rel is not None else set())
+    unlisted = [f for f in files if tree.identity(f) not in listed]
     if unlisted:
-        names = ", ".join(_rel(p, base) for p in unlisted[:5])
+        names = ", ".join(unlisted[:5])
         more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
         report.notes.append(f"{len(unlisted)} files not listed in the manifest were ignored ({names}{more})")
     report.notes.append(f"classes and paths from the manifest {label}")
@@ -634,10 +752,11 @@ def _scrub(text, where):
     return text
 
 
-def _sniff(path):
-    """'dicm' (preamble + marker), 'raw' (plausible dataset without preamble), 'empty' or None."""
-    with open(path, "rb") as handle:
-        head = handle.read(132)
+def _sniff(head):
+    """'dicm' (preamble + marker), 'raw' (plausible dataset without preamble), 'empty' or None.
+
+    ``head`` is the first 132 bytes of the file (fewer if it is shorter).
+    """
     if not head:
         return "empty"
     if len(head) == 132 and head[128:132] == b"DICM":
@@ -650,24 +769,31 @@ def _sniff(path):
     return None
 
 
-def _read_dataset(path):
+def _read_dataset(source):
+    """(data set, {"bytes", "sha256"} of the file) from ``source``: anything with ``open("rb")``.
+
+    The file is read once, into memory: a Path from disk, a zip entry from the archive.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    kind = _sniff(path)
-    if kind == "empty":
-        raise _Skip("empty file (0 bytes)")
-    if kind is None:
-        raise _Skip("not a DICOM file (no 'DICM' marker at byte 128 and no DICOM data set at the start)")
+    with source.open("rb") as handle:
+        kind = _sniff(handle.read(132))
+        if kind == "empty":
+            raise _Skip("empty file (0 bytes)")
+        if kind is None:
+            raise _Skip("not a DICOM file (no 'DICM' marker at byte 128 and no DICOM data set at the start)")
+        handle.seek(0)
+        data = handle.read()
     try:
-        ds = pydicom.dcmread(path, force=(kind == "raw"))
+        ds = pydicom.dcmread(io.BytesIO(data), force=(kind == "raw"))
     except InvalidDicomError as exc:
         raise _Skip(f"not a DICOM file ({_short(exc)})") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, NotImplementedError) as exc:
         raise _Skip(f"corrupt or truncated DICOM file: {_short(exc)}") from exc
     if kind == "raw" and len(ds) == 0:
         raise _Skip("not a DICOM file (no DICOM elements could be read)")
-    return ds, kind
+    return ds, {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _scan_identifiers(ds, found, values):
@@ -725,7 +851,7 @@ def _frame_indices(n_frames, opts):
 
 
 def _read_one(item, opts, identifiers, scrub, counters):
-    ds, _ = _read_dataset(item.path)
+    ds, record = _read_dataset(item.path)
     if _scan_identifiers(ds, identifiers, scrub):
         counters["private"] += 1
     keys = {}
@@ -770,6 +896,7 @@ def _read_one(item, opts, identifiers, scrub, counters):
         images = [_color_frame(ds, f, photometric) for f in raw_frames]
     images = [_square(im, opts.size) for im in images]
     meta = {
+        **record,
         "modality": modality,
         "body_part": _text(ds, "BodyPartExamined"),
         "rows": int(ds.Rows),
@@ -994,9 +1121,7 @@ def _assemble(loaded, items, classes, opts, group_by, seed, report, source_recor
         for im in lo.images:
             images.append(prepare(im))
             labels.append(class_index[lo.item.label])
-        record = file_record(lo.item.path)
-        record["path"] = lo.item.rel
-        files.append({**record, **lo.meta, "class": lo.item.label, "split": split})
+        files.append({"path": lo.item.rel, **lo.meta, "class": lo.item.label, "split": split})
     c = 3 if to_rgb else 1
 
     def build(name):

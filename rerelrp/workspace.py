@@ -1,0 +1,637 @@
+"""Saved workspaces: everything a trained learner needs, on disk, without pickle, written atomically.
+
+A workspace is a folder (by default ``./workspaces/<name>``)::
+
+    CURRENT                       which snapshot is the workspace, and the SHA-256 of its manifest
+    snapshots/snap-000004/        one complete snapshot; never changed once it is in place
+        manifest.json             format and version, what was saved, SHA-256 and size of every file below
+        learner.json              settings, layer sizes, heads, tasks (names, classes, sizes, file hashes), history
+        metrics.json              accuracy matrices, forgetting, timings, capacity (RunMetrics)
+        network.safetensors       network weights and BatchNorm statistics
+        units.safetensors         kept set of every task: kept/<task>/<layer>, bool
+        relevance.safetensors     selected units features/<m> and relevance rows rows/<m>/<t>
+        recognizers/task-000.skops one random forest per task but the newest (skops, never pickle)
+
+Saving writes a new snapshot into a temporary folder, fsyncs it, renames it into place and then
+replaces ``CURRENT`` atomically; a crash or kill at any moment leaves the previous snapshot named
+by ``CURRENT`` and loadable. Loading verifies every checksum, then parses only data formats
+(JSON, safetensors, skops limited to the expected types, with every tree checked before use), so
+opening a workspace someone sent cannot run code. No image and no patient attribute is stored:
+tasks are described by names, sizes, file hashes and pixel fingerprints (hashes).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from rerelrp.errors import ConfigError, WorkspaceError
+from rerelrp.fileio import fsync_dir, json_bytes, write_bytes_atomic, write_bytes_durable
+
+FORMAT = "rerelrp-workspace"
+FORMAT_VERSION = 1
+DEFAULT_ROOT = "./workspaces"
+KEEP_SNAPSHOTS = 2  # the current snapshot and the one before it
+SKOPS_TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' default-trusted types; every tree is validated
+_SNAPSHOT_RE = re.compile(r"^snap-(\d{6})$")
+_FILE_RE = re.compile(r"^(manifest|learner|metrics)\.json$|^(network|units|relevance)\.safetensors$"
+                      r"|^recognizers/task-\d{3}\.skops$")
+_MAX_JSON = 64 << 20
+
+
+def _checkpoint(stage):
+    """A named point of the save sequence; tests replace it to kill a save exactly there."""
+
+
+# ---------------------------------------------------------------------------------------- naming
+def resolve_workspace(name_or_path, root=DEFAULT_ROOT):
+    """A bare name (no folder separator, not starting with '.') lives under ``root``; anything else is a path."""
+    text = str(name_or_path)
+    if not text.strip():
+        raise WorkspaceError(text, "empty workspace name")
+    if os.sep in text or "/" in text or text.startswith("."):
+        return Path(text)
+    return Path(root) / text
+
+
+def is_workspace(path):
+    return (Path(path) / "CURRENT").is_file()
+
+
+def check_target(path):
+    """Refuse to save into something that is not a workspace (a file, or a folder holding other things)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WorkspaceError(path, "exists and is not a folder; choose another workspace name")
+    if path.is_dir() and any(path.iterdir()) and not is_workspace(path) and not (path / "snapshots").is_dir():
+        raise WorkspaceError(path, "the folder exists, is not empty and is not a workspace; choose another name")
+
+
+# ---------------------------------------------------------------------------------------- hashes
+def sha256_bytes(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def split_fingerprint(split):
+    """SHA-256 of a split's pixels and labels: proves a split is the same without keeping it."""
+    images = np.ascontiguousarray(split.images)
+    labels = np.ascontiguousarray(split.labels, dtype=np.int64)
+    digest = hashlib.sha256(f"{images.shape}|{images.dtype}|{labels.shape}".encode())
+    digest.update(memoryview(images).cast("B"))
+    digest.update(memoryview(labels).cast("B"))
+    return digest.hexdigest()
+
+
+def task_fingerprint(task):
+    """Fingerprints of a task's train/val/test splits (cached on the task: it never changes)."""
+    cached = task.__dict__.get("_rerelrp_fingerprint")
+    if cached is None:
+        cached = {s: split_fingerprint(task.split(s)) for s in ("train", "val", "test")}
+        task.__dict__["_rerelrp_fingerprint"] = cached
+    return dict(cached)
+
+
+# ---------------------------------------------------------------------------------------- saving
+def save_workspace(path, learner, metrics=None, *, tasks=None, extra=None, keep=KEEP_SNAPSHOTS):
+    """Save ``learner`` (and the run's ``metrics``) as the workspace's new current snapshot.
+
+    ``tasks``: the Task objects of the run (at least those learned); only their fingerprints
+    (hashes of pixels and labels) are stored, so that samples and continued runs can be checked
+    against the data later. ``extra``: JSON-able notes kept as they are (e.g. the data sources
+    a run was made from). Returns the workspace path.
+    """
+    from rerelrp.learner import ReReLRP
+
+    path = Path(path)
+    if not isinstance(learner, ReReLRP):
+        raise WorkspaceError(path, f"only a ReReLRP learner can be saved, not {type(learner).__name__}")
+    if not learner.tasks_:
+        raise WorkspaceError(path, "the learner has not learned a task yet; nothing to save")
+    check_target(path)
+    files = _serialise(learner, metrics, tasks, extra, path)
+    path.mkdir(parents=True, exist_ok=True)
+    snapshots = path / "snapshots"
+    snapshots.mkdir(exist_ok=True)
+    with _lock(path):
+        for leftover in snapshots.glob(".tmp-*"):  # from a save that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+        numbers = [int(m.group(1)) for p in snapshots.iterdir() if (m := _SNAPSHOT_RE.match(p.name))]
+        name = f"snap-{max(numbers, default=0) + 1:06d}"
+        tmp = snapshots / f".tmp-{name}-{os.getpid()}"
+        tmp.mkdir()
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "n_tasks": learner.n_tasks,
+            "task_names": [t["name"] for t in learner.tasks_],
+            "files": {rel: {"sha256": sha256_bytes(data), "bytes": len(data)} for rel, data in sorted(files.items())},
+        }
+        for rel, data in files.items():
+            target = tmp / rel
+            if not target.parent.is_dir():
+                target.parent.mkdir(parents=True)
+            write_bytes_durable(target, data)
+            _checkpoint("file")
+        manifest_bytes = json.dumps(manifest, indent=2).encode()
+        write_bytes_durable(tmp / "manifest.json", manifest_bytes)
+        if (tmp / "recognizers").is_dir():
+            fsync_dir(tmp / "recognizers")
+        fsync_dir(tmp)
+        _checkpoint("snapshot-written")
+        os.rename(tmp, snapshots / name)
+        fsync_dir(snapshots)
+        _checkpoint("snapshot-renamed")
+        pointer = {"format": FORMAT, "format_version": FORMAT_VERSION, "snapshot": name,
+                   "manifest_sha256": sha256_bytes(manifest_bytes)}
+        write_bytes_atomic(path / "CURRENT", json.dumps(pointer, indent=2).encode())
+        fsync_dir(path)
+        _checkpoint("current-switched")
+        ordered = sorted((p for p in snapshots.iterdir() if _SNAPSHOT_RE.match(p.name)), key=lambda p: p.name)
+        for old in ordered[: max(0, len(ordered) - max(1, keep))]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+@contextmanager
+def _lock(path):
+    """One saver at a time per workspace (an OS lock, released even when the process is killed)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; saves are still atomic
+        yield
+        return
+    with open(path / ".lock", "a+b") as handle:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise WorkspaceError(path, "another process has been saving to this workspace for 30 s; "
+                                               "wait for it to finish or save to another workspace") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _serialise(learner, metrics, tasks, extra, path):
+    """Every file of a snapshot as bytes, computed before anything is written."""
+    import safetensors.numpy
+    import safetensors.torch
+    import skops.io
+
+    from rerelrp.metrics import RunMetrics
+    from rerelrp.runner import package_versions
+
+    T = learner.n_tasks
+    fingerprints = [None] * T
+    if tasks is not None:
+        tasks = list(tasks)
+        if len(tasks) < T:
+            raise WorkspaceError(path, f"{len(tasks)} task(s) given but the learner has learned {T}")
+        for i in range(T):
+            _check_task(path, i, learner.tasks_[i], tasks[i], None)
+            fingerprints[i] = task_fingerprint(tasks[i])
+    versions = package_versions()
+    layer_sizes = learner.ledger_.layer_sizes
+    if dict(learner.net_.layer_sizes) != dict(layer_sizes):
+        raise WorkspaceError(path, "the network's layer sizes disagree with its unit ledger; the learner is "
+                                   "in an inconsistent state (was a task interrupted?)")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in learner.net_.state_dict().items()}
+    units = {f"kept/{t}/{layer}": np.ascontiguousarray(kept[layer], dtype=bool)
+             for t, kept in enumerate(learner.ledger_.kept) for layer in layer_sizes}
+    relevance = {f"features/{m}": np.ascontiguousarray(f, dtype=np.int64) for m, f in enumerate(learner.store_.features)}
+    for m, rows in enumerate(learner.store_.rows):
+        for t, block in rows.items():
+            relevance[f"rows/{m}/{t}"] = np.ascontiguousarray(block, dtype=np.float32)
+    record = {
+        "config": learner.get_params(),
+        "arch": learner.net_.arch,
+        "layer_sizes": [[name, int(n)] for name, n in layer_sizes.items()],
+        "head_sizes": [len(t["classes"]) for t in learner.tasks_],
+        "tasks": learner.tasks_,
+        "fingerprints": fingerprints,
+        "history": learner.history_,
+        "n_recognizers": len(learner.recognizers_),
+        "extra": extra or {},
+        "versions": versions,
+        "device": learner.describe_device(),
+    }
+    try:
+        learner_json, metrics_json = json_bytes(record), json_bytes((metrics or RunMetrics()).to_dict())
+    except (TypeError, ValueError) as exc:
+        raise WorkspaceError(path, f"the learner's metadata cannot be written as JSON ({exc}); extra= must hold "
+                                   "only JSON values") from None
+    files = {
+        "learner.json": learner_json,
+        "metrics.json": metrics_json,
+        "network.safetensors": safetensors.torch.save(state),
+        "units.safetensors": safetensors.numpy.save(units),
+        "relevance.safetensors": safetensors.numpy.save(relevance),
+    }
+    for m, forest in enumerate(learner.recognizers_):
+        files[f"recognizers/task-{m:03d}.skops"] = skops.io.dumps(forest)
+    return files
+
+
+# ---------------------------------------------------------------------------------------- loading
+def _read_pointer(path):
+    path = Path(path)
+    if not path.is_dir():
+        raise WorkspaceError(path, "no such folder")
+    current = path / "CURRENT"
+    if not current.is_file():
+        raise WorkspaceError(path, "not a rerelrp workspace (it has no CURRENT file)", "CURRENT")
+    pointer = _parse_json(path, "CURRENT", current.read_bytes()[: _MAX_JSON + 1])
+    if not isinstance(pointer, dict) or pointer.get("format") != FORMAT:
+        raise WorkspaceError(path, "not a rerelrp workspace pointer", "CURRENT")
+    _check_version(path, "CURRENT", pointer.get("format_version"))
+    name = pointer.get("snapshot")
+    if not isinstance(name, str) or not _SNAPSHOT_RE.match(name):
+        raise WorkspaceError(path, f"names the snapshot {name!r}, which is not a snapshot name", "CURRENT")
+    snapshot = path / "snapshots" / name
+    if not snapshot.is_dir():
+        raise WorkspaceError(path, f"names snapshot {name}, which is missing", "CURRENT")
+    manifest_bytes = _read(path, snapshot, "manifest.json")
+    if sha256_bytes(manifest_bytes) != pointer.get("manifest_sha256"):
+        raise WorkspaceError(path, "checksum mismatch: the manifest was changed after it was saved (corrupt or "
+                                   "tampered); restore the workspace from a copy", f"snapshots/{name}/manifest.json")
+    manifest = _parse_json(path, f"snapshots/{name}/manifest.json", manifest_bytes)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise WorkspaceError(path, "not a rerelrp workspace manifest", f"snapshots/{name}/manifest.json")
+    _check_version(path, f"snapshots/{name}/manifest.json", manifest.get("format_version"))
+    return snapshot, manifest
+
+
+def _check_version(path, file, version):
+    if not isinstance(version, int):
+        raise WorkspaceError(path, f"has no valid format version ({version!r})", file)
+    if version > FORMAT_VERSION:
+        raise WorkspaceError(path, f"was written in workspace format {version} by a newer rerelrp; this rerelrp "
+                                   f"reads format {FORMAT_VERSION}. Upgrade rerelrp to open it", file)
+    if version < FORMAT_VERSION:
+        raise WorkspaceError(path, f"was written in the old workspace format {version}; this rerelrp reads format "
+                                   f"{FORMAT_VERSION}. Open it with the rerelrp version that wrote it, or train again", file)
+
+
+def _read(path, snapshot, rel):
+    try:
+        return (snapshot / rel).read_bytes()
+    except FileNotFoundError:
+        raise WorkspaceError(path, "file missing (the workspace is incomplete or was tampered with)",
+                             f"snapshots/{snapshot.name}/{rel}") from None
+    except OSError as exc:
+        raise WorkspaceError(path, f"cannot be read ({exc.strerror})", f"snapshots/{snapshot.name}/{rel}") from None
+
+
+def _parse_json(path, file, data):
+    if len(data) > _MAX_JSON:
+        raise WorkspaceError(path, "too large for a workspace JSON file", file)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkspaceError(path, f"is not valid JSON ({exc}); the file is corrupt", file) from None
+
+
+def _verified_files(path, snapshot, manifest):
+    """Every file the manifest lists, read once and checked against its SHA-256; nothing else allowed."""
+    listed = manifest.get("files")
+    where = f"snapshots/{snapshot.name}"
+    if not isinstance(listed, dict):
+        raise WorkspaceError(path, "the manifest lists no files", f"{where}/manifest.json")
+    for rel in listed:
+        if not isinstance(rel, str) or not _FILE_RE.match(rel):
+            raise WorkspaceError(path, f"the manifest lists an unexpected file {rel!r}", f"{where}/manifest.json")
+    present = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if not p.is_dir()} - {"manifest.json"}
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        raise WorkspaceError(path, f"holds file(s) the manifest does not list: {', '.join(unlisted)} "
+                                   "(the workspace was changed after it was saved)", where)
+    out = {}
+    for rel, entry in listed.items():
+        data = _read(path, snapshot, rel)
+        if not isinstance(entry, dict) or sha256_bytes(data) != entry.get("sha256") or len(data) != entry.get("bytes"):
+            raise WorkspaceError(path, "checksum mismatch: the file is corrupt or was changed after it was saved; "
+                                       "restore the workspace from a copy", f"{where}/{rel}")
+        out[rel] = data
+    return out
+
+
+def load_workspace(path, device=None):
+    """Open the workspace at ``path``: returns ``(learner, metrics, meta)``.
+
+    ``device`` overrides the saved device setting (e.g. ``"cpu"`` for a workspace trained on a GPU).
+    Every file is verified against its checksum first; a corrupt, tampered, newer- or older-format
+    workspace raises :class:`~rerelrp.errors.WorkspaceError` naming the file and the problem.
+    """
+    from rerelrp.metrics import RunMetrics
+
+    path = Path(path)
+    snapshot, manifest = _read_pointer(path)
+    files = _verified_files(path, snapshot, manifest)
+    where = f"snapshots/{snapshot.name}"
+    for required in ("learner.json", "metrics.json", "network.safetensors", "units.safetensors", "relevance.safetensors"):
+        if required not in files:
+            raise WorkspaceError(path, "file missing from the manifest", f"{where}/{required}")
+    record = _parse_json(path, f"{where}/learner.json", files["learner.json"])
+    learner = _build_learner(path, where, record, files, device)
+    metrics_data = _parse_json(path, f"{where}/metrics.json", files["metrics.json"])
+    if not isinstance(metrics_data, dict):
+        raise WorkspaceError(path, "does not hold a metrics object", f"{where}/metrics.json")
+    metrics = RunMetrics.from_dict(metrics_data)
+    meta = {
+        "path": str(path),
+        "name": path.name,
+        "snapshot": snapshot.name,
+        "format_version": manifest["format_version"],
+        "saved_at": manifest.get("saved_at"),
+        "files": manifest["files"],
+        "fingerprints": record.get("fingerprints") or [None] * learner.n_tasks,
+        "extra": record.get("extra") or {},
+        "versions": record.get("versions") or {},
+        "saved_device": record.get("device"),
+    }
+    return learner, metrics, meta
+
+
+def _build_learner(path, where, record, files, device):
+    import safetensors
+    import safetensors.torch
+
+    from rerelrp.learner import ReReLRP
+    from rerelrp.recognition import RelevanceStore
+    from rerelrp.units import UnitLedger
+
+    file = f"{where}/learner.json"
+
+    def fail(problem, name=file):
+        raise WorkspaceError(path, problem, name)
+
+    if not isinstance(record, dict):
+        fail("does not hold a learner record")
+    config = record.get("config")
+    if not isinstance(config, dict):
+        fail("has no settings ('config')")
+    config = dict(config)
+    if device is not None:
+        config["device"] = device
+    try:
+        learner = ReReLRP(**config)
+    except (ConfigError, TypeError) as exc:
+        fail(f"holds settings this rerelrp cannot use: {exc}")
+    tasks, history = record.get("tasks"), record.get("history")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) and isinstance(t.get("classes"), list)
+                                                           and isinstance(t.get("name"), str) for t in tasks):
+        fail("has no valid task list")
+    T = len(tasks)
+    sizes = record.get("layer_sizes")
+    if not (isinstance(sizes, list) and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], str)
+                                            and isinstance(s[1], int) and s[1] > 0 for s in sizes)):
+        fail("has no valid layer sizes")
+    layer_sizes = {name: n for name, n in sizes}
+    head_sizes = [len(t["classes"]) for t in tasks]
+    if record.get("head_sizes") != head_sizes or record.get("arch") != learner.config.net:
+        fail("its heads or network do not match its tasks and settings")
+    try:
+        net = learner._new_net(None, head_sizes)
+        if net.layer_sizes != layer_sizes:
+            net = learner._new_net(layer_sizes, head_sizes)
+    except ConfigError as exc:
+        fail(f"the network cannot be rebuilt: {exc}")
+    if list(net.layer_sizes.items()) != list(layer_sizes.items()):
+        fail(f"layer sizes {layer_sizes} do not fit a {learner.config.net} network")
+
+    name = f"{where}/network.safetensors"
+    try:
+        state = safetensors.torch.load(files["network.safetensors"])
+    except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
+        fail(f"is not a readable safetensors file ({exc})", name)
+    expected = net.state_dict()
+    if set(state) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        fail(f"does not match the network: missing {missing[:5]}, unexpected {unexpected[:5]}", name)
+    for key, value in expected.items():
+        if state[key].shape != value.shape or state[key].dtype != value.dtype:
+            fail(f"tensor {key} has shape {tuple(state[key].shape)} {state[key].dtype}, expected "
+                 f"{tuple(value.shape)} {value.dtype}", name)
+    net.load_state_dict(state, strict=True)
+    net.eval()
+
+    name = f"{where}/units.safetensors"
+    units = _load_arrays(path, name, files["units.safetensors"])
+    ledger = UnitLedger(layer_sizes)
+    expected_keys = {f"kept/{t}/{layer}" for t in range(T) for layer in layer_sizes}
+    if set(units) != expected_keys:
+        fail(f"holds {len(units)} masks, expected kept sets of {T} task(s) x {len(layer_sizes)} layers", name)
+    for t in range(T):
+        kept = {}
+        for layer, n in layer_sizes.items():
+            mask = units[f"kept/{t}/{layer}"]
+            if mask.dtype != bool or mask.shape != (n,):
+                fail(f"kept/{t}/{layer} is {mask.dtype} {mask.shape}, expected bool ({n},)", name)
+            kept[layer] = mask.copy()
+        ledger.kept.append(kept)
+
+    name = f"{where}/relevance.safetensors"
+    arrays = _load_arrays(path, name, files["relevance.safetensors"])
+    store = RelevanceStore()
+    n_units = ledger.n_units
+    for m in range(T):
+        features = arrays.pop(f"features/{m}", None)
+        if features is None or features.dtype != np.int64 or features.ndim != 1 or len(features) == 0:
+            fail(f"features/{m} is missing or not a list of unit indices", name)
+        if features.min() < 0 or features.max() >= n_units:
+            fail(f"features/{m} points outside the network's {n_units} units", name)
+        store.features.append(features.copy())
+        rows = {}
+        for t in range(m, T):
+            block = arrays.pop(f"rows/{m}/{t}", None)
+            if block is None:
+                continue
+            if block.dtype != np.float32 or block.ndim != 2 or block.shape[1] != len(features):
+                fail(f"rows/{m}/{t} is {block.dtype} {block.shape}, expected float32 (n, {len(features)})", name)
+            rows[t] = block.copy()
+        if m not in rows:
+            fail(f"rows/{m}/{m} (task {m}'s own relevance rows) is missing", name)
+        store.rows.append(rows)
+    if arrays:
+        fail(f"holds unexpected arrays: {', '.join(sorted(arrays)[:5])}", name)
+
+    n_rec = record.get("n_recognizers")
+    if n_rec != max(0, T - 1):
+        fail(f"lists {n_rec!r} recognisers; {T} tasks need {max(0, T - 1)}")
+    recognizers = []
+    for m in range(T - 1):
+        rel = f"recognizers/task-{m:03d}.skops"
+        if rel not in files:
+            fail("recogniser file missing", f"{where}/{rel}")
+        recognizers.append(_load_forest(path, f"{where}/{rel}", files[rel], len(store.features[m])))
+
+    learner.net_ = net
+    learner.ledger_ = ledger
+    learner.store_ = store
+    learner.recognizers_ = recognizers
+    learner.tasks_ = tasks
+    learner.history_ = history if isinstance(history, list) else []
+    return learner
+
+
+def _load_arrays(path, name, data):
+    import safetensors
+    import safetensors.numpy
+
+    try:
+        return dict(safetensors.numpy.load(data))
+    except (safetensors.SafetensorError, ValueError, RuntimeError, TypeError) as exc:
+        raise WorkspaceError(path, f"is not a readable safetensors file ({exc})", name) from None
+
+
+def _load_forest(path, name, data, n_features):
+    """A recogniser from skops bytes: only the expected types, then every tree checked before any use."""
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+    from sklearn.ensemble import RandomForestClassifier
+
+    try:  # skops audits every type in the file before it constructs anything
+        forest = skops.io.loads(data, trusted=SKOPS_TRUSTED)
+    except UntrustedTypesFoundException as exc:
+        found = str(exc).split("\n", 1)[0].replace("Untrusted types found in the file: ", "")
+        raise WorkspaceError(path, f"holds types a recogniser never contains: {found}; refused without loading it "
+                                   "(the file may be crafted to run code)", name) from None
+    except Exception as exc:  # not a zip, no schema, a broken schema: skops raises many kinds
+        raise WorkspaceError(path, f"is not a skops file or not a readable recogniser ({type(exc).__name__}: {exc}); "
+                                   "refused without running anything", name) from None
+    if type(forest) is not RandomForestClassifier:
+        raise WorkspaceError(path, f"holds a {type(forest).__name__}, expected a RandomForestClassifier", name)
+    try:
+        _check_forest(forest, n_features)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise WorkspaceError(path, f"holds an invalid recogniser: {exc}; refused", name) from None
+    forest.n_jobs = 1
+    return forest
+
+
+def _check_forest(forest, n_features):
+    """Bounds of every tree, so that predicting can never index outside its arrays (see skops' note on Tree)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    classes = np.asarray(forest.classes_)
+    if forest.n_outputs_ != 1 or classes.ndim != 1 or not set(classes.tolist()) <= {0, 1} or len(classes) < 1:
+        raise ValueError("it is not a binary single-output forest")
+    if forest.n_features_in_ != n_features:
+        raise ValueError(f"it reads {forest.n_features_in_} features, the workspace selected {n_features}")
+    if not forest.estimators_:
+        raise ValueError("it has no trees")
+    for est in forest.estimators_:
+        if type(est) is not DecisionTreeClassifier or est.n_features_in_ != n_features or est.n_outputs_ != 1:
+            raise ValueError("a tree does not match the forest")
+        tree = est.tree_
+        n = int(tree.node_count)
+        left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
+        feature, value = np.asarray(tree.feature), np.asarray(tree.value)
+        if n < 1 or tree.n_features != n_features or tree.n_outputs != 1 or list(tree.n_classes) != [len(classes)]:
+            raise ValueError("a tree's shape does not match the forest")
+        if left.shape != (n,) or right.shape != (n,) or feature.shape != (n,) or value.shape[:2] != (n, 1):
+            raise ValueError("a tree's node arrays have inconsistent lengths")
+        leaf = left == -1
+        if np.any(leaf != (right == -1)):
+            raise ValueError("a tree has a node with only one child")
+        index = np.arange(n)
+        inner = ~leaf
+        # sklearn creates children after their parent: child ids are larger (no cycles) and in range
+        if np.any((left[inner] <= index[inner]) | (left[inner] >= n) | (right[inner] <= index[inner]) | (right[inner] >= n)):
+            raise ValueError("a tree's child indices point outside the tree or backwards")
+        if np.any((feature[inner] < 0) | (feature[inner] >= n_features)):
+            raise ValueError("a tree splits on a feature that does not exist")
+
+
+# ---------------------------------------------------------------------------------------- listing
+def workspace_info(path):
+    """Name, tasks learned, save time and format of a workspace, reading only its pointer and manifest."""
+    path = Path(path)
+    snapshot, manifest = _read_pointer(path)
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    return {
+        "name": path.name,
+        "path": str(path),
+        "n_tasks": manifest.get("n_tasks"),
+        "task_names": manifest.get("task_names", []),
+        "saved_at": manifest.get("saved_at"),
+        "modified": datetime.fromtimestamp((path / "CURRENT").stat().st_mtime).isoformat(timespec="seconds"),
+        "format_version": manifest.get("format_version"),
+        "snapshot": snapshot.name,
+        "bytes": sum(int(f.get("bytes", 0)) for f in files.values() if isinstance(f, dict)),
+        "problem": None,
+    }
+
+
+def list_workspaces(root=DEFAULT_ROOT):
+    """Every workspace folder under ``root``, newest first; unreadable ones are listed with their problem."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for child in sorted(root.iterdir()):
+        if not child.is_dir() or not is_workspace(child):
+            continue
+        try:
+            out.append(workspace_info(child))
+        except WorkspaceError as exc:
+            out.append({"name": child.name, "path": str(child), "n_tasks": None, "task_names": [], "saved_at": None,
+                        "modified": datetime.fromtimestamp((child / "CURRENT").stat().st_mtime).isoformat(timespec="seconds"),
+                        "format_version": None, "snapshot": None, "bytes": None, "problem": exc.problem})
+    return sorted(out, key=lambda info: info["modified"], reverse=True)
+
+
+# ---------------------------------------------------------------------------------------- continuing
+def _describe_short(info):
+    sizes = info.get("sizes") or {}
+    return (f"'{info.get('name')}' with classes {info.get('classes')} "
+            f"({', '.join(f'{k} {v}' for k, v in sizes.items())})")
+
+
+def _file_hashes(info):
+    prov = info.get("provenance") or {}
+    return sorted(f.get("sha256") for f in prov.get("files", []) if isinstance(f, dict))
+
+
+def _check_task(path, i, saved, task, fingerprint):
+    given = task.describe()
+    problems = []
+    for key in ("name", "classes", "sizes"):
+        if saved.get(key) != given.get(key):
+            problems.append(key)
+    if _file_hashes(saved) != _file_hashes(given):
+        problems.append("input file SHA-256")
+    if fingerprint and task_fingerprint(task) != fingerprint:
+        problems.append("pixels or labels (fingerprint)")
+    if problems:
+        raise WorkspaceError(
+            path,
+            f"task {i} differs from the data given ({', '.join(problems)}): the workspace learned "
+            f"{_describe_short(saved)}, the data gives {_describe_short(given)}. Give the same data and task split "
+            "as the run that made the workspace, or start a new workspace",
+        )
+
+
+def check_sequence(path, learner, meta, tasks):
+    """The planned ``tasks`` must begin with the tasks the workspace learned: same names, classes, sizes, hashes."""
+    tasks = list(tasks)
+    if len(tasks) < learner.n_tasks:
+        raise WorkspaceError(path, f"holds {learner.n_tasks} learned task(s) but the sequence given has only "
+                                   f"{len(tasks)}; give the data of the run that made it")
+    fingerprints = meta.get("fingerprints") or [None] * learner.n_tasks
+    for i, saved in enumerate(learner.tasks_):
+        _check_task(path, i, saved, tasks[i], fingerprints[i] if i < len(fingerprints) else None)

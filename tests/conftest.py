@@ -1,0 +1,25 @@
+"""Shared fixtures: where the real test data lives, and a learner configuration fast enough for CI."""
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# small enough that a 2-task demo run takes seconds on 2 CPU cores
+FAST = dict(epochs=1, relevance_samples=64, recognizer_samples=64, n_trees=20, seed=0)
+
+
+def shared_file(*parts):
+    """A real file from ../shared/data, or a skip saying it is missing (never a fabricated stand-in)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real test data not present: {path} (see ../shared/data/SOURCES.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_tasks():
+    from rerelrp.data import build_sequence, load_dataset
+
+    return build_sequence([load_dataset("demo")])

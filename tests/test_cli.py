@@ -1,0 +1,59 @@
+"""`rerelrp run` end to end: the metrics other tools read, run.json, and clean failures."""
+import json
+
+import pytest
+
+from conftest import shared_file
+from rerelrp.cli import main
+
+FAST_ARGS = ["--epochs", "1", "--quiet"]
+
+
+def test_run_on_the_demo_writes_the_documented_metrics(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--data", "demo", "--tasks", "2", "--out", str(out), *FAST_ARGS]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [t["classes"] for t in metrics["tasks"]] == [["0", "1", "2", "3", "4"], ["5", "6", "7", "8", "9"]]
+    assert [len(r) for r in metrics["acc_tag"]] == [1, 2] and [len(r) for r in metrics["acc_taw"]] == [1, 2]
+    assert len(metrics["task_recognition"]) == 2 and metrics["task_recognition"][0] == 100.0
+    assert set(metrics["final"]) == {"tag", "taw", "forgetting_tag", "forgetting_taw"}
+    assert metrics["final"]["forgetting_taw"] == 0.0
+    assert set(metrics["seconds"][1]) == {"train", "relevance", "prune", "recognizer", "eval"}
+    assert {row["layer"] for row in metrics["capacity"][1]} >= {"conv1", "fc1"}
+    assert all(b > 0 for b in metrics["stored_bytes"])
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["epochs"] == 1 and record["versions"]["torch"]
+    assert "final: TAg" in capsys.readouterr().out
+
+
+def test_run_json_holds_the_sha256_of_every_input_file(tmp_path):
+    breast = shared_file("medmnist", "breastmnist.npz")
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(breast), "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    files = json.loads((out / "run.json").read_text())["data"]["files"]
+    import hashlib
+
+    assert files[0]["sha256"] == hashlib.sha256(breast.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("method", ["finetune", "joint"])
+def test_reference_bounds_run_through_the_same_metrics(tmp_path, method):
+    out = tmp_path / method
+    assert main(["run", "--data", "demo", "--tasks", "2", "--method", method, "--out", str(out), *FAST_ARGS]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["acc_tag"]) == 2 and 0 <= metrics["final"]["tag"] <= 100
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "missing.npz"], "missing.npz: file not found"),
+        (["--data", "bloodmnist"], "--download"),
+        (["--data", "demo", "--tasks", "11"], "cannot split 10 classes into 11 tasks"),
+        (["--data", "demo", "--device", "tpu"], "unknown device"),
+        (["--data", "demo", "--acc-drop", "-3"], "acc_drop"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_message(tmp_path, capsys, args, message):
+    assert main(["run", *args, "--out", str(tmp_path / "o"), "--data-root", str(tmp_path), "--quiet"]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,263 @@
+"""The method's guarantees: exact preservation, rollback on stop, the cut search, the chain."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAST
+from rerelrp.errors import ConfigError, StopRequested
+from rerelrp.learner import ReReLRP
+from rerelrp.nets import build_net, grow_layer
+from rerelrp.pruning import search_cut, tolerance_points
+from rerelrp.recognition import RelevanceStore, chain_probabilities, select_features
+from rerelrp.relevance import RelevanceReader
+
+
+@pytest.fixture(scope="module")
+def three_task_learner(demo_tasks):
+    """Three demo tasks with a min_free so high that layers must grow on the way."""
+    learner = ReReLRP(**FAST, min_free=0.9)
+    logits = {}
+    for t, task in enumerate(demo_tasks[:3]):
+        learner.add_task(task)
+        logits[t] = learner.subnetwork_logits(task.test.images, t)
+    return learner, logits
+
+
+def test_old_subnetworks_are_bit_identical_after_later_tasks(three_task_learner, demo_tasks):
+    learner, right_after = three_task_learner
+    assert any(h["grown"] for h in learner.history_), "the test should cover layer growth too"
+    for t in range(3):
+        assert torch.equal(learner.subnetwork_logits(demo_tasks[t].test.images, t), right_after[t])
+
+
+def test_frozen_units_never_move_under_momentum_and_weight_decay(demo_tasks):
+    learner = ReReLRP(**FAST, weight_decay=0.05, momentum=0.9, grow=False)
+    learner.add_task(demo_tasks[0])
+    kept = learner.ledger_.kept[0]
+    before = {l.name: l.module.weight.detach().clone() for l in learner.net_.unit_layers}
+    stats = {l.name: l.norm.running_mean.clone() for l in learner.net_.unit_layers if l.norm is not None}
+    head0 = learner.net_.heads[0].weight.detach().clone()
+    learner.add_task(demo_tasks[1])
+    for layer in learner.net_.unit_layers:
+        rows = torch.as_tensor(kept[layer.name])
+        assert torch.equal(layer.module.weight[rows], before[layer.name][rows])
+        assert not torch.equal(layer.module.weight[~rows], before[layer.name][~rows]), "free units should learn"
+        if layer.norm is not None:
+            assert torch.equal(layer.norm.running_mean[rows], stats[layer.name][rows])
+    assert torch.equal(learner.net_.heads[0].weight, head0)
+
+
+def test_stop_between_batches_leaves_the_learner_exactly_as_before(demo_tasks):
+    learner = ReReLRP(**FAST)
+    learner.add_task(demo_tasks[0])
+    state = {k: v.clone() for k, v in learner.net_.state_dict().items()}
+    prediction = learner.predict(demo_tasks[0].test.images[:20])
+    stop, events = threading.Event(), []
+
+    def callback(event):
+        events.append(event)
+        if event.phase == "train" and event.step == 2:
+            stop.set()
+
+    with pytest.raises(StopRequested):
+        learner.add_task(demo_tasks[1], callback=callback, stop=stop)
+    assert learner.n_tasks == 1 and len(learner.net_.heads) == 1 and len(learner.ledger_.kept) == 1
+    assert learner.net_.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in learner.net_.state_dict().items())
+    again = learner.predict(demo_tasks[0].test.images[:20])
+    assert np.array_equal(again.global_class, prediction.global_class)
+    assert max(e.step for e in events if e.phase == "train") == 2  # stopped at once, not at the end
+    learner.add_task(demo_tasks[1])  # and it can carry on
+    assert learner.n_tasks == 2
+
+
+def test_same_seed_same_model(demo_tasks):
+    a, b = ReReLRP(**FAST), ReReLRP(**FAST)
+    a.add_task(demo_tasks[0])
+    b.add_task(demo_tasks[0])
+    assert all(torch.equal(x, y) for x, y in zip(a.net_.state_dict().values(), b.net_.state_dict().values()))
+    assert all(np.array_equal(a.ledger_.kept[0][k], b.ledger_.kept[0][k]) for k in a.ledger_.layer_sizes)
+
+
+def test_predict_and_explain_cover_every_subnetwork(three_task_learner, demo_tasks):
+    learner, _ = three_task_learner
+    images = demo_tasks[1].test.images[:6]
+    pred = learner.predict(images)
+    assert pred.p_task.shape == (6, 3) and np.allclose(pred.p_task.sum(1), 1.0)
+    assert np.array_equal(pred.task, pred.p_task.argmax(1))
+    assert np.array_equal(pred.global_class, learner.offsets_[pred.task] + pred.local_class)
+    assert pred.class_name[0].startswith(demo_tasks[pred.task[0]].name)
+    exp = learner.explain(images, composite="EpsilonGammaBox", top_k=3)
+    assert exp.heatmaps.shape == (6, 3, 28, 28) and np.isfinite(exp.heatmaps).all()
+    assert np.array_equal(exp.subnet_class, pred.subnet_class)
+    assert len(exp.top_units[0][2]) == 3 and exp.top_units[0][2][0][0] in learner.ledger_.layer_sizes
+
+
+def test_subnetwork_only_uses_its_kept_units(three_task_learner, demo_tasks):
+    learner, _ = three_task_learner
+    x = demo_tasks[0].test.images[:4]
+    before = learner.subnetwork_logits(x, 0)
+    dropped = [(l, np.flatnonzero(~learner.ledger_.kept[0][l.name])) for l in learner.net_.unit_layers]
+    saved = [(l, l.module.weight.detach().clone()) for l, _ in dropped]
+    with torch.no_grad():
+        for layer, idx in dropped:
+            layer.module.weight[torch.as_tensor(idx)] = 1e3  # wreck every unit sub-network 0 did not keep
+    try:
+        assert torch.equal(learner.subnetwork_logits(x, 0), before)
+    finally:
+        with torch.no_grad():
+            for layer, w in saved:
+                layer.module.weight.copy_(w)
+
+
+def test_growth_keeps_existing_outputs_identical():
+    torch.manual_seed(0)
+    net = build_net("vgg", 28, head_sizes=[2]).eval()
+    x = torch.rand(5, 3, 28, 28)
+    before = net(x)
+    frozen_rows = np.ones(32, bool)  # every unit of the consumer (conv4) frozen: new columns must be zero
+    grow_layer(net, "conv3", 7, frozen_rows)
+    masks = {l.name: torch.ones(5, l.n_units) for l in net.unit_layers}
+    masks["conv3"][:, -7:] = 0
+    net.set_masks(masks)
+    assert torch.allclose(net(x), before, atol=1e-6)
+    net.set_masks(None)
+    assert net.layer_sizes["conv3"] == 39 and net(x).shape == (5, 2)
+    rebuilt = build_net("vgg", 28, head_sizes=[2], layer_sizes=net.layer_sizes)
+    rebuilt.load_state_dict(net.state_dict())
+
+
+def test_batched_lrp_matches_one_sample_at_a_time():
+    torch.manual_seed(0)
+    net = build_net("vgg", 28, head_sizes=[2, 3]).eval()
+    x = torch.rand(6, 3, 28, 28)
+    offsets = np.array([0, 2, 5])
+    heads = torch.tensor([0, 1, 0, 1, 1, 0])
+    with RelevanceReader(net) as reader:
+        batch = reader(x, offsets, heads, heatmap=True)
+        single = [reader(x[i : i + 1], offsets, heads[i : i + 1], heatmap=True) for i in range(6)]
+    assert torch.allclose(batch.units, torch.cat([s.units for s in single]), atol=1e-5)
+    assert torch.allclose(batch.heatmap, torch.cat([s.heatmap for s in single]), atol=1e-6)
+    per_layer = batch.units[:, : net.layer_sizes["conv1"]].abs().sum(1)
+    assert torch.allclose(per_layer, torch.ones(6), atol=1e-4)  # L1-normalised per sample and layer
+
+
+def test_cut_search_finds_the_budget_edge_in_log_passes():
+    rng = np.random.default_rng(0)
+    scores = rng.random(1000)
+    slices = {"a": slice(0, 400), "b": slice(400, 1000)}
+    order = np.argsort(scores)
+    rank = np.empty(1000, int)
+    rank[order] = np.arange(1000)
+
+    def evaluate(kept):  # accuracy stays 90 until the 600th least relevant unit goes
+        dropped = rank[~kept]
+        return 90.0 if (len(dropped) == 0 or dropped.max() < 600) else 50.0
+
+    result = search_cut(scores, np.zeros(1000, bool), slices, evaluate, acc_drop=1.0, n_val=500, min_free=0.0)
+    assert (~result.kept).sum() == 600 and result.kept_acc == 90.0
+    assert result.evaluations <= 13  # ~log2(1000) + the unpruned pass
+
+
+def test_cut_search_frees_more_units_for_min_free_only_within_budget():
+    scores = np.arange(20, dtype=float)
+    slices = {"a": slice(0, 10), "b": slice(10, 20)}
+
+    def evaluate(kept):  # layer a may lose anything; layer b needs units 15..19
+        return 90.0 if kept[15:20].all() else 10.0
+
+    result = search_cut(scores, np.zeros(20, bool), slices, evaluate, 1.0, 100, min_free=0.8)
+    assert not result.kept[:9].any() and result.kept[15:20].all()
+    assert result.shortfall == {"b": 3}  # needed 8 free in b, the budget allowed 5
+
+
+def test_tolerance_is_never_below_one_validation_sample():
+    assert tolerance_points(1.0, 20) == pytest.approx(5.0)
+    assert tolerance_points(2.0, 1000) == 2.0
+
+
+def test_chain_probabilities_follow_the_classifier_chain():
+    p_r = np.array([[0.9, 0.5], [0.1, 0.2], [0.0, 0.0]])
+    p_t = chain_probabilities(p_r)
+    assert np.allclose(p_t[0], [0.9, 0.1 * 0.5, 0.1 * 0.5])
+    assert np.allclose(p_t[1], [0.1, 0.9 * 0.2, 0.9 * 0.8])
+    assert np.allclose(p_t[2], [0, 0, 1]) and np.allclose(p_t.sum(1), 1)
+    assert chain_probabilities(np.zeros((4, 0))).tolist() == [[1.0]] * 4
+
+
+def test_relevance_store_keeps_only_selected_columns_and_follows_growth():
+    rows = np.zeros((5, 10), np.float32)
+    rows[:, [2, 7]] = [1.0, -3.0]
+    store = RelevanceStore()
+    store.add_task(0, rows, n_features=2)
+    assert store.features[0].tolist() == [2, 7] and store.rows[0][0].shape == (5, 2)
+    store.add_ood(0, 1, np.ones((4, 10), np.float32))
+    X, y = store.training_set(0)
+    assert X.shape == (9, 2) and y.tolist() == [1] * 5 + [0] * 4
+    store.shift_units(5, 3)
+    assert store.features[0].tolist() == [2, 10]
+    assert select_features(rows, 1).tolist() == [7]
+
+
+def test_bad_settings_are_refused_at_construction():
+    for bad in [dict(net="vgg19"), dict(composite="Nope"), dict(acc_drop=-1), dict(min_free=1.0),
+                dict(epochs=0), dict(device="tpu"), dict(learning_rate=0.1)]:
+        with pytest.raises(ConfigError):
+            ReReLRP(**bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            ReReLRP(device="cuda")
+
+
+def test_task_with_one_class_is_refused(demo_tasks):
+    from dataclasses import replace
+
+    task = demo_tasks[0]
+    single = replace(task, class_names=task.class_names[:1])
+    with pytest.raises(ConfigError, match="at least 2"):
+        ReReLRP(**FAST).add_task(single)
+
+
+@pytest.mark.parametrize("arch", ["vgg", "lenet", "resnet18"])
+def test_specialised_zplus_gives_zennits_relevance_bit_for_bit(arch, monkeypatch):
+    """Our z+ for post-ReLU inputs must equal zennit's general ZPlus exactly, only faster."""
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer
+
+    import rerelrp.relevance as relevance
+
+    torch.manual_seed(0)
+    net = build_net(arch, 28, head_sizes=[2, 3])
+    net.train()
+    net(torch.rand(16, 3, 28, 28))  # BatchNorm statistics that are not the identity
+    net.eval()
+    x, offsets, heads = torch.rand(4, 3, 28, 28), np.array([0, 2, 5]), torch.tensor([0, 1, 1, 0])
+    with RelevanceReader(net) as reader:
+        ours = reader(x, offsets, heads, heatmap=True)
+    canon = [ResNetCanonizer()] if arch == "resnet18" else [SequentialMergeBatchNorm()]
+    monkeypatch.setattr(relevance, "make_composite", lambda *a: EpsilonPlusFlat(canonizers=canon))
+    with RelevanceReader(net) as reader:
+        stock = reader(x, offsets, heads, heatmap=True)
+    assert torch.equal(ours.units, stock.units) and torch.equal(ours.heatmap, stock.heatmap)
+
+
+@pytest.mark.parametrize("arch, size", [("lenet", 28), ("resnet18", 16)])
+def test_other_backbones_learn_two_tasks_exactly(demo_tasks, arch, size):
+    from dataclasses import replace
+
+    few = [replace(t, train=t.train.subset(slice(0, 96))) for t in demo_tasks[:2]]  # ResNet-18 is slow on a CPU
+    learner = ReReLRP(**FAST, net=arch, input_size=size, min_free=0.9)
+    learner.add_task(few[0])
+    first = learner.subnetwork_logits(demo_tasks[0].test.images, 0)
+    learner.add_task(few[1])
+    assert torch.equal(learner.subnetwork_logits(demo_tasks[0].test.images, 0), first)
+    assert learner.predict(demo_tasks[1].test.images[:3]).p_task.shape == (3, 2)
+    if arch == "resnet18":  # residual layers cannot grow: a full layer is reported, not grown
+        learner.ledger_.kept[0] = {k: np.ones_like(v) for k, v in learner.ledger_.kept[0].items()}
+        assert learner._grow_saturated(2) == {}
+        warnings = learner._capacity_warnings(learner.capacity())
+        assert len(warnings) == len(learner.ledger_.layer_sizes)
+        assert all("only reuse frozen units" in w for w in warnings)

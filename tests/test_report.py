@@ -1,0 +1,275 @@
+"""Explanation reports: self-contained HTML, a PDF with the expected sections, samples and their checks."""
+import base64
+import copy
+import io
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerelrp.data import build_sequence, load_dataset
+from rerelrp.errors import ConfigError, DataError, WorkspaceError
+from rerelrp.learner import ReReLRP
+from rerelrp.report import SECTIONS, Sample, build_report, make_report, render_html, render_pdf, resolve_samples
+from rerelrp.runner import SequenceRun
+from rerelrp.workspace import load_workspace, save_workspace
+
+CONFIG = dict(net="lenet", input_size=16, epochs=1, relevance_samples=24, recognizer_samples=24, n_trees=8, device="cpu")
+N_TASKS = 3
+EXTRA = {"data": {"sources": ["demo"], "tasks": N_TASKS}}
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return build_sequence([load_dataset("demo")], N_TASKS)
+
+
+@pytest.fixture(scope="module")
+def ws(tasks, tmp_path_factory):
+    learner = ReReLRP(**CONFIG)
+    run = SequenceRun(learner, tasks)
+    run.run()
+    path = tmp_path_factory.mktemp("report") / "ws"
+    save_workspace(path, learner, run.metrics, tasks=tasks, extra=EXTRA)
+    return path
+
+
+@pytest.fixture(scope="module")
+def png_file(tmp_path_factory, tasks):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("img") / "scan.png"
+    Image.fromarray(np.kron(tasks[1].test.images[5][..., 0], np.ones((4, 4), np.uint8))).save(path)  # 32x32 gray
+    return path
+
+
+@pytest.fixture(scope="module")
+def html_report(ws, png_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    result = make_report(ws, out, "html", samples=["0:1", "2:3", str(png_file)])
+    return out, result
+
+
+class Resources(HTMLParser):
+    """Every tag and every attribute that could make a browser fetch something."""
+
+    URL_ATTRS = {"src", "href", "srcset", "action", "formaction", "poster", "data", "xlink:href", "background", "cite"}
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.urls, self.scripts, self.images = [], [], [], []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        attrs = dict(attrs)
+        for name, value in attrs.items():
+            if name in self.URL_ATTRS:
+                self.urls.append((tag, name, value or ""))
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+def parse(document):
+    parser = Resources()
+    parser.feed(document)
+    return parser
+
+
+# --------------------------------------------------------------------------- HTML
+def test_html_fetches_nothing_and_inlines_plotly_once(html_report):
+    """'No external URL' means: opening the file makes no request. Checked three ways:
+    every resource attribute is a data: URI or an in-page anchor; no tag that loads a document,
+    style sheet or frame; and apart from the plotly.js bundle (byte-identical to plotly's own,
+    whose URL strings only serve map/geo traces that no figure here uses) the file holds no URL at all.
+    """
+    import plotly.offline
+
+    out, result = html_report
+    document = out.read_text(encoding="utf-8")
+    page = parse(document)
+    for tag, name, value in page.urls:
+        assert value.startswith("data:image/png;base64,") or value.startswith("#"), (tag, name, value[:80])
+    assert not {"link", "iframe", "frame", "object", "embed", "base", "audio", "video", "source"} & set(page.tags)
+    bundle = plotly.offline.get_plotlyjs()
+    assert sum(script == bundle for script in page.scripts) == 1  # inlined, exactly once
+    assert document.count(bundle[:200]) == 1
+    rest = document.replace(bundle, "")
+    for needle in ("http://", "https://", "//cdn", "@import", "url(", "mathjax", "fonts.googleapis"):
+        assert needle not in rest.lower(), needle
+    # every figure draws only trace types that never fetch map tiles or topojson
+    types = [trace.get("type") for data in figure_data(rest) for trace in data]
+    assert len(types) >= 5 and set(types) <= {"heatmap", "bar", "scatter", "image"}, set(types)
+
+
+def figure_data(document):
+    """The trace list of every ``Plotly.newPlot(id, data, layout, config)`` call in the page."""
+    decoder = json.JSONDecoder()
+    out, start = [], 0
+    while (start := document.find("Plotly.newPlot(", start)) >= 0:
+        pos = start + len("Plotly.newPlot(")
+        for part in range(2):  # the element id, then the data
+            while document[pos] in " \n\t,":
+                pos += 1
+            value, pos = decoder.raw_decode(document, pos)
+        out.append(value)
+        start = pos
+    return out
+
+
+def test_html_holds_exactly_the_chosen_images(html_report):
+    from PIL import Image
+
+    out, result = html_report
+    page = parse(out.read_text(encoding="utf-8"))
+    assert result["n_samples"] == 3
+    assert len(page.images) == 3 * (1 + 2 * N_TASKS)  # per sample: input, then heatmap and overlay per sub-network
+    for src in page.images:
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
+    document = out.read_text(encoding="utf-8")
+    for title in dict(SECTIONS).values():
+        assert title in document
+    assert "test image 1 of task 0" in document and "file scan.png" in document
+
+
+def test_html_escapes_names_from_the_data(ws, tmp_path):
+    learner, metrics, meta = load_workspace(ws)
+    evil = "<img src=http://evil.example/x.png onerror=alert(1)>"
+    learner.tasks_[0] = copy.deepcopy(learner.tasks_[0]) | {"name": evil, "classes": [evil, "b</script>", "ç"]}
+    content = build_report(learner, metrics, meta, [Sample(np.zeros((8, 8, 1), np.uint8), evil)])
+    page = parse(render_html(content))
+    assert all(not value.startswith("http") for _, _, value in page.urls)
+    assert len(page.images) == 1 + 2 * N_TASKS
+
+
+# --------------------------------------------------------------------------- PDF
+@pytest.fixture(scope="module")
+def pdf_report(ws, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pdf") / "report.pdf"
+    result = make_report(ws, out, "pdf", samples=["0:0", "1:0", "2:0", "1:4"])
+    return out, result
+
+
+def test_pdf_opens_and_holds_the_sections(pdf_report):
+    from pypdf import PdfReader
+
+    out, result = pdf_report
+    reader = PdfReader(out)
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    for title in dict(SECTIONS).values():
+        assert title in text, title
+    assert [item.title for item in reader.outline] == [title for _, title in SECTIONS]
+    for phrase in ("TAg accuracy (%)", "TAw accuracy (%)", "Forgetting", "digits t2", "sha256", "EpsilonPlusFlat",
+                   "torch", "configuration seed", "does not store", "exactly the 4 sample image(s)"):
+        assert phrase in text, phrase
+    images = sum(len(page.images) for page in reader.pages)
+    assert images >= 4 * (1 + 2 * N_TASKS)
+    assert result["n_samples"] == 4
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="needs poppler-utils (pdftoppm)")
+def test_pdf_first_page_renders(pdf_report, tmp_path):
+    from PIL import Image
+
+    out, _ = pdf_report
+    subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", "1", "-l", "1", str(out), str(tmp_path / "p")], check=True)
+    page = np.asarray(Image.open(next(tmp_path.glob("p*.png"))).convert("L"))
+    assert page.shape[0] > page.shape[1] > 250  # A4 portrait
+    assert (page < 128).mean() > 0.02  # text and the title bar, not a blank page
+
+
+@pytest.mark.parametrize("unicode_font", [True, False])
+def test_pdf_with_any_class_names(ws, unicode_font):
+    from pypdf import PdfReader
+
+    learner, metrics, meta = load_workspace(ws)
+    learner.tasks_[1] = copy.deepcopy(learner.tasks_[1]) | {"name": "Épithélium α–β 中文 🙂",
+                                                            "classes": ["naïve", "Ω", "x\u200by"]}
+    data = render_pdf(build_report(learner, metrics, meta), font=unicode_font)
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+    assert "Épithélium" in text and "naïve" in text
+    assert "Privacy statement" in text
+
+
+# --------------------------------------------------------------------------- samples
+def test_default_samples_and_none(ws):
+    learner, _, meta = load_workspace(ws)
+    samples, notes = resolve_samples(None, learner, meta)
+    assert len(samples) == 2 * N_TASKS and [s.task for s in samples] == [0, 0, 1, 1, 2, 2]
+    assert all(s.label is not None for s in samples) and notes
+    assert resolve_samples(["none"], learner, meta)[0] == []
+
+
+def test_bad_sample_specs(ws, tmp_path):
+    learner, _, meta = load_workspace(ws)
+    with pytest.raises(ConfigError, match="no task 9"):
+        resolve_samples(["9:0"], learner, meta)
+    with pytest.raises(ConfigError, match="test images 0.."):
+        resolve_samples(["0:100000"], learner, meta)
+    with pytest.raises(DataError, match="neither TASK:INDEX"):
+        resolve_samples([str(tmp_path / "missing.png")], learner, meta)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DataError):
+        resolve_samples([str(tmp_path / "notes.png")], learner, meta)
+
+
+def test_samples_need_the_same_data(ws, tasks, tmp_path):
+    learner, metrics, meta = load_workspace(ws)
+    # the recorded source cannot be loaded: default gives no samples with a note, TASK:INDEX a clear error
+    moved = tmp_path / "moved"
+    save_workspace(moved, learner, metrics, extra={"data": {"sources": [str(tmp_path / "gone.npz")], "tasks": N_TASKS}})
+    learner2, _, meta2 = load_workspace(moved)
+    samples, notes = resolve_samples(None, learner2, meta2)
+    assert samples == [] and "not available" in notes[0]
+    with pytest.raises(WorkspaceError, match="cannot be loaded"):
+        resolve_samples(["0:1"], learner2, meta2)
+    # the source loads but gives other images than the workspace learned (fingerprints differ)
+    other = build_sequence([load_dataset("demo", seed=1)], N_TASKS)
+    changed = tmp_path / "changed"
+    save_workspace(changed, learner, metrics, tasks=other, extra=EXTRA)
+    learner3, _, meta3 = load_workspace(changed)
+    with pytest.raises(WorkspaceError, match="fingerprint"):
+        resolve_samples(["0:1"], learner3, meta3)
+
+
+def test_report_writes_only_its_file(ws, tmp_path, monkeypatch):
+    import tempfile
+
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    before = sorted(p for p in Path(ws).rglob("*"))
+    make_report(ws, out_dir / "r.pdf", "pdf", samples=["0:2"])
+    assert [p.name for p in out_dir.iterdir()] == ["r.pdf"]
+    assert not any(spare.iterdir())
+    assert sorted(p for p in Path(ws).rglob("*")) == before
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_report(ws, tmp_path, capsys):
+    from rerelrp.cli import main
+
+    out = tmp_path / "r.pdf"
+    assert main(["report", "--workspace", str(ws), "--out", str(out), "--samples", "0:0", "1:3"]) == 0
+    assert out.read_bytes()[:5] == b"%PDF-" and "2 sample image(s)" in capsys.readouterr().out
+    assert main(["report", "--workspace", str(ws), "--out", str(tmp_path / "r.txt")]) == 2
+    assert "--format" in capsys.readouterr().err
+    assert main(["report", "--workspace", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "no such folder" in capsys.readouterr().err
