@@ -40,6 +40,12 @@ def build_parser():
     run.add_argument("--no-grow", action="store_true", help="do not add units to layers that fill up")
     run.add_argument("--composite", choices=COMPOSITES, default=cfg.composite)
     run.add_argument("--input-size", type=int, default=cfg.input_size)
+    run.add_argument("--relevance-samples", type=int, default=cfg.relevance_samples,
+                     help="training images per task whose LRP ranks the units for pruning")
+    run.add_argument("--recognizer-samples", type=int, default=cfg.recognizer_samples,
+                     help="training images per task whose relevance rows are kept for the recognisers")
+    run.add_argument("--features", type=int, default=cfg.n_features, help="relevance features per recogniser")
+    run.add_argument("--trees", type=int, default=cfg.n_trees, help="trees per recogniser forest")
     run.add_argument("--seed", type=int, default=cfg.seed)
     run.add_argument("--device", default=cfg.device, help="auto, cpu, cuda or mps")
     run.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")
@@ -85,7 +91,8 @@ def explicit_options(argv, command):
 # command-line option -> learner setting; --device is not a model setting and may differ when continuing
 SETTING_OPTIONS = {"net": "net", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "acc_drop": "acc_drop",
                    "min_free": "min_free", "no_grow": "grow", "composite": "composite", "input_size": "input_size",
-                   "seed": "seed"}
+                   "relevance_samples": "relevance_samples", "recognizer_samples": "recognizer_samples",
+                   "features": "n_features", "trees": "n_trees", "seed": "seed"}
 
 
 class PhaseBars:
@@ -124,7 +131,8 @@ def cmd_run(args):
 
     config = dict(net=args.net, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, acc_drop=args.acc_drop,
                   min_free=args.min_free, grow=not args.no_grow, composite=args.composite, input_size=args.input_size,
-                  seed=args.seed, device=args.device)
+                  relevance_samples=args.relevance_samples, recognizer_samples=args.recognizer_samples,
+                  n_features=args.features, n_trees=args.trees, seed=args.seed, device=args.device)
     workspace = learner = metrics = meta = None
     if args.workspace is not None:
         workspace, learner, metrics, meta = open_run_workspace(args, config)

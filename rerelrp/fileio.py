@@ -5,11 +5,19 @@ import tempfile
 from pathlib import Path
 
 
+def _default_mode():
+    """The mode ``open()`` would give a new file (mkstemp's own 0600 would hide results from the user's group)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_bytes_atomic(path, data: bytes):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _default_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -21,7 +29,7 @@ def write_bytes_atomic(path, data: bytes):
 
 
 def write_json_atomic(path, data):
-    write_bytes_atomic(path, json.dumps(data, indent=2, default=_jsonable).encode())
+    write_bytes_atomic(path, json_bytes(data))
 
 
 def _jsonable(value):

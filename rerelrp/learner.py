@@ -95,12 +95,17 @@ class Prediction:
 
 @dataclass
 class Explanation:
-    """Input heatmaps and most relevant units of every sub-network for a batch of images."""
+    """Input heatmaps and most relevant units of every sub-network, with the task-agnostic prediction.
+
+    ``prediction`` equals what :meth:`ReReLRP.predict` returns for the same images under the
+    default composite (the recognisers read relevance, so another composite may recognise differently).
+    """
 
     heatmaps: np.ndarray  # (N, T, size, size) input relevance, summed over colour
     subnet_class: np.ndarray  # (N, T) class each sub-network predicts (the LRP start)
     subnet_prob: np.ndarray  # (N, T) softmax probability of that class within its head
     top_units: list  # [n][m] -> list of (layer, unit, relevance), most relevant first
+    prediction: Prediction
     composite: str = ""
 
 
@@ -422,23 +427,27 @@ class ReReLRP:
         """
         self._check_fitted()
         T = self.n_tasks
-        lrp_tasks = T if heatmap or T == 1 else T - 1
+        lrp_tasks = T if heatmap else T - 1
         x = to_input(images, self.config.input_size)
-        per_chunk = max(1, self.max_batch // lrp_tasks)
+        per_chunk = max(1, self.max_batch // max(lrp_tasks, 1))
         starts, logits, units, heats = [], [], [], []
         for start in range(0, len(x), per_chunk):
             xb = x[start : start + per_chunk]
             n = len(xb)
-            groups = torch.arange(lrp_tasks).repeat_interleave(n)
-            lg, st, un, ht = self._lrp(xb.repeat(lrp_tasks, 1, 1, 1), groups, heatmap=heatmap, composite=composite)
-            lg, st, un = lg.view(lrp_tasks, n, -1), st.view(lrp_tasks, n), un.view(lrp_tasks, n, -1)
+            lg = st = un = None
+            if lrp_tasks:
+                groups = torch.arange(lrp_tasks).repeat_interleave(n)
+                lg, st, un, ht = self._lrp(xb.repeat(lrp_tasks, 1, 1, 1), groups, heatmap=heatmap, composite=composite)
+                lg, st, un = lg.view(lrp_tasks, n, -1), st.view(lrp_tasks, n), un.view(lrp_tasks, n, -1)
             if lrp_tasks < T:
-                newest = self._head_logits(xb, T - 1, self.ledger_.group_masks([T - 1], self.device))
-                width = max(lg.shape[-1], newest.shape[-1])
-                pad = lambda a: F.pad(a, (0, width - a.shape[-1]), value=float("-inf"))  # noqa: E731
-                lg = torch.cat([pad(lg), pad(newest)[None]])
-                st = torch.cat([st, newest.argmax(1)[None]])
-                un = torch.cat([un, torch.zeros_like(un[:1])])
+                newest = self._head_logits(xb, T - 1, self.ledger_.group_masks([T - 1], self.device))[None]
+                no_units = torch.zeros((1, n, self.ledger_.n_units))
+                if lg is None:
+                    lg, st, un = newest, newest.argmax(-1), no_units
+                else:
+                    width = max(lg.shape[-1], newest.shape[-1])
+                    pad = lambda a: F.pad(a, (0, width - a.shape[-1]), value=float("-inf"))  # noqa: E731
+                    lg, st, un = torch.cat([pad(lg), pad(newest)]), torch.cat([st, newest.argmax(-1)]), torch.cat([un, no_units])
             starts.append(st.T)
             logits.append(lg.transpose(0, 1))
             units.append(un.transpose(0, 1))
@@ -458,9 +467,7 @@ class ReReLRP:
         ) if T > 1 else np.zeros((len(units), 0))
         return chain_probabilities(p_r)
 
-    def predict(self, images):
-        """Task-agnostic prediction: recognise the task with the chain, then its sub-network's class."""
-        subnet_class, _, units, _ = self._stacked(images)
+    def _predict_from(self, subnet_class, units):
         p_task = self._recognise(units)
         task = p_task.argmax(1)
         local = subnet_class[np.arange(len(task)), task]
@@ -468,24 +475,28 @@ class ReReLRP:
         names = self.class_names_
         return Prediction(task, local, glob, p_task, subnet_class, [names[g] for g in glob])
 
+    def predict(self, images):
+        """Task-agnostic prediction: recognise the task with the chain, then its sub-network's class."""
+        subnet_class, _, units, _ = self._stacked(images)
+        return self._predict_from(subnet_class, units)
+
     def explain(self, images, composite=None, top_k=5):
-        """Input heatmaps of every sub-network, each started at its own predicted class."""
+        """Input heatmaps of every sub-network, each started at its own predicted class, plus the
+        prediction, all from one LRP pass."""
         subnet_class, logits, units, heats = self._stacked(images, heatmap=True, composite=composite)
         prob = torch.softmax(logits, -1).gather(-1, torch.as_tensor(subnet_class)[..., None])[..., 0].numpy()
         names = list(self.ledger_.layer_sizes)
-        bounds = np.cumsum([0] + [self.ledger_.layer_sizes[n] for n in names])
+        first_unit = np.cumsum([0] + [self.ledger_.layer_sizes[n] for n in names])
         top = []
         for i in range(len(units)):
             per_task = []
             for m in range(self.n_tasks):
-                order = np.argsort(-units[i, m])[:top_k]
-                per_task.append([
-                    (names[int(np.searchsorted(bounds, u, "right") - 1)],
-                     int(u - bounds[int(np.searchsorted(bounds, u, "right") - 1)]), float(units[i, m, u]))
-                    for u in order
-                ])
+                layer_of = np.searchsorted(first_unit, np.argsort(-units[i, m])[:top_k], "right") - 1
+                per_task.append([(names[li], int(u - first_unit[li]), float(units[i, m, u]))
+                                 for li, u in zip(layer_of, np.argsort(-units[i, m])[:top_k])])
             top.append(per_task)
-        return Explanation(heats, subnet_class, prob, top, composite or self.config.composite)
+        return Explanation(heats, subnet_class, prob, top, self._predict_from(subnet_class, units),
+                           composite or self.config.composite)
 
     def subnetwork_logits(self, images, task):
         """Logits of sub-network ``task`` through its own head (what task-aware accuracy reads)."""

@@ -218,8 +218,10 @@ def _explain_samples(learner, samples, composite, to_input):
         batch = np.stack([np.asarray(s.image, dtype=np.uint8) for s in samples])
     else:
         batch = stack_images([np.asarray(s.image, dtype=np.uint8) for s in samples], size)
-    pred = learner.predict(batch)
     expl = learner.explain(batch, composite=composite)
+    # recognisers read relevance of the learner's own composite: reuse the pass when it is that one
+    same = composite in (None, learner.config.composite)
+    pred = expl.prediction if same else learner.predict(batch)
     seen = to_input(batch, size).permute(0, 2, 3, 1).numpy()
     seen = np.round(seen * 255).astype(np.uint8)
     names = [t["name"] for t in learner.tasks_]

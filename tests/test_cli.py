@@ -6,7 +6,7 @@ import pytest
 from conftest import shared_file
 from rerelrp.cli import main
 
-FAST_ARGS = ["--epochs", "1", "--quiet"]
+FAST_ARGS = ["--epochs", "1", "--relevance-samples", "64", "--recognizer-samples", "64", "--trees", "20", "--quiet"]
 
 
 def test_run_on_the_demo_writes_the_documented_metrics(tmp_path, capsys):
@@ -22,14 +22,14 @@ def test_run_on_the_demo_writes_the_documented_metrics(tmp_path, capsys):
     assert {row["layer"] for row in metrics["capacity"][1]} >= {"conv1", "fc1"}
     assert all(b > 0 for b in metrics["stored_bytes"])
     record = json.loads((out / "run.json").read_text())
-    assert record["config"]["epochs"] == 1 and record["versions"]["torch"]
+    assert record["config"]["epochs"] == 1 and record["config"]["n_trees"] == 20 and record["versions"]["torch"]
     assert "final: TAg" in capsys.readouterr().out
 
 
 def test_run_json_holds_the_sha256_of_every_input_file(tmp_path):
     breast = shared_file("medmnist", "breastmnist.npz")
     out = tmp_path / "run"
-    assert main(["run", "--data", str(breast), "--out", str(out), "--epochs", "1", "--quiet"]) == 0
+    assert main(["run", "--data", str(breast), "--out", str(out), *FAST_ARGS]) == 0
     files = json.loads((out / "run.json").read_text())["data"]["files"]
     import hashlib
 

@@ -92,6 +92,9 @@ def test_predict_and_explain_cover_every_subnetwork(three_task_learner, demo_tas
     exp = learner.explain(images, composite="EpsilonGammaBox", top_k=3)
     assert exp.heatmaps.shape == (6, 3, 28, 28) and np.isfinite(exp.heatmaps).all()
     assert np.array_equal(exp.subnet_class, pred.subnet_class)
+    same = learner.explain(images)  # default composite: the very prediction predict() gives
+    assert np.array_equal(same.prediction.global_class, pred.global_class)
+    assert np.allclose(same.prediction.p_task, pred.p_task)
     assert len(exp.top_units[0][2]) == 3 and exp.top_units[0][2][0][0] in learner.ledger_.layer_sizes
 
 
