@@ -14,45 +14,25 @@ import torch.nn.functional as F
 
 from rerelrp.data.core import Split
 from rerelrp.inputs import random_shift, to_input
-from rerelrp.learner import LearnerConfig, Prediction
-from rerelrp.device import describe_device, resolve_device
+from rerelrp.learner import Prediction, TaskSequenceLearner
 from rerelrp.nets import build_net
 from rerelrp.progress import Reporter
 
 METHODS = ("finetune", "joint")
 
 
-class BaselineLearner:
+class BaselineLearner(TaskSequenceLearner):
     """``finetune``: train each task on its own data only; ``joint``: on all data seen so far."""
 
     def __init__(self, method="finetune", **config):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}")
+        super().__init__(**config)
         self.method = method
-        self.config = LearnerConfig.from_dict(config).validate()
-        self.net_ = None
-        self.tasks_ = []
         self._seen = []  # joint only: (images, global labels) of every task so far
 
-    @property
-    def n_tasks(self):
-        return len(self.tasks_)
-
-    @property
-    def device(self):
-        return resolve_device(self.config.device)
-
-    @property
-    def offsets_(self):
-        return np.concatenate([[0], np.cumsum([len(t["classes"]) for t in self.tasks_])]).astype(np.int64)
-
-    def describe_device(self):
-        return describe_device(self.device)
-
     def get_params(self):
-        from dataclasses import asdict
-
-        return {"method": self.method, **asdict(self.config)}
+        return {"method": self.method, **super().get_params()}
 
     def capacity(self):
         return []
@@ -104,6 +84,6 @@ class BaselineLearner:
         glob = logits.argmax(1).numpy()
         task = np.searchsorted(offsets, glob, side="right") - 1
         subnet = np.stack([logits[:, offsets[m] : offsets[m + 1]].argmax(1).numpy() for m in range(self.n_tasks)], 1)
-        names = [f"{t['name']}: {c}" for t in self.tasks_ for c in t["classes"]]
+        names = self.class_names_
         p_task = np.eye(self.n_tasks)[task]
         return Prediction(task, glob - offsets[task], glob, p_task, subnet, [names[g] for g in glob])

@@ -109,21 +109,14 @@ class Explanation:
     composite: str = ""
 
 
-class ReReLRP:
-    """Replay-free class-incremental learner that remembers and recognises tasks with LRP."""
-
-    max_batch = 512  # rows per stacked pass (samples x sub-networks)
+class TaskSequenceLearner:
+    """Bookkeeping every learner of a task sequence shares: settings, learned tasks, class offsets."""
 
     def __init__(self, **config):
         self.config = LearnerConfig.from_dict(config).validate()
         self.net_ = None
-        self.ledger_ = None
-        self.store_ = None
-        self.recognizers_ = []
         self.tasks_ = []  # metadata of learned tasks (names, classes, provenance), never images
-        self.history_ = []  # one report per learned task
 
-    # ------------------------------------------------------------------ state
     @property
     def n_tasks(self):
         return len(self.tasks_)
@@ -134,6 +127,7 @@ class ReReLRP:
 
     @property
     def offsets_(self):
+        """Global index of each task's first class (and the total at the end)."""
         return np.concatenate([[0], np.cumsum([len(t["classes"]) for t in self.tasks_])]).astype(np.int64)
 
     @property
@@ -143,6 +137,22 @@ class ReReLRP:
 
     def describe_device(self):
         return describe_device(self.device)
+
+    def get_params(self):
+        return asdict(self.config)
+
+
+class ReReLRP(TaskSequenceLearner):
+    """Replay-free class-incremental learner that remembers and recognises tasks with LRP."""
+
+    max_batch = 512  # rows per stacked pass (samples x sub-networks)
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        self.ledger_ = None
+        self.store_ = None
+        self.recognizers_ = []
+        self.history_ = []  # one report per learned task
 
     def _check_fitted(self):
         if not self.tasks_:
@@ -508,7 +518,4 @@ class ReReLRP:
         """Per layer: units kept by each task, shared, free (see :meth:`UnitLedger.capacity`)."""
         if self.ledger_ is None:
             return []
-        return self.ledger_.capacity(warn_below=self.config.min_free + 0.05)
-
-    def get_params(self):
-        return asdict(self.config)
+        return self.ledger_.capacity(warn_below=self.config.min_free)

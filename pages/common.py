@@ -1,0 +1,84 @@
+"""What every page shares: the long-lived app state, error display, small drawing helpers.
+
+The state (data sets, task plan, trained run, background job) is one
+:class:`rerelrp.jobs.AppState` kept by ``st.cache_resource``, so a browser reload (a new
+Streamlit session) finds the trained model again. ``RERELRP_APP_KEY`` selects another state
+(tests use a fresh one); ``RERELRP_APP_SETTINGS`` (JSON) overrides learner defaults, e.g.
+``{"epochs": 1}``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import streamlit as st
+
+from rerelrp.errors import RerelrpError
+from rerelrp.jobs import AppState
+
+PAGES = {
+    "data": "pages/data.py",
+    "train": "pages/train.py",
+    "explain": "pages/explain.py",
+    "capacity": "pages/capacity.py",
+    "recognize": "pages/recognize.py",
+    "report": "pages/report.py",
+}
+PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"], "toImageButtonOptions": {"format": "png"}}
+
+
+def env_settings():
+    text = os.environ.get("RERELRP_APP_SETTINGS", "").strip()
+    return json.loads(text) if text else {}
+
+
+@st.cache_resource(show_spinner="Starting ReReLRP: loading the demo data …", max_entries=4)
+def _state(key: str) -> AppState:
+    return AppState(settings=env_settings())
+
+
+def get_state() -> AppState:
+    """The one state of this app process (shared by browser tabs, kept across reloads)."""
+    return _state(os.environ.get("RERELRP_APP_KEY", "default"))
+
+
+def show_error(exc, prefix=""):
+    """A user-caused error as ``st.error``; anything else also with its traceback."""
+    if isinstance(exc, RerelrpError):
+        st.error(f"{prefix}{exc}", icon=":material/error:")
+    else:
+        st.error(f"{prefix}{type(exc).__name__}: {exc}", icon=":material/bug_report:")
+        st.exception(exc)
+
+
+def plot(fig, key=None):
+    st.plotly_chart(fig, config=PLOT_CONFIG, key=key, width="stretch")
+
+
+def image_key(image):
+    """A short content hash of an image array (cache key of its explanation)."""
+    image = np.ascontiguousarray(image)
+    return hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()[:16]
+
+
+def task_names(state):
+    return [t["name"] for t in state.learner.tasks_]
+
+
+def need_model(state, what):
+    """Tell the user to train first; True when a model exists."""
+    if state.n_learned:
+        return True
+    st.info(f"No task learned yet. {what} once the first task is trained.", icon=":material/info:")
+    st.page_link(PAGES["train"], label="Go to Train", icon=":material/model_training:")
+    return False
+
+
+def busy_note(state):
+    if state.busy:
+        job = state.job.snapshot()
+        phase = f" ({job.phase})" if job.phase else ""
+        st.caption(f":material/hourglass_top: Training in the background{phase}: this page uses the model "
+                   f"as of task {state.n_learned - 1 if state.n_learned else '–'}; it updates when the task is done.")

@@ -1,0 +1,211 @@
+"""Data: load data sets (demo, MedMNIST, DICOM), inspect them, and plan the task sequence."""
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pages.common import get_state, plot, show_error
+from rerelrp.data import load_dataset, load_medmnist, split_into_tasks, tasks_per_dataset
+from rerelrp.errors import ConfigError, RerelrpError
+from rerelrp.plots import sample_grid_figure
+
+DATA_ROOT = Path("./data")
+SOURCES = {
+    "demo": "Bundled demo (digits)",
+    "npz_local": "MedMNIST .npz in ./data",
+    "npz_upload": "Upload MedMNIST .npz",
+    "download": "Download MedMNIST",
+    "dicom_folder": "DICOM folder",
+    "dicom_zip": "Upload DICOM .zip",
+}
+
+state = get_state()
+st.title("Data")
+st.caption("Load the data of the next tasks, check it, and set the order in which tasks are learned. "
+           "Everything is read on this machine; nothing is uploaded anywhere.")
+
+
+def _added(ds):
+    name = state.add_dataset(ds)
+    st.session_state["inspect"] = name
+    st.success(f"Loaded **{name}**: {ds.n_classes} classes, "
+               f"{len(ds.train)} / {len(ds.val)} / {len(ds.test)} train / val / test images.",
+               icon=":material/check_circle:")
+
+
+def _medmnist_flags():
+    try:
+        from medmnist import INFO
+    except ImportError:  # pragma: no cover - medmnist is a dependency
+        return []
+    return [f for f, info in INFO.items() if not f.endswith("3d") and "multi-label" not in info["task"]]
+
+
+# ------------------------------------------------------------------------------ loading
+with st.container(border=True):
+    st.subheader("Add a data set")
+    source = st.segmented_control("Source", list(SOURCES), format_func=SOURCES.get, default="demo", key="source",
+                                  required=True)
+    try:
+        if source == "demo":
+            st.write("scikit-learn's handwritten digits (1,797 real 8×8 scans, 10 classes); no file, no download.")
+            if st.button("Load demo", key="load_demo"):
+                _added(load_dataset("demo"))
+        elif source == "npz_local":
+            files = sorted(p.name for p in DATA_ROOT.glob("*.npz")) if DATA_ROOT.is_dir() else []
+            if not files:
+                st.info(f"No .npz file in {DATA_ROOT.resolve()}. Put MedMNIST files there (e.g. bloodmnist.npz), "
+                        "upload one, or download one.", icon=":material/folder_open:")
+            else:
+                name = st.selectbox("File", files, key="npz_file")
+                if st.button("Load file", key="load_npz"):
+                    with st.spinner(f"Reading {name} …"):
+                        _added(load_dataset(str(DATA_ROOT / name)))
+        elif source == "npz_upload":
+            upload = st.file_uploader("MedMNIST .npz (read in memory, never stored)", type=["npz"], key="npz_upload")
+            if upload is not None and st.button("Load upload", key="load_npz_upload"):
+                with st.spinner(f"Reading {upload.name} …"):
+                    _added(load_medmnist(upload.getvalue(), name=upload.name))
+        elif source == "download":
+            st.warning("This is the only place the app uses the network: the file comes from the MedMNIST "
+                       "server (zenodo.org) and is stored in ./data.", icon=":material/cloud_download:")
+            c1, c2 = st.columns([3, 1])
+            flag = c1.selectbox("Data set", _medmnist_flags(), key="dl_flag")
+            size = c2.selectbox("Size", [28, 64, 128, 224], key="dl_size")
+            if st.button("Download and load", key="download", icon=":material/download:"):
+                from rerelrp.data.medmnist_npz import download_medmnist
+
+                with st.spinner(f"Downloading {flag} ({size}×{size}) …"):
+                    path = download_medmnist(flag, size, str(DATA_ROOT))
+                    _added(load_dataset(str(path)))
+        elif source == "dicom_folder":
+            folder = st.text_input("Folder on this machine (one sub-folder per class, or a manifest.csv)",
+                                   key="dicom_folder", placeholder="/path/to/dicom")
+            c1, c2 = st.columns(2)
+            size = c1.number_input("Image size (px)", 16, 512, 64, step=16, key="dicom_size")
+            group = c2.selectbox("Keep together in one split", ["file", "series", "study", "patient"], key="dicom_group")
+            if folder and st.button("Load folder", key="load_dicom_folder"):
+                from rerelrp.data.dicom import load_dicom
+
+                bar = st.progress(0.0, text="reading DICOM files")
+                ds = load_dicom(folder, size=int(size), group_by=group,
+                                progress=lambda done, total: bar.progress(done / max(1, total), text=f"{done}/{total} files"))
+                _added(ds)
+        elif source == "dicom_zip":
+            upload = st.file_uploader("DICOM .zip (one folder per class inside)", type=["zip"], key="dicom_zip")
+            c1, c2 = st.columns(2)
+            size = c1.number_input("Image size (px)", 16, 512, 64, step=16, key="dicom_zip_size")
+            group = c2.selectbox("Keep together in one split", ["file", "series", "study", "patient"], key="dicom_zip_group")
+            if upload is not None and st.button("Load zip", key="load_dicom_zip"):
+                from rerelrp.data.dicom import load_dicom
+
+                bar = st.progress(0.0, text="reading DICOM files")
+                ds = load_dicom(upload.getvalue(), size=int(size), group_by=group, name=Path(upload.name).stem,
+                                progress=lambda done, total: bar.progress(done / max(1, total), text=f"{done}/{total} files"))
+                _added(ds)
+    except RerelrpError as exc:
+        show_error(exc, "Could not load: ")
+    except Exception as exc:  # noqa: BLE001 - the session keeps working whatever the file holds
+        show_error(exc, "Could not load: ")
+
+# ------------------------------------------------------------------------------ inspecting
+names = list(state.datasets)
+if not names:
+    st.info("No data set loaded.")
+    st.stop()
+
+st.subheader("Loaded data sets")
+if st.session_state.get("inspect") not in names:
+    st.session_state["inspect"] = names[-1]
+inspect = st.selectbox("Inspect", names, key="inspect")
+ds = state.datasets[inspect]
+counts = ds.counts()
+c_left, c_right = st.columns([2, 3], gap="medium")
+with c_left:
+    table = pd.DataFrame({"class": ds.class_names, **{s: counts[s] for s in ("train", "val", "test")}})
+    table.loc[len(table)] = ["total", *(sum(counts[s]) for s in ("train", "val", "test"))]
+    st.dataframe(table, hide_index=True, width="stretch", height=min(600, 35 * (len(table) + 1) + 3))
+    h, w, c = ds.image_shape
+    st.caption(f"{h}×{w} px, {'colour' if c == 3 else 'gray'}; source: {ds.provenance.get('kind', '?')}")
+    report = ds.report
+    problems = report.skipped if report else []
+    if problems:
+        st.warning(f"{len(problems)} file(s) skipped while loading", icon=":material/warning:")
+        st.dataframe(pd.DataFrame([{"file": s.path, "reason": s.reason} for s in problems]), hide_index=True,
+                     width="stretch", height=min(300, 38 + 35 * len(problems)))
+    else:
+        st.success("No problem found in the files.", icon=":material/check_circle:")
+    for note in (report.notes if report else []):
+        st.caption(f":material/info: {note}")
+    if report and report.dropped_identifiers:
+        st.caption(":material/shield: identifying DICOM attributes present and not copied: "
+                   + ", ".join(report.dropped_identifiers))
+    if st.button("Remove this data set", key="remove_ds", icon=":material/delete:"):
+        state.remove_dataset(inspect)
+        st.rerun()
+with c_right:
+    per_class = st.slider("Samples per class", 4, 16, 10, key="per_class")
+    plot(sample_grid_figure(ds.train.images, ds.train.labels, ds.class_names, per_class=per_class),
+         key="sample_grid")
+
+# ------------------------------------------------------------------------------ the plan
+st.subheader("Task order")
+learned = state.n_learned
+with st.container(border=True):
+    mode = st.radio("How", ["Split one data set into N tasks", "One data set per task"], horizontal=True,
+                    key="plan_mode")
+    try:
+        if mode.startswith("Split"):
+            c1, c2, c3 = st.columns([2, 1, 2])
+            base = c1.selectbox("Data set", names, key="plan_ds")
+            n_classes = state.datasets[base].n_classes
+            n = c2.number_input("Tasks", 1, n_classes, max(1, n_classes // 2), key="plan_n")
+            groups_text = c3.text_input("or class groups (e.g. 0,1; 2,3)", key="plan_groups",
+                                        help="Class indices, groups separated by ';'. Overrides the number of tasks.")
+
+            def make():
+                groups = None
+                if groups_text.strip():
+                    try:
+                        groups = [[int(v) for v in part.split(",") if v.strip()]
+                                  for part in groups_text.split(";") if part.strip()]
+                    except ValueError:
+                        raise ConfigError(f"class groups '{groups_text}': write class indices like 0,1; 2,3") from None
+                return split_into_tasks(state.datasets[base], None if groups else int(n), groups)
+        else:
+            chosen = st.multiselect("Data sets, in task order", names, key="plan_many")
+            make = lambda: tasks_per_dataset([state.datasets[c] for c in chosen]) if chosen else []  # noqa: E731
+        b1, b2, _ = st.columns([1, 1, 3])
+        replace = b1.button("Replace planned tasks", key="plan_replace", disabled=state.busy, type="primary",
+                            help="Learned tasks stay; the tasks not learned yet are replaced.")
+        append = b2.button("Append to plan", key="plan_append", disabled=state.busy)
+        if replace or append:
+            tasks = make()
+            if not tasks:
+                raise ConfigError("choose at least one data set")
+            state.set_plan(tasks, append=append)
+            st.success(f"{len(tasks)} task(s) {'appended' if append else 'planned'} after the {learned} learned.",
+                       icon=":material/check_circle:")
+    except RerelrpError as exc:
+        show_error(exc)
+
+rows = []
+for i, task in enumerate(state.tasks):
+    status = "learned" if i < learned else ("training" if state.busy and i == learned else ("next" if i == learned else "planned"))
+    rows.append({"#": i, "task": task.name, "classes": ", ".join(task.class_names), "train": len(task.train),
+                 "val": len(task.val), "test": len(task.test), "status": status})
+if rows:
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    pending = [r["#"] for r in rows if r["status"] in ("next", "planned")]
+    if pending:
+        c1, c2, _ = st.columns([2, 1, 3])
+        drop = c1.selectbox("Planned task", pending, format_func=lambda i: f"{i}: {state.tasks[i].name}", key="drop_task",
+                            label_visibility="collapsed")
+        if c2.button("Remove from plan", key="drop", disabled=state.busy):
+            try:
+                state.drop_pending(drop)
+                st.rerun()
+            except RerelrpError as exc:
+                show_error(exc)
+else:
+    st.info("No task planned.")

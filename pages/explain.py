@@ -1,0 +1,97 @@
+"""Explain: the LRP heatmap of every task's sub-network for one image, side by side."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages.common import busy_note, get_state, image_key, need_model, plot, show_error
+from rerelrp.errors import RerelrpError
+from rerelrp.images import read_image, square
+from rerelrp.plots import heatmap_figure, task_colors
+from rerelrp.relevance import COMPOSITES
+
+state = get_state()
+st.title("Explain")
+st.caption("Which pixels make each task's sub-network predict its class: red speaks for the predicted class, "
+           "blue against it (LRP, each panel scaled to its own largest magnitude).")
+if not need_model(state, "Explanations are available"):
+    st.stop()
+busy_note(state)
+
+learner = state.learner
+names = [t["name"] for t in learner.tasks_]
+
+# ------------------------------------------------------------------------------ the input
+controls, view = st.columns([1, 3], gap="medium")
+image, truth, label = None, None, ""
+with controls:
+    source = st.radio("Image", ["Test image of a task", "Upload"], key="ex_source", horizontal=True)
+    if source.startswith("Test"):
+        tasks = state.tasks
+        t = st.selectbox("Task", range(len(tasks)), format_func=lambda i: f"{i}: {tasks[i].name}", key="ex_task")
+        split = tasks[t].test
+        n = len(split)
+        if not 0 <= st.session_state.get("ex_index", 0) < n:
+            st.session_state["ex_index"] = 0
+        if st.button("Random sample", key="ex_random", icon=":material/shuffle:"):
+            st.session_state["ex_index"] = int(np.random.default_rng().integers(n))
+        index = st.number_input(f"Sample (0–{n - 1})", 0, n - 1, key="ex_index")
+        image = split.images[int(index)]
+        truth = tasks[t].class_names[int(split.labels[int(index)])]
+        label = f"task {t} ({tasks[t].name}) test #{index}, true class **{truth}**"
+    else:
+        upload = st.file_uploader("PNG, JPEG or DICOM file", key="ex_upload")
+        if upload is not None:
+            try:
+                image = square(read_image(upload.getvalue(), upload.name))  # padded; the learner resizes
+                label = f"upload **{upload.name}**"
+            except RerelrpError as exc:
+                show_error(exc, "Cannot use this file: ")
+            except Exception as exc:  # noqa: BLE001 - a bad file never ends the session
+                show_error(exc, "Cannot use this file: ")
+    composite = st.selectbox("LRP composite", COMPOSITES, index=COMPOSITES.index(learner.config.composite),
+                             key="ex_composite")
+    overlay = st.toggle("Overlay on the image", value=True, key="ex_overlay")
+    top_k = st.slider("Most relevant units", 3, 15, 5, key="ex_topk")
+
+if image is None:
+    with view:
+        st.info("Choose a test image or upload one.", icon=":material/image:")
+    st.stop()
+
+# ------------------------------------------------------------------------------ the explanation
+try:
+    ex = state.cached(("explain", image_key(image), composite, top_k),
+                      lambda: learner.explain(image[None], composite=composite, top_k=top_k))
+except RerelrpError as exc:
+    show_error(exc)
+    st.stop()
+
+T = learner.n_tasks
+titles = []
+predicted = []
+for m in range(T):
+    cls = learner.tasks_[m]["classes"][int(ex.subnet_class[0, m])]
+    predicted.append(cls)
+    titles.append(f"task {m}: predicted {cls} (p={ex.subnet_prob[0, m]:.2f})")
+recognised = getattr(ex, "prediction", None)  # the task-agnostic answer from the same LRP pass
+with view:
+    st.markdown(f"Input: {label}. Composite **{ex.composite}**.")
+    if recognised is not None and T > 1:
+        r = int(recognised.task[0])
+        st.markdown(f"Without the task label the model answers **task {r} ({names[r]}), class "
+                    f"{learner.tasks_[r]['classes'][int(recognised.local_class[0])]}** "
+                    f"(P_T = {recognised.p_task[0, r]:.2f})"
+                    + ("" if ex.composite == learner.config.composite else
+                       f"; read with {ex.composite}, the recognisers were fitted with {learner.config.composite}")
+                    + ".")
+    plot(heatmap_figure(image, ex.heatmaps[0], titles, overlay=overlay), key="ex_heatmaps")
+
+st.subheader("Most relevant units per sub-network")
+colors = task_colors(T)
+cols = st.columns(min(T, 5))
+for m in range(T):
+    with cols[m % len(cols)]:
+        st.markdown(f"<span style='color:{colors[m]}'>■</span> **task {m}** · {names[m]} → {predicted[m]}",
+                    unsafe_allow_html=True)
+        st.dataframe(pd.DataFrame(ex.top_units[0][m], columns=["layer", "unit", "relevance"]),
+                     hide_index=True, width="stretch", column_config={"relevance": st.column_config.NumberColumn(format="%.4f")})

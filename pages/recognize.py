@@ -1,0 +1,133 @@
+"""Recognize: which task does an image belong to, which class, and the heatmap behind the answer."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages.common import busy_note, get_state, image_key, need_model, plot, show_error
+from rerelrp.errors import RerelrpError
+from rerelrp.images import read_image, stack_images
+from rerelrp.plots import heatmap_figure, recognition_figure
+
+state = get_state()
+st.title("Recognize")
+st.caption("Without being told the task, the recognisers' chain gives every task a confidence P_T; the most "
+           "confident task's sub-network names the class.")
+if not need_model(state, "Recognition is available"):
+    st.stop()
+busy_note(state)
+
+learner = state.learner
+T = learner.n_tasks
+names = [t["name"] for t in learner.tasks_]
+size = learner.config.input_size
+
+# ------------------------------------------------------------------------------ inputs
+left, right = st.columns([3, 2], gap="medium")
+with left:
+    uploads = st.file_uploader("PNG, JPEG or DICOM images (one or many)", accept_multiple_files=True, key="rec_upload")
+with right:
+    st.markdown("**or** try test images of the planned tasks")
+    n_test = st.slider("How many", 1, 64, 8, key="rec_n")
+    learned_only = st.checkbox("Only tasks learned so far", value=True, key="rec_learned")
+    if st.button("Use test images", key="rec_test", icon=":material/casino:"):
+        rng = np.random.default_rng()
+        pool = T if learned_only else len(state.tasks)
+        picks = []
+        for _ in range(n_test):
+            t = int(rng.integers(pool))
+            i = int(rng.integers(len(state.tasks[t].test)))
+            picks.append((t, i))
+        st.session_state["rec_picks"] = picks
+    if st.session_state.get("rec_picks") and st.button("Clear test images", key="rec_clear"):
+        st.session_state["rec_picks"] = []
+
+items = []  # (label, image, true task, true class name)
+for upload in uploads or []:
+    try:
+        items.append((upload.name, read_image(upload.getvalue(), upload.name), None, None))
+    except RerelrpError as exc:
+        show_error(exc, "Skipped: ")
+    except Exception as exc:  # noqa: BLE001 - one bad file never stops the others
+        show_error(exc, f"Skipped {upload.name}: ")
+for t, i in st.session_state.get("rec_picks", []):
+    if t < len(state.tasks) and i < len(state.tasks[t].test):
+        task = state.tasks[t]
+        items.append((f"test {t}:{i}", task.test.images[i], t, task.class_names[int(task.test.labels[i])]))
+
+if not items:
+    st.info("Upload images or use test images.", icon=":material/image_search:")
+    st.stop()
+
+# ------------------------------------------------------------------------------ recognition
+batch = stack_images([im for _, im, _, _ in items], size)
+
+
+def explain_one(image):
+    """Heatmaps (and, from the same LRP pass, the prediction) of one image, cached per model version."""
+    return state.cached(("explain", image_key(image), learner.config.composite, 5),
+                        lambda: learner.explain(image[None], top_k=5))
+
+
+try:
+    single = explain_one(batch[0]) if len(batch) == 1 else None
+    if single is not None and getattr(single, "prediction", None) is not None:
+        pred = single.prediction  # one image: one pass gives both the heatmaps and the recognition
+    else:
+        pred = state.cached(("predict", image_key(batch)), lambda: learner.predict(batch))
+except RerelrpError as exc:
+    show_error(exc)
+    st.stop()
+
+rows = []
+for k, (label, _, true_task, true_class) in enumerate(items):
+    t = int(pred.task[k])
+    row = {
+        "file": label,
+        "task": t,
+        "task name": names[t],
+        "class": learner.tasks_[t]["classes"][int(pred.local_class[k])],
+        "P_T": round(float(pred.p_task[k, t]), 3),
+        **{f"P_T {m}": round(float(pred.p_task[k, m]), 3) for m in range(T)},
+    }
+    if true_task is not None:
+        row["true task"] = true_task
+        row["true class"] = true_class
+    rows.append(row)
+table = pd.DataFrame(rows)
+
+st.subheader(f"{len(items)} image(s)")
+if "true task" in table:
+    known = table.dropna(subset=["true task"])
+    learned_rows = known[known["true task"] < T]
+    if len(learned_rows):
+        hit = (learned_rows["true task"] == learned_rows["task"]).mean()
+        st.caption(f"Test images of learned tasks: task recognised for {hit:.0%} of {len(learned_rows)}.")
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={f"P_T {m}": st.column_config.ProgressColumn(f"P_T {m}", min_value=0.0, max_value=1.0,
+                                                                        format="%.2f") for m in range(T)})
+st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="recognition.csv",
+                   mime="text/csv", icon=":material/download:", key="rec_csv")
+
+# ------------------------------------------------------------------------------ one image in detail
+st.subheader("Why")
+choice = st.selectbox("Image", range(len(items)), format_func=lambda k: items[k][0], key="rec_choice") \
+    if len(items) > 1 else 0
+if choice >= len(items):
+    choice = 0
+t = int(pred.task[choice])
+cls = rows[choice]["class"]
+c1, c2 = st.columns([2, 3], gap="medium")
+with c1:
+    st.markdown(f"**{items[choice][0]}** → task **{t}: {names[t]}**, class **{cls}** "
+                f"(P_T = {pred.p_task[choice, t]:.2f})")
+    plot(recognition_figure(pred.p_task[choice], names), key="rec_bars")
+with c2:
+    image = batch[choice]
+    overlay = st.toggle("Overlay on the image", value=True, key="rec_overlay")
+    try:
+        ex = explain_one(image)
+        p = ex.subnet_prob[0, t]
+        plot(heatmap_figure(image, [ex.heatmaps[0, t]], [f"task {t}: predicted {cls} (p={p:.2f})"], overlay=overlay),
+             key="rec_heatmap")
+    except RerelrpError as exc:
+        show_error(exc)

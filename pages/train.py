@@ -1,0 +1,201 @@
+"""Train: add the next task in the background, follow its phases live, see the accuracy matrices."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from pages.common import get_state, plot, show_error, task_names
+from rerelrp.errors import RerelrpError
+from rerelrp.jobs import ordered_phases, phase_fraction
+from rerelrp.progress import PHASES
+from rerelrp.nets import NETS
+from rerelrp.plots import accuracy_matrix_figure, timings_figure, train_curve_figure
+from rerelrp.relevance import COMPOSITES
+
+PHASE_TITLES = {
+    "train": "Training",
+    "relevance": "Unit relevance (LRP)",
+    "prune": "Pruning search",
+    "recognizer": "Recognisers",
+    "eval": "Testing",
+    "done": "Done",
+}
+
+state = get_state()
+st.title("Train")
+
+learned, planned = state.n_learned, len(state.tasks)
+next_task = state.pending[0] if state.pending else None
+c1, c2, c3 = st.columns([2, 1, 3])
+c1.metric("Device", state.describe_device())
+c2.metric("Tasks learned", f"{learned} / {planned}")
+c3.metric("Next task", f"{learned}: {next_task.name}" if next_task else "none planned",
+          help=f"classes {', '.join(next_task.class_names)}" if next_task else "Plan more tasks on the Data page")
+if next_task:
+    st.caption(f"Next: **{next_task.name}**, classes {', '.join(next_task.class_names)} "
+               f"({len(next_task.train)} training images)")
+
+# ------------------------------------------------------------------------------ settings
+s = state.settings
+locked = learned > 0
+busy = state.busy
+with st.form("settings", border=True):
+    st.markdown("**Settings**" + (" · network, input size, device and seed are fixed by the first task" if locked else ""))
+    a1, a2, a3, a4 = st.columns(4)
+    devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
+        ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
+    net = a1.selectbox("Network", NETS, index=NETS.index(s["net"]), disabled=locked, key="net")
+    input_size = a2.number_input("Input size (px)", 8, 512, int(s["input_size"]), disabled=locked, key="input_size")
+    device = a3.selectbox("Device", devices, index=devices.index(s["device"]) if s["device"] in devices else 0,
+                          disabled=locked, key="device")
+    seed = a4.number_input("Seed", 0, 2**31 - 1, int(s["seed"]), disabled=locked, key="seed")
+    b1, b2, b3, b4, b5 = st.columns(5)
+    epochs = b1.number_input("Epochs", 1, 1000, int(s["epochs"]), key="epochs")
+    lr = b2.number_input("Learning rate", 1e-5, 10.0, float(s["lr"]), format="%.4f", step=0.01, key="lr")
+    batch = b3.number_input("Batch size", 2, 4096, int(s["batch_size"]), key="batch_size")
+    acc_drop = b4.number_input("acc_drop (points)", 0.0, 100.0, float(s["acc_drop"]), step=0.5, key="acc_drop",
+                               help="Validation accuracy points a task may lose when its unused units are pruned")
+    composite = b5.selectbox("LRP composite", COMPOSITES, index=COMPOSITES.index(s["composite"]), key="composite")
+    with st.expander("Capacity"):
+        d1, d2 = st.columns(2)
+        min_free = d1.slider("Minimum free share per layer", 0.0, 0.9, float(s["min_free"]), 0.05, key="min_free",
+                             help="Below this share of free units a layer is reported, and grows before the next task")
+        grow = d2.toggle("Grow full layers", bool(s["grow"]), key="grow")
+    f1, f2, _ = st.columns([1, 1, 3])
+    add_one = f1.form_submit_button("Add next task", type="primary", icon=":material/add_circle:",
+                                    disabled=busy or next_task is None)
+    add_all = f2.form_submit_button("Learn all remaining", icon=":material/fast_forward:",
+                                    disabled=busy or next_task is None)
+
+if add_one or add_all:
+    try:
+        values = dict(epochs=int(epochs), lr=float(lr), batch_size=int(batch), acc_drop=float(acc_drop),
+                      composite=composite, min_free=float(min_free), grow=bool(grow))
+        if not locked:
+            values.update(net=net, input_size=int(input_size), device=device, seed=int(seed))
+        state.update_settings(**values)
+        state.start_training(1 if add_one else None)
+        st.session_state["_train_watch"] = True
+    except RerelrpError as exc:
+        show_error(exc)
+    else:
+        st.rerun()  # redraw with the buttons disabled and the live progress shown
+
+
+# ------------------------------------------------------------------------------ live progress
+@st.fragment(run_every=0.7 if state.busy else None)
+def live_progress():
+    job = state.job
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap.running:
+        st.session_state["_train_watch"] = True
+        with st.container(border=True):
+            head, stop_col = st.columns([5, 1])
+            task = state.tasks[snap.task] if 0 <= snap.task < len(state.tasks) else None
+            title = f"Training task {snap.task}: {task.name}" if task else "Preparing"
+            head.markdown(f"**{title}** · {snap.elapsed:.0f} s")
+            if job.stopping:
+                stop_col.button("Stopping …", disabled=True, key="stopping")
+            else:
+                stop_col.button("Stop", icon=":material/stop_circle:", key="stop", on_click=state.stop_training,
+                                help="Stops between batches; the model stays exactly as before this task")
+            seen = ordered_phases(snap.events)
+            current = seen.index(snap.phase) if snap.phase in seen else -1
+            for i, phase in enumerate(list(PHASES) + [p for p in seen if p not in PHASES and p != "done"]):
+                event = snap.events.get(phase)
+                title = PHASE_TITLES.get(phase, phase)
+                if event is None:
+                    st.progress(0.0, text=f"{title}: waiting")
+                    continue
+                done = phase in seen and seen.index(phase) < current
+                st.progress(1.0 if done else phase_fraction(event),
+                            text=f"{title}: {event.message or f'{event.step}/{event.total}'}")
+            if len(snap.curve) >= 1:
+                plot(train_curve_figure(snap.curve, title="This task, per epoch"), key="live_curve")
+        return
+    if st.session_state.pop("_train_watch", False):
+        st.rerun()  # the job just ended: draw the results of the new model
+    if snap.state == "stopped":
+        st.warning(f"Stopped. {snap.error}. Tasks learned: {state.n_learned}.", icon=":material/stop_circle:")
+    elif snap.state == "failed":
+        st.error(f"Training failed: {snap.error}", icon=":material/error:")
+        if snap.trace:
+            with st.expander("Details"):
+                st.code(snap.trace)
+    elif snap.state == "done" and snap.results:
+        last = snap.results[-1]
+        st.success(f"Learned task {last['task']} ({last['name']}) in {sum(last['seconds'].values()):.1f} s.",
+                   icon=":material/check_circle:")
+    if snap.log:
+        with st.expander("Log of the last job"):
+            st.code("\n".join(snap.log[-60:]), language=None)
+
+
+live_progress()
+
+# ------------------------------------------------------------------------------ results
+if not learned:
+    st.info("Nothing learned yet: press **Add next task**. The demo's first task trains in well under a minute on CPU.",
+            icon=":material/info:")
+    st.stop()
+
+metrics = state.run.metrics
+names = task_names(state)
+final = metrics.final()
+m1, m2, m3, m4, m5 = st.columns(5)
+m1.metric("TAg accuracy", f"{final['tag']:.1f} %", help="Task-agnostic: the model recognises the task itself")
+m2.metric("TAw accuracy", f"{final['taw']:.1f} %", help="Task-aware: the true task's sub-network decides")
+m3.metric("Forgetting (TAg)", f"{final['forgetting_tag']:.1f}", help="Mean drop from the best earlier accuracy")
+m4.metric("Forgetting (TAw)", f"{final['forgetting_taw']:.1f}",
+          help="0 means old sub-networks are preserved bit for bit")
+m5.metric("Task recognition", f"{metrics.task_recognition[-1]:.1f} %", help="Test images whose task is recognised")
+
+tab_acc, tab_tasks, tab_time = st.tabs(["Accuracy matrices", "Per task", "Timings"])
+with tab_acc:
+    l, r = st.columns(2)
+    with l:
+        plot(accuracy_matrix_figure(metrics.acc_tag, names, "TAg accuracy (%)"), key="tag_matrix")
+    with r:
+        plot(accuracy_matrix_figure(metrics.acc_taw, names, "TAw accuracy (%)"), key="taw_matrix")
+    recog = metrics.recognized[-1] if metrics.recognized else []
+    st.caption("Row *i*: after learning task *i*; column *j*: tested on task *j*. Task recognition of the last row: "
+               + ", ".join(f"{names[j]} {v:.0f} %" for j, v in enumerate(recog)))
+with tab_tasks:
+    rows = []
+    for h in state.learner.history_:
+        prune = h["prune"]
+        rows.append({
+            "#": h["task"],
+            "task": h["name"],
+            "classes": ", ".join(h["classes"]),
+            "val acc (%)": round(prune["val_acc_unpruned"], 1),
+            "after pruning (%)": round(prune["val_acc_kept"], 1),
+            "units kept": sum(prune["kept_units"].values()),
+            "grown": ", ".join(f"{k} +{v}" for k, v in h["grown"].items()) or "–",
+            "seconds": round(sum(h["seconds"].values()), 1),
+            "stored KiB": round(h["stored_bytes"] / 1024, 1),
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    warnings = state.learner.history_[-1]["warnings"]
+    for w in warnings:
+        st.warning(w, icon=":material/warning:")
+    choice = st.selectbox("Training curve of", range(learned), index=learned - 1,
+                          format_func=lambda i: f"{i}: {names[i]}", key="curve_task")
+    curve = state.learner.history_[choice]["train_curve"]
+    if curve:
+        plot(train_curve_figure(curve, title=f"Task {choice}: {names[choice]}"), key="curve")
+with tab_time:
+    plot(timings_figure(metrics.seconds, names), key="timings")
+    total = np.sum([sum(s.values()) for s in metrics.seconds])
+    st.caption(f"Total {total:.1f} s on {state.describe_device()}; eval = testing on every learned task.")
+
+with st.expander("Start over"):
+    st.write("Forget the trained model and start a new run over the same task plan (data stay loaded).")
+    if st.button("New run", key="reset", disabled=busy, icon=":material/restart_alt:"):
+        try:
+            state.reset()
+            st.rerun()
+        except RerelrpError as exc:
+            show_error(exc)

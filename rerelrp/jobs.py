@@ -1,0 +1,408 @@
+"""Long work in the background, and the state a front end keeps between requests.
+
+:class:`Job` runs a function in a thread, keeps the latest progress event of every phase, a
+short log, a stop flag and whatever went wrong. :class:`AppState` is everything an interactive
+session holds (data sets, the task plan, the :class:`~rerelrp.runner.SequenceRun`, the current
+job) with the rules that keep the model consistent:
+
+* training works on a *copy* of the run; the copy replaces the published run only when a task
+  has been learned and tested completely. A stop or an error leaves the published run exactly
+  as it was before that task (the learner also rolls itself back), and pages that read the
+  model (explain, recognise, capacity) never see a half-trained network;
+* one job at a time;
+* uses of the published model are serialised by a lock (LRP installs hooks on the network).
+
+Nothing here imports Streamlit; the app keeps one :class:`AppState` in ``st.cache_resource``.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from rerelrp.errors import ConfigError, RerelrpError, StopRequested
+from rerelrp.progress import PHASES, Progress
+
+STATES = ("idle", "running", "done", "stopped", "failed")
+FIRST_TASK_ONLY = ("net", "input_size", "device", "seed")  # the network is built by the first task
+PER_TASK = ("epochs", "lr", "batch_size", "acc_drop", "composite", "min_free", "grow")  # read at add_task time
+
+
+@dataclass
+class JobSnapshot:
+    """A consistent copy of a job's state for drawing (taken under the job's lock)."""
+
+    name: str
+    state: str
+    events: dict  # phase -> latest Progress
+    phase: str | None
+    task: int
+    log: list
+    curve: list  # epoch values of the task being trained
+    error: str | None
+    trace: str | None
+    elapsed: float
+    results: list = field(default_factory=list)
+
+    @property
+    def running(self):
+        return self.state == "running"
+
+
+class Job:
+    """``target(callback, stop)`` in a daemon thread, with progress, stop and error capture.
+
+    ``callback`` receives :class:`~rerelrp.progress.Progress` events; ``stop`` is a
+    :class:`threading.Event` that ``target`` must honour (the learner checks it between
+    batches). A :class:`StopRequested` ends the job as ``stopped``, a
+    :class:`~rerelrp.errors.RerelrpError` as ``failed`` with its message, anything else as
+    ``failed`` with the traceback kept for display.
+    """
+
+    def __init__(self, target, name="job", max_log=200):
+        self.target = target
+        self.name = name
+        self.stop_event = threading.Event()
+        self.state = "idle"
+        self.events = OrderedDict()
+        self.phase = None
+        self.task = -1
+        self.log = []
+        self.curve = []
+        self.results = []
+        self.error = None
+        self.trace = None
+        self.result = None
+        self.max_log = max_log
+        self.started = None
+        self.finished = None
+        self._lock = threading.Lock()
+        self._thread = None
+
+    # ------------------------------------------------------------ control
+    def start(self):
+        if self._thread is not None:
+            raise RuntimeError("a job starts once")
+        self.state = "running"
+        self.started = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name=f"rerelrp-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Ask the job to stop at the next batch boundary."""
+        self.stop_event.set()
+
+    def wait(self, timeout=None):
+        """Block until the job ends (or ``timeout`` seconds pass); True if it ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running
+
+    @property
+    def running(self):
+        return self.state == "running"
+
+    @property
+    def stopping(self):
+        return self.running and self.stop_event.is_set()
+
+    # ------------------------------------------------------------ inside the thread
+    def callback(self, event: Progress):
+        with self._lock:
+            if event.task != self.task:
+                self.task = event.task
+                self.events.clear()
+                self.curve = []
+            previous = self.events.get(self.phase) if self.phase != event.phase else None
+            if previous is not None and previous.phase != "train":
+                self._append_log(f"task {previous.task} {previous.phase}: {previous.message}")
+            self.events[event.phase] = event
+            self.phase = event.phase
+            if event.phase == "train" and "val_acc" in event.values:
+                self.curve.append(dict(event.values))
+                self._append_log(f"task {event.task} train: {event.message}")
+
+    def note(self, message):
+        with self._lock:
+            self._append_log(message)
+
+    def add_result(self, value):
+        with self._lock:
+            self.results.append(value)
+
+    def _append_log(self, message):
+        self.log.append(message)
+        del self.log[: -self.max_log]
+
+    def _run(self):
+        try:
+            result = self.target(self.callback, self.stop_event)
+            with self._lock:
+                self.result = result
+                self.state = "done"
+        except StopRequested as exc:
+            with self._lock:
+                self.error = str(exc)
+                self.state = "stopped"
+        except RerelrpError as exc:
+            with self._lock:
+                self.error = str(exc)
+                self.state = "failed"
+        except BaseException as exc:  # noqa: BLE001 - shown to the user, never lost in a thread
+            with self._lock:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.trace = traceback.format_exc()
+                self.state = "failed"
+        finally:
+            self.finished = time.perf_counter()
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            end = self.finished if self.finished is not None else time.perf_counter()
+            return JobSnapshot(
+                name=self.name,
+                state=self.state,
+                events=dict(self.events),
+                phase=self.phase,
+                task=self.task,
+                log=list(self.log),
+                curve=list(self.curve),
+                error=self.error,
+                trace=self.trace,
+                elapsed=(end - self.started) if self.started is not None else 0.0,
+                results=list(self.results),
+            )
+
+
+def phase_fraction(event: Progress):
+    """Progress of one event in [0, 1]."""
+    if event is None or not event.total:
+        return 0.0
+    return min(1.0, max(0.0, event.step / event.total))
+
+
+def ordered_phases(events):
+    """The phases of ``events`` in the learner's order (then any others)."""
+    known = [p for p in PHASES if p in events]
+    return known + [p for p in events if p not in known]
+
+
+# ---------------------------------------------------------------------------- app state
+class AppState:
+    """What an interactive session holds between requests; the app keeps one per process.
+
+    ``datasets``: loaded :class:`~rerelrp.data.ImageDataset` by name. ``run``: the published
+    :class:`~rerelrp.runner.SequenceRun` (learner, planned tasks, metrics). ``settings``: the
+    learner settings the next task will use. ``job``: the current or last background job.
+    ``version`` increases whenever the published model changes (a cache key for results).
+    """
+
+    def __init__(self, settings=None, demo=True):
+        from rerelrp.learner import LearnerConfig
+
+        self.lock = threading.RLock()  # guards state changes
+        self.model_lock = threading.Lock()  # serialises predict / explain on the published learner
+        self.datasets = OrderedDict()
+        self.settings = {**LearnerConfig().__dict__, **(settings or {})}
+        self.run = None
+        self.job = None
+        self.version = 0  # the published model changed (cache key of results)
+        self.generation = 0  # the run was replaced by a new one (reset)
+        self.results = OrderedDict()  # small cache of explanations / predictions by key
+        self.created = time.time()
+        self._new_run([])
+        if demo:
+            self.load_demo()
+
+    # ------------------------------------------------------------ data and plan
+    def load_demo(self):
+        from rerelrp.data import build_sequence, load_dataset
+
+        ds = load_dataset("demo")
+        self.add_dataset(ds)
+        self.set_plan(build_sequence([ds], 5))
+        return ds
+
+    def add_dataset(self, ds):
+        """Keep ``ds`` under a unique name (a second upload of the same name gets a suffix)."""
+        with self.lock:
+            name, k = ds.name, 2
+            while name in self.datasets and self.datasets[name] is not ds:
+                name, k = f"{ds.name} ({k})", k + 1
+            if name != ds.name:
+                ds.name = name
+            self.datasets[name] = ds
+            return name
+
+    def remove_dataset(self, name):
+        with self.lock:
+            self.datasets.pop(name, None)
+
+    @property
+    def learner(self):
+        return self.run.learner
+
+    @property
+    def tasks(self):
+        return self.run.tasks
+
+    @property
+    def n_learned(self):
+        return self.run.n_learned
+
+    @property
+    def pending(self):
+        return self.run.tasks[self.run.n_learned :]
+
+    def set_plan(self, tasks, append=False):
+        """Replace (or extend) the tasks not learned yet; learned tasks always stay first."""
+        self._check_idle("change the task plan")
+        with self.lock:
+            learned = self.run.tasks[: self.n_learned]
+            rest = (self.pending if append else []) + list(tasks)
+            self.run.tasks = learned + rest
+            return self.run.tasks
+
+    def drop_pending(self, index):
+        """Remove planned (not learned) task number ``index`` of the whole sequence."""
+        self._check_idle("change the task plan")
+        with self.lock:
+            if index < self.n_learned:
+                raise ConfigError(f"task {index} is learned already; only planned tasks can be removed")
+            del self.run.tasks[index]
+
+    # ------------------------------------------------------------ settings and model
+    def _new_run(self, tasks):
+        from rerelrp.learner import ReReLRP
+        from rerelrp.runner import SequenceRun
+
+        self.run = SequenceRun(ReReLRP(**self.settings), tasks)
+
+    def locked_settings(self):
+        """Settings fixed by the first task (the network is built then)."""
+        return FIRST_TASK_ONLY if self.n_learned else ()
+
+    def update_settings(self, **values):
+        """Validate and store learner settings for the next task; first-task-only ones lock after it."""
+        from rerelrp.learner import LearnerConfig
+
+        self._check_idle("change settings")
+        with self.lock:
+            locked = [k for k in values if k in self.locked_settings() and values[k] != self.settings.get(k)]
+            if locked:
+                raise ConfigError(f"{', '.join(locked)} cannot change after the first task: the network is built; "
+                                  "start a new run to change them")
+            merged = {**self.settings, **values}
+            LearnerConfig.from_dict(merged).validate()
+            self.settings = merged
+            if self.n_learned == 0:  # nothing trained: a fresh learner with these settings
+                self._new_run(self.run.tasks)
+            return self.settings
+
+    def reset(self, keep_plan=True):
+        """Forget the trained model (not the data): a new run over the same plan."""
+        self._check_idle("start a new run")
+        with self.lock:
+            self._new_run(self.run.tasks if keep_plan else [])
+            self.generation += 1
+            self.version += 1
+            self.results.clear()
+
+    def describe_device(self):
+        try:
+            return self.learner.describe_device()
+        except RerelrpError as exc:
+            return f"unavailable ({exc})"
+
+    # ------------------------------------------------------------ training jobs
+    @property
+    def busy(self):
+        return self.job is not None and self.job.running
+
+    def _check_idle(self, what):
+        if self.busy:
+            raise ConfigError(f"cannot {what} while a task is training; wait for it or press Stop")
+
+    def _working_copy(self):
+        """A run whose learner and metrics are copies; the planned tasks (images) are shared."""
+        from rerelrp.runner import SequenceRun
+
+        with self.lock, self.model_lock:
+            learner = copy.deepcopy(self.run.learner)
+            for key in PER_TASK:
+                setattr(learner.config, key, self.settings[key])
+            learner.config.validate()
+            return SequenceRun(learner, list(self.run.tasks), copy.deepcopy(self.run.metrics))
+
+    def _publish(self, work, generation):
+        """Make ``work`` the published run, unless the run was reset since the job started."""
+        with self.lock:
+            if self.generation != generation:
+                return False
+            work.tasks = list(self.run.tasks)
+            with self.model_lock:
+                self.run = work
+            self.version += 1
+            self.results.clear()
+            return True
+
+    def start_training(self, n_tasks=1):
+        """Learn the next ``n_tasks`` planned tasks (None: all remaining) in a background job.
+
+        Each task trains on a copy of the published run; the copy is published when the task is
+        learned and tested. Stop ends the job at the next batch; tasks finished before stay.
+        """
+        with self.lock:
+            self._check_idle("start another job")
+            if self.run.done:
+                raise ConfigError("every planned task is learned; plan another task on the Data page first")
+            total = len(self.pending) if n_tasks is None else min(n_tasks, len(self.pending))
+            from rerelrp.learner import LearnerConfig
+
+            LearnerConfig.from_dict(self.settings).validate()  # bad settings fail now, in the caller's thread
+            generation = self.generation
+
+            def target(callback, stop):
+                summaries = []
+                for _ in range(total):
+                    work = self._working_copy()
+                    i = work.n_learned
+                    job.note(f"task {i} ({work.tasks[i].name}): started")
+                    summary = work.step(callback=callback, stop=stop)
+                    if not self._publish(work, generation):
+                        raise StopRequested("the run was reset while training; the result was dropped")
+                    summaries.append(summary)
+                    job.add_result(summary)
+                    job.note(f"task {i} ({summary['name']}): learned in {sum(summary['seconds'].values()):.1f} s")
+                    if stop.is_set():
+                        break
+                return summaries
+
+            job = Job(target, name="next task" if total == 1 else f"{total} tasks")
+            self.job = job
+            job.start()
+            return job
+
+    def stop_training(self):
+        if self.job is not None:
+            self.job.stop()
+
+    # ------------------------------------------------------------ using the model
+    def cached(self, key, compute, max_items=64):
+        """``compute()`` once per ``key`` and model version; LRU-bounded."""
+        full = (self.version, *key) if isinstance(key, tuple) else (self.version, key)
+        with self.lock:
+            if full in self.results:
+                self.results.move_to_end(full)
+                return self.results[full]
+        with self.model_lock:
+            value = compute()
+        with self.lock:
+            self.results[full] = value
+            while len(self.results) > max_items:
+                self.results.popitem(last=False)
+        return value

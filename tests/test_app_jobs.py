@@ -1,0 +1,177 @@
+"""Background jobs and the app state (rerelrp.jobs), without Streamlit."""
+import threading
+import time
+
+import pytest
+import torch
+
+from rerelrp.errors import ConfigError, DataError, StopRequested
+from rerelrp.jobs import AppState, Job, ordered_phases, phase_fraction
+from rerelrp.progress import Progress
+
+FAST = {"epochs": 1, "n_trees": 20, "relevance_samples": 64, "recognizer_samples": 64, "device": "cpu"}
+
+
+def test_job_keeps_latest_event_per_phase_curve_and_result():
+    def target(callback, stop):
+        for step in range(1, 4):
+            callback(Progress("train", step, 3, f"batch {step}", task=0))
+        callback(Progress("train", 3, 3, "epoch 1/1", task=0, values={"epoch": 1, "loss": 0.5, "val_acc": 90.0}))
+        callback(Progress("prune", 1, 2, "dropping", task=0))
+        callback(Progress("prune", 2, 2, "dropping more", task=0))
+        return "result"
+
+    job = Job(target, "t").start()
+    assert job.wait(10)
+    snap = job.snapshot()
+    assert snap.state == "done" and job.result == "result"
+    assert list(snap.events) == ["train", "prune"]
+    assert snap.events["prune"].message == "dropping more"
+    assert snap.curve == [{"epoch": 1, "loss": 0.5, "val_acc": 90.0}]
+    assert any("epoch 1/1" in line for line in snap.log)
+    assert phase_fraction(snap.events["prune"]) == 1.0
+    assert ordered_phases({"prune": 1, "train": 2, "other": 3}) == ["train", "prune", "other"]
+
+
+def test_job_new_task_clears_the_phases_of_the_previous_one():
+    def target(callback, stop):
+        callback(Progress("eval", 1, 1, "", task=0))
+        callback(Progress("train", 1, 5, "", task=1))
+
+    job = Job(target).start()
+    job.wait(10)
+    snap = job.snapshot()
+    assert list(snap.events) == ["train"] and snap.task == 1
+
+
+def test_job_stop_and_errors_are_captured():
+    started = threading.Event()
+
+    def slow(callback, stop):
+        started.set()
+        while not stop.is_set():
+            time.sleep(0.01)
+        raise StopRequested("stopped on request")
+
+    job = Job(slow).start()
+    started.wait(5)
+    assert job.running
+    job.stop()
+    assert job.stopping or not job.running
+    job.wait(10)
+    assert job.state == "stopped" and "stopped" in job.error
+
+    job = Job(lambda cb, stop: (_ for _ in ()).throw(DataError("x.npz", "broken"))).start()
+    job.wait(10)
+    assert job.state == "failed" and job.error == "x.npz: broken" and job.trace is None
+
+    def bug(callback, stop):
+        raise ZeroDivisionError("oops")
+
+    job = Job(bug).start()
+    job.wait(10)
+    assert job.state == "failed" and "ZeroDivisionError" in job.error and "Traceback" in job.trace
+    with pytest.raises(RuntimeError):
+        job.start()
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """An app state with the demo planned and its first task learned (fast settings)."""
+    state = AppState(settings=FAST)
+    state.start_training(1)
+    assert state.job.wait(600)
+    assert state.job.state == "done", state.job.error
+    return state
+
+
+def test_app_state_starts_on_the_demo_with_nothing_trained():
+    state = AppState(settings=FAST)
+    assert list(state.datasets) == ["digits"]
+    assert len(state.tasks) == 5 and state.n_learned == 0 and not state.busy
+    assert state.describe_device().startswith("CPU")
+
+
+def test_settings_are_validated_and_first_task_settings_lock(trained):
+    with pytest.raises(ConfigError, match="epochs"):
+        trained.update_settings(epochs=0)
+    with pytest.raises(ConfigError, match="cannot change after the first task"):
+        trained.update_settings(net="lenet")
+    trained.update_settings(epochs=1, lr=0.01)  # per-task settings may change
+    assert trained.settings["lr"] == 0.01
+    trained.update_settings(lr=FAST.get("lr", 0.05))
+
+
+def _params(learner):
+    return {k: v.detach().clone() for k, v in learner.net_.state_dict().items()}
+
+
+def test_stop_leaves_the_published_model_exactly_as_before(trained):
+    before_run = trained.run
+    before = _params(trained.learner)
+    version = trained.version
+    seen_train = threading.Event()
+    job = trained.start_training(1)
+    with pytest.raises(ConfigError, match="while a task is training"):
+        trained.set_plan([])
+    with pytest.raises(ConfigError):
+        trained.start_training(1)
+    # stop as soon as the second task is in its training loop
+    deadline = time.time() + 120
+    while time.time() < deadline and not seen_train.is_set():
+        snap = job.snapshot()
+        if snap.task == 1 and "train" in snap.events:
+            seen_train.set()
+        time.sleep(0.05)
+    assert seen_train.is_set(), "training never started"
+    trained.stop_training()
+    assert job.wait(120)
+    assert job.state == "stopped"
+    assert trained.run is before_run and trained.version == version
+    assert trained.n_learned == 1 and len(trained.learner.history_) == 1
+    assert len(trained.run.metrics.acc_tag) == 1
+    after = _params(trained.learner)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_cached_results_are_keyed_by_model_version(trained):
+    calls = []
+    assert trained.cached(("k",), lambda: calls.append(1) or 42) == 42
+    assert trained.cached(("k",), lambda: calls.append(1) or 43) == 42
+    assert len(calls) == 1
+    trained.version += 1
+    assert trained.cached(("k",), lambda: 44) == 44
+    trained.version -= 1
+
+
+def test_plan_edits_keep_learned_tasks(trained):
+    from rerelrp.data import split_into_tasks
+
+    ds = trained.datasets["digits"]
+    original = list(trained.tasks)
+    try:
+        trained.set_plan(split_into_tasks(ds, 2))
+        assert trained.tasks[0] is original[0] and len(trained.tasks) == 3
+        trained.set_plan(split_into_tasks(ds, 5)[:1], append=True)
+        assert len(trained.tasks) == 4
+        with pytest.raises(ConfigError, match="learned already"):
+            trained.drop_pending(0)
+        trained.drop_pending(3)
+        assert len(trained.tasks) == 3
+    finally:
+        trained.run.tasks = original
+
+
+def test_learn_all_remaining_publishes_each_task():
+    state = AppState(settings=FAST)
+    state.set_plan(state.tasks[:2])
+    job = state.start_training(None)
+    assert job.wait(600) and job.state == "done", job.error
+    assert state.n_learned == 2 and state.run.done and len(job.results) == 2
+    assert [r["task"] for r in job.results] == [0, 1]
+    assert len(state.run.metrics.acc_tag) == 2 and state.version == 2
+    with pytest.raises(ConfigError, match="every planned task is learned"):
+        state.start_training(1)
+    state.reset()
+    assert state.n_learned == 0 and len(state.tasks) == 2

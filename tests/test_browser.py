@@ -1,0 +1,170 @@
+"""A real browser against `streamlit run app.py`: add a task, open Explain, take screenshots.
+
+Headless Chromium (the Debian package at /usr/bin/chromium) driven by Playwright for Python.
+Every request the page makes is recorded: all of them must go to the local server (no CDN, no
+web font, no remote image). Screenshots go to docs/screenshot-*.png.
+
+``RERELRP_BROWSER_EPOCHS`` and ``RERELRP_BROWSER_BATCH`` set the epochs and batch size of the tasks
+trained through the UI (default 3 and 16: enough optimiser steps for the demo's first task to leave
+chance, so the screenshots show a trained model);
+``RERELRP_BROWSER_TASKS`` how many tasks are added one after the other (default 1; the screenshots
+in docs/ were taken with 3); ``RERELRP_SCREENSHOT_DIR`` where the screenshots go (default docs/).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(os.environ.get("RERELRP_SCREENSHOT_DIR", ROOT / "docs"))
+EPOCHS = int(os.environ.get("RERELRP_BROWSER_EPOCHS", "3"))
+BATCH = int(os.environ.get("RERELRP_BROWSER_BATCH", "16"))
+TASKS = int(os.environ.get("RERELRP_BROWSER_TASKS", "1"))
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package at /usr/bin/chromium"),
+]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "RERELRP_APP_KEY": "browser",
+           "RERELRP_APP_SETTINGS": '{"n_trees": 100}', "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "localhost", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        url = f"http://localhost:{port}"
+        try:
+            deadline = time.time() + 90
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"streamlit did not come up:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_idle(page, timeout=60_000):
+    """Wait until Streamlit has finished the current run (no running indicator)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout,
+    )
+    page.wait_for_timeout(300)
+
+
+@pytest.mark.timeout(1200)  # training through the UI; generous for a loaded 2-core machine
+def test_add_task_then_explain_in_chromium(server):
+    from playwright.sync_api import sync_playwright
+
+    requests = []
+    DOCS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1100}, device_scale_factor=1)
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(server)
+            page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=90_000)
+            page.get_by_text("Task order").wait_for(timeout=30_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the sample grid
+            _wait_idle(page)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(DOCS / "screenshot-data.png"))
+
+            page.get_by_role("link", name="Train", exact=True).click()
+            page.get_by_role("heading", name="Train", exact=True).wait_for(timeout=30_000)
+            epochs = page.get_by_label("Epochs")
+            epochs.fill(str(EPOCHS))
+            epochs.press("Tab")
+            batch = page.get_by_label("Batch size")
+            batch.fill(str(BATCH))
+            batch.press("Tab")
+            for t in range(TASKS):
+                page.get_by_role("button", name="Add next task").click()
+                page.get_by_text(f"Training task {t}").wait_for(timeout=60_000)  # live progress while it runs
+                if t == TASKS - 1:
+                    page.get_by_text("Training:").first.wait_for(timeout=60_000)
+                    page.wait_for_timeout(1500)
+                    page.screenshot(path=str(DOCS / "screenshot-training.png"))
+                page.get_by_text(f"{t + 1} / 5").wait_for(timeout=600_000)
+                page.get_by_text("TAg accuracy", exact=True).wait_for(timeout=60_000)
+                _wait_idle(page)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(DOCS / "screenshot-train.png"))
+
+            page.get_by_role("link", name="Explain", exact=True).click()
+            page.get_by_role("heading", name="Explain", exact=True).wait_for(timeout=30_000)
+            page.get_by_text("task 0: predicted").first.wait_for(timeout=60_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            _wait_idle(page)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(DOCS / "screenshot-explain.png"))
+
+            page.reload()  # a reload is a new session: the trained model must still be there
+            page.get_by_role("heading", name="Explain", exact=True).wait_for(timeout=60_000)
+            page.get_by_text("task 0: predicted").first.wait_for(timeout=60_000)
+
+            page.get_by_role("link", name="Capacity", exact=True).click()
+            page.get_by_role("heading", name="Capacity", exact=True).wait_for(timeout=30_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            _wait_idle(page)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(DOCS / "screenshot-capacity.png"))
+
+            page.get_by_role("link", name="Recognize", exact=True).click()
+            page.get_by_role("heading", name="Recognize", exact=True).wait_for(timeout=30_000)
+            page.get_by_role("button", name="Use test images").click()
+            page.get_by_text("Task recognition P_T").first.wait_for(timeout=60_000)
+            _wait_idle(page)
+            page.get_by_role("heading", name="8 image(s)", exact=True).evaluate(
+                "e => e.scrollIntoView({block: 'start'})")  # the table, then the answer for one image
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(DOCS / "screenshot-recognize.png"))
+        finally:
+            browser.close()
+
+    foreign = sorted({u for u in requests if urlparse(u).hostname not in ("localhost", "127.0.0.1", "::1")
+                      and not u.startswith(("data:", "blob:"))})
+    assert not foreign, f"the page requested remote resources: {foreign}"
+    assert (DOCS / "screenshot-explain.png").stat().st_size > 10_000
