@@ -25,11 +25,12 @@ page = st.navigation(pages)
 state = get_state()
 
 
-@st.fragment(run_every=2.0 if state.busy else None)
+@st.fragment(run_every=3.0 if state.busy else None)
 def sidebar_status():
     st.markdown(f"**Device** \n{state.describe_device()}")
     learned, planned = state.n_learned, len(state.tasks)
     st.markdown(f"**Run** \n{learned} of {planned} planned tasks learned")
+    st.caption(f"Saved to workspace `{state.workspace.name}`" if learned else f"Will save to `{state.workspace.name}`")
     if state.busy:
         job = state.job.snapshot()
         event = job.events.get(job.phase)

@@ -4,7 +4,7 @@ The state (data sets, task plan, trained run, background job) is one
 :class:`rerelrp.jobs.AppState` kept by ``st.cache_resource``, so a browser reload (a new
 Streamlit session) finds the trained model again. ``RERELRP_APP_KEY`` selects another state
 (tests use a fresh one); ``RERELRP_APP_SETTINGS`` (JSON) overrides learner defaults, e.g.
-``{"epochs": 1}``.
+``{"epochs": 1}``; ``RERELRP_WORKSPACES`` is where workspaces are saved (default ``./workspaces``).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def env_settings():
 
 @st.cache_resource(show_spinner="Starting ReReLRP: loading the demo data …", max_entries=4)
 def _state(key: str) -> AppState:
-    return AppState(settings=env_settings())
+    return AppState(settings=env_settings(), workspace_root=os.environ.get("RERELRP_WORKSPACES") or None)
 
 
 def get_state() -> AppState:
@@ -82,3 +82,32 @@ def busy_note(state):
         phase = f" ({job.phase})" if job.phase else ""
         st.caption(f":material/hourglass_top: Training in the background{phase}: this page uses the model "
                    f"as of task {state.n_learned - 1 if state.n_learned else '–'}; it updates when the task is done.")
+
+
+def workspace_picker(state):
+    """The saved workspaces (newest first) and a button to open one; says where this session saves."""
+    from rerelrp.workspace import list_workspaces
+
+    with st.expander("Open a saved workspace", icon=":material/folder_open:", expanded=not state.n_learned):
+        st.caption(f"This session saves every learned task to `{state.workspace}`.")
+        infos = list_workspaces(state.workspace_root)
+        if not infos:
+            st.caption(f"No saved workspace in `{state.workspace_root}` yet.")
+            return
+        labels = {
+            info["path"]: (f"{info['name']} · {info['n_tasks']} task(s) · saved {info['saved_at']}" if not info["problem"]
+                           else f"{info['name']} · unreadable")
+            for info in infos
+        }
+        choice = st.selectbox("Saved workspaces", list(labels), format_func=labels.get, key="ws_choice")
+        problem = next(info["problem"] for info in infos if info["path"] == choice)
+        if problem:
+            st.caption(problem)
+        if st.button("Open", key="ws_open", disabled=state.busy or bool(problem), icon=":material/file_open:",
+                     help="Replaces the model of this session (the last one stays saved in its own workspace)"):
+            try:
+                with st.spinner("Opening the workspace …"):
+                    state.open_workspace(choice)
+                st.rerun()
+            except RerelrpError as exc:
+                show_error(exc)

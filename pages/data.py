@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import get_state, plot, show_error
+from pages.common import get_state, plot, show_error, workspace_picker
 from rerelrp.data import load_dataset, load_medmnist, split_into_tasks, tasks_per_dataset
 from rerelrp.errors import ConfigError, RerelrpError
 from rerelrp.plots import sample_grid_figure
@@ -40,6 +40,8 @@ def _medmnist_flags():
         return []
     return [f for f, info in INFO.items() if not f.endswith("3d") and "multi-label" not in info["task"]]
 
+
+workspace_picker(state)
 
 # ------------------------------------------------------------------------------ loading
 with st.container(border=True):

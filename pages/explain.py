@@ -24,7 +24,8 @@ names = [t["name"] for t in learner.tasks_]
 controls, view = st.columns([1, 3], gap="medium")
 image, truth, label = None, None, ""
 with controls:
-    source = st.radio("Image", ["Test image of a task", "Upload"], key="ex_source", horizontal=True)
+    options = (["Test image of a task"] if state.tasks else []) + ["Upload"]  # an opened workspace may lack its data
+    source = st.radio("Image", options, key="ex_source", horizontal=True)
     if source.startswith("Test"):
         tasks = state.tasks
         t = st.selectbox("Task", range(len(tasks)), format_func=lambda i: f"{i}: {tasks[i].name}", key="ex_task")

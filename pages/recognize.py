@@ -27,19 +27,22 @@ with left:
     uploads = st.file_uploader("PNG, JPEG or DICOM images (one or many)", accept_multiple_files=True, key="rec_upload")
 with right:
     st.markdown("**or** try test images of the planned tasks")
-    n_test = st.slider("How many", 1, 64, 8, key="rec_n")
-    learned_only = st.checkbox("Only tasks learned so far", value=True, key="rec_learned")
-    if st.button("Use test images", key="rec_test", icon=":material/casino:"):
-        rng = np.random.default_rng()
-        pool = T if learned_only else len(state.tasks)
-        picks = []
-        for _ in range(n_test):
-            t = int(rng.integers(pool))
-            i = int(rng.integers(len(state.tasks[t].test)))
-            picks.append((t, i))
-        st.session_state["rec_picks"] = picks
-    if st.session_state.get("rec_picks") and st.button("Clear test images", key="rec_clear"):
-        st.session_state["rec_picks"] = []
+    if not state.tasks:
+        st.caption(state.data_note or "No task data loaded.")
+    else:
+        n_test = st.slider("How many", 1, 64, 8, key="rec_n")
+        learned_only = st.checkbox("Only tasks learned so far", value=True, key="rec_learned")
+        if st.button("Use test images", key="rec_test", icon=":material/casino:"):
+            rng = np.random.default_rng()
+            pool = min(T, len(state.tasks)) if learned_only else len(state.tasks)
+            picks = []
+            for _ in range(n_test):
+                t = int(rng.integers(pool))
+                i = int(rng.integers(len(state.tasks[t].test)))
+                picks.append((t, i))
+            st.session_state["rec_picks"] = picks
+        if st.session_state.get("rec_picks") and st.button("Clear test images", key="rec_clear"):
+            st.session_state["rec_picks"] = []
 
 items = []  # (label, image, true task, true class name)
 for upload in uploads or []:

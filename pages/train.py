@@ -12,6 +12,7 @@ from rerelrp.nets import NETS
 from rerelrp.plots import accuracy_matrix_figure, timings_figure, train_curve_figure
 from rerelrp.relevance import COMPOSITES
 
+LIVE_REFRESH_S = 2.0
 PHASE_TITLES = {
     "train": "Training",
     "relevance": "Unit relevance (LRP)",
@@ -35,12 +36,30 @@ if next_task:
     st.caption(f"Next: **{next_task.name}**, classes {', '.join(next_task.class_names)} "
                f"({len(next_task.train)} training images)")
 
+# ------------------------------------------------------------------------------ workspace
+busy = state.busy
+w1, w2 = st.columns([3, 2])
+if learned == 0 and not busy:
+    name = w1.text_input("Workspace", state.workspace.name, key="ws_name",
+                         help="Every learned task is saved here (under ./workspaces), so a closed tab or a restart "
+                              "loses nothing. Open saved workspaces from the sidebar.")
+    if name != state.workspace.name:
+        try:
+            state.set_workspace(name)
+        except RerelrpError as exc:
+            show_error(exc)
+else:
+    w1.markdown(f"**Workspace** `{state.workspace}`: every learned task is saved here.")
+if not state.can_learn:
+    st.warning(f"This workspace cannot learn more tasks here: {state.data_note}. Explain, Capacity, Recognize and "
+               "Report work as usual.", icon=":material/warning:")
+
 # ------------------------------------------------------------------------------ settings
 s = state.settings
 locked = learned > 0
-busy = state.busy
 with st.form("settings", border=True):
-    st.markdown("**Settings**" + (" · network, input size, device and seed are fixed by the first task" if locked else ""))
+    st.markdown("**Settings**" + (" · network, input size, device, seed and composite are fixed by the first task"
+                                  if locked else ""))
     a1, a2, a3, a4 = st.columns(4)
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
         ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
@@ -55,7 +74,8 @@ with st.form("settings", border=True):
     batch = b3.number_input("Batch size", 2, 4096, int(s["batch_size"]), key="batch_size")
     acc_drop = b4.number_input("acc_drop (points)", 0.0, 100.0, float(s["acc_drop"]), step=0.5, key="acc_drop",
                                help="Validation accuracy points a task may lose when its unused units are pruned")
-    composite = b5.selectbox("LRP composite", COMPOSITES, index=COMPOSITES.index(s["composite"]), key="composite")
+    composite = b5.selectbox("LRP composite", COMPOSITES, index=COMPOSITES.index(s["composite"]), key="composite",
+                             disabled=locked, help="Relevance for pruning and recognition; Explain can show any composite")
     with st.expander("Capacity"):
         d1, d2 = st.columns(2)
         min_free = d1.slider("Minimum free share per layer", 0.0, 0.9, float(s["min_free"]), 0.05, key="min_free",
@@ -63,16 +83,16 @@ with st.form("settings", border=True):
         grow = d2.toggle("Grow full layers", bool(s["grow"]), key="grow")
     f1, f2, _ = st.columns([1, 1, 3])
     add_one = f1.form_submit_button("Add next task", type="primary", icon=":material/add_circle:",
-                                    disabled=busy or next_task is None)
+                                    disabled=busy or next_task is None or not state.can_learn)
     add_all = f2.form_submit_button("Learn all remaining", icon=":material/fast_forward:",
-                                    disabled=busy or next_task is None)
+                                    disabled=busy or next_task is None or not state.can_learn)
 
 if add_one or add_all:
     try:
         values = dict(epochs=int(epochs), lr=float(lr), batch_size=int(batch), acc_drop=float(acc_drop),
-                      composite=composite, min_free=float(min_free), grow=bool(grow))
+                      min_free=float(min_free), grow=bool(grow))
         if not locked:
-            values.update(net=net, input_size=int(input_size), device=device, seed=int(seed))
+            values.update(net=net, input_size=int(input_size), device=device, seed=int(seed), composite=composite)
         state.update_settings(**values)
         state.start_training(1 if add_one else None)
         st.session_state["_train_watch"] = True
@@ -83,7 +103,9 @@ if add_one or add_all:
 
 
 # ------------------------------------------------------------------------------ live progress
-@st.fragment(run_every=0.7 if state.busy else None)
+# Polling is kept slow and light: on a 2-core machine every redraw competes with training for the CPU
+# and the interpreter lock (a redraw every 0.7 s with a live chart made a demo task 6x slower).
+@st.fragment(run_every=LIVE_REFRESH_S if state.busy else None)
 def live_progress():
     job = state.job
     if job is None:
@@ -112,8 +134,10 @@ def live_progress():
                 done = phase in seen and seen.index(phase) < current
                 st.progress(1.0 if done else phase_fraction(event),
                             text=f"{title}: {event.message or f'{event.step}/{event.total}'}")
-            if len(snap.curve) >= 1:
-                plot(train_curve_figure(snap.curve, title="This task, per epoch"), key="live_curve")
+            if snap.curve:
+                last = snap.curve[-1]
+                st.caption(f"Epoch {last['epoch']}: loss {last['loss']:.3f}, train acc {last['train_acc']:.1f} %, "
+                           f"val acc {last['val_acc']:.1f} % (the curve is shown when the task is done)")
         return
     if st.session_state.pop("_train_watch", False):
         st.rerun()  # the job just ended: draw the results of the new model

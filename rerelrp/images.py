@@ -8,9 +8,7 @@ images did. :func:`stack_images` brings images of any size to one (N, size, size
 from __future__ import annotations
 
 import io
-import tempfile
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +54,9 @@ def read_image(data, name="upload", dicom_size=64):
     if kind in ("png", "jpeg"):
         return _read_pil(data, name, kind)
     if kind == "dicom":
-        return _read_dicom(data, name, dicom_size)
+        from rerelrp.data.dicom import read_dicom_image
+
+        return read_dicom_image(data, name, dicom_size)
     if data[:2] == b"PK":
         raise DataError(name, "a zip archive, not an image: load DICOM zips and .npz data sets on the Data page")
     if data[:1] == b"\x93" and data[1:6] == b"NUMPY":
@@ -102,32 +102,6 @@ def _read_pil(data, name, kind):
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
         return np.ascontiguousarray(rgb[..., :1])  # gray stored as RGB
     return rgb
-
-
-def _read_dicom(data, name, size):
-    """One DICOM file through the data set loader's pipeline (internal helpers of rerelrp.data.dicom)."""
-    from rerelrp.data import dicom
-
-    with tempfile.TemporaryDirectory(prefix="rerelrp-image-") as tmp:
-        path = Path(tmp) / "upload.dcm"
-        path.write_bytes(data)
-        item = dicom._Item(path=path, rel=str(name), label="")
-        opts = dicom._Options(size=int(size), window="first", frames="all", max_frames=2)
-        scrub = []
-        try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                loaded = dicom._read_one(item, opts, set(), scrub, Counter())
-        except dicom._Skip as exc:
-            raise DataError(name, dicom._scrub(str(exc), scrub)) from None
-        except Exception as exc:  # noqa: BLE001 - a bad upload is the user's problem, reported as such
-            raise DataError(name, dicom._scrub(f"unreadable DICOM file: {dicom._short(exc)}", scrub)) from None
-    frames = loaded.meta.get("frames_in_file", 1)
-    if frames > 1:
-        raise DataError(name, f"a multi-frame DICOM object ({frames} frames, a 3D volume or cine); "
-                              "upload a single 2D image")
-    image = loaded.images[0]
-    return np.array(image[..., None] if image.ndim == 2 else image)
 
 
 def square(image, size=None):

@@ -10,7 +10,9 @@ job) with the rules that keep the model consistent:
   as it was before that task (the learner also rolls itself back), and pages that read the
   model (explain, recognise, capacity) never see a half-trained network;
 * one job at a time;
-* uses of the published model are serialised by a lock (LRP installs hooks on the network).
+* uses of the published model are serialised by a lock (LRP installs hooks on the network);
+* every learned task is saved to the session's workspace before it is published, so a closed
+  tab, a crash or a restart loses nothing that was shown.
 
 Nothing here imports Streamlit; the app keeps one :class:`AppState` in ``st.cache_resource``.
 """
@@ -20,6 +22,7 @@ import copy
 import threading
 import time
 import traceback
+from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -27,8 +30,9 @@ from rerelrp.errors import ConfigError, RerelrpError, StopRequested
 from rerelrp.progress import PHASES, Progress
 
 STATES = ("idle", "running", "done", "stopped", "failed")
-FIRST_TASK_ONLY = ("net", "input_size", "device", "seed")  # the network is built by the first task
-PER_TASK = ("epochs", "lr", "batch_size", "acc_drop", "composite", "min_free", "grow")  # read at add_task time
+# the network is built by the first task; the recognisers read relevance of one composite throughout
+FIRST_TASK_ONLY = ("net", "input_size", "device", "seed", "composite")
+PER_TASK = ("epochs", "lr", "batch_size", "acc_drop", "min_free", "grow")  # read at add_task time
 
 
 @dataclass
@@ -201,8 +205,9 @@ class AppState:
     ``version`` increases whenever the published model changes (a cache key for results).
     """
 
-    def __init__(self, settings=None, demo=True):
+    def __init__(self, settings=None, demo=True, workspace_root=None):
         from rerelrp.learner import LearnerConfig
+        from rerelrp.workspace import DEFAULT_ROOT
 
         self.lock = threading.RLock()  # guards state changes
         self.model_lock = threading.Lock()  # serialises predict / explain on the published learner
@@ -214,6 +219,9 @@ class AppState:
         self.generation = 0  # the run was replaced by a new one (reset)
         self.results = OrderedDict()  # small cache of explanations / predictions by key
         self.created = time.time()
+        self.workspace_root = Path(workspace_root or DEFAULT_ROOT)
+        self.workspace = self._fresh_workspace()
+        self.data_note = None  # why the learned tasks' images are not available (an opened workspace)
         self._new_run([])
         if demo:
             self.load_demo()
@@ -304,10 +312,12 @@ class AppState:
             return self.settings
 
     def reset(self, keep_plan=True):
-        """Forget the trained model (not the data): a new run over the same plan."""
+        """Forget the trained model (not the data): a new run over the same plan, saved to a new workspace."""
         self._check_idle("start a new run")
         with self.lock:
             self._new_run(self.run.tasks if keep_plan else [])
+            self.workspace = self._fresh_workspace()
+            self.data_note = None
             self.generation += 1
             self.version += 1
             self.results.clear()
@@ -373,6 +383,7 @@ class AppState:
                     i = work.n_learned
                     job.note(f"task {i} ({work.tasks[i].name}): started")
                     summary = work.step(callback=callback, stop=stop)
+                    self._save(work)
                     if not self._publish(work, generation):
                         raise StopRequested("the run was reset while training; the result was dropped")
                     summaries.append(summary)
@@ -386,6 +397,78 @@ class AppState:
             self.job = job
             job.start()
             return job
+
+    # ------------------------------------------------------------ workspaces
+    def _fresh_workspace(self):
+        """A new workspace name for this session (saved to once the first task is learned)."""
+        stem = time.strftime("session-%Y%m%d-%H%M%S")
+        path, k = self.workspace_root / stem, 2
+        while path.exists() or path == getattr(self, "workspace", None):
+            path, k = self.workspace_root / f"{stem}-{k}", k + 1
+        return path
+
+    def set_workspace(self, name):
+        """Save to workspace ``name`` (a folder under the workspace root, or a path) from now on."""
+        from rerelrp.workspace import check_target, is_workspace, resolve_workspace
+
+        self._check_idle("change the workspace")
+        path = resolve_workspace(name, self.workspace_root)
+        if is_workspace(path) and path != self.workspace:
+            raise ConfigError(f"workspace {path} exists already: open it to continue it, or choose another name")
+        check_target(path)
+        self.workspace = path
+        return path
+
+    def _save(self, work):
+        from rerelrp.workspace import save_workspace
+
+        save_workspace(self.workspace, work.learner, work.metrics, tasks=work.tasks[: work.n_learned])
+
+    def open_workspace(self, path):
+        """Make the model saved in ``path`` the published run; later tasks are saved there too.
+
+        The learned tasks' images are loaded again from the files they came from (checked against
+        the fingerprints saved with them); uploads are not stored, so a workspace learned from
+        uploads opens for explaining, recognising and reports, but cannot learn further tasks.
+        """
+        from rerelrp.data import reload_tasks
+        from rerelrp.runner import SequenceRun
+        from rerelrp.workspace import check_sequence, load_workspace
+
+        self._check_idle("open a workspace")
+        learner, metrics, meta = load_workspace(path)
+        try:
+            tasks, note = reload_tasks(learner.tasks_), None
+            check_sequence(path, learner, meta, tasks)
+        except RerelrpError as exc:
+            tasks, note = [], f"the images of the learned tasks are not available ({exc})"
+        with self.lock:
+            with self.model_lock:
+                self.run = SequenceRun(learner, tasks, metrics)
+            self.settings = learner.get_params()
+            self.workspace, self.data_note = Path(path), note
+            self.generation += 1
+            self.version += 1
+            self.results.clear()
+        return learner
+
+    @property
+    def can_learn(self):
+        """False when an opened workspace's earlier tasks cannot be tested again (their images are gone)."""
+        return self.data_note is None
+
+    def report_meta(self):
+        """What a report says about where the model is kept (the session's workspace, once saved)."""
+        from rerelrp.runner import package_versions
+        from rerelrp.workspace import is_workspace, task_fingerprint, workspace_info
+
+        meta = {"name": self.workspace.name, "path": str(self.workspace), "versions": package_versions(),
+                "saved_device": self.learner.describe_device()}
+        if is_workspace(self.workspace):
+            meta.update({k: v for k, v in workspace_info(self.workspace).items() if k in ("snapshot", "saved_at", "format_version")})
+        if self.can_learn:
+            meta["fingerprints"] = [task_fingerprint(t) for t in self.tasks[: self.n_learned]]
+        return meta
 
     def stop_training(self):
         if self.job is not None:

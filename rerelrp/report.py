@@ -79,7 +79,7 @@ def workspace_tasks(learner, meta, data_root=None):
     return tasks
 
 
-def _pick_default(tasks, learner, per_task, limit):
+def default_sample_refs(tasks, learner, per_task, limit):
     """``(task, index)`` of a few test images: the first test image of ``per_task`` classes of each task."""
     refs = []
     for t in range(learner.n_tasks):
@@ -105,16 +105,16 @@ def resolve_samples(specs, learner, meta, data_root=None, per_task=DEFAULT_PER_T
             tasks = workspace_tasks(learner, meta, data_root)
         except RerelrpError as exc:
             return [], [f"no sample images: the test images of the workspace's data are not available ({exc})"]
-        refs = _pick_default(tasks, learner, per_task, limit)
+        refs = default_sample_refs(tasks, learner, per_task, limit)
         notes.append(f"samples: {len(refs)} test images chosen by default (the first of {per_task} classes per task)")
-        return [_test_sample(tasks, learner, t, i) for t, i in refs], notes
+        return [test_sample(tasks, learner, t, i) for t, i in refs], notes
     samples = []
     for spec in specs:
         match = _REF_RE.match(spec)
         if match:
             if tasks is None:
                 tasks = workspace_tasks(learner, meta, data_root)
-            samples.append(_test_sample(tasks, learner, int(match[1]), int(match[2])))
+            samples.append(test_sample(tasks, learner, int(match[1]), int(match[2])))
             continue
         file = Path(spec)
         if not file.is_file():
@@ -124,7 +124,7 @@ def resolve_samples(specs, learner, meta, data_root=None, per_task=DEFAULT_PER_T
     return samples, notes
 
 
-def _test_sample(tasks, learner, t, i):
+def test_sample(tasks, learner, t, i):
     if not 0 <= t < learner.n_tasks:
         raise ConfigError(f"sample {t}:{i}: the workspace learned tasks 0..{learner.n_tasks - 1}, there is no task {t}")
     test = tasks[t].test

@@ -37,9 +37,10 @@ PAGES = ["data", "train", "explain", "capacity", "recognize", "report"]
 
 # ------------------------------------------------------------------------------ helpers
 @pytest.fixture
-def app(monkeypatch):
-    """A fresh app (its own cached state) on its first page."""
+def app(monkeypatch, tmp_path):
+    """A fresh app (its own cached state, saving workspaces under tmp_path) on its first page."""
     monkeypatch.setenv("RERELRP_APP_KEY", f"test-{uuid.uuid4().hex}")
+    monkeypatch.setenv("RERELRP_WORKSPACES", str(tmp_path / "workspaces"))
     monkeypatch.setenv("RERELRP_APP_SETTINGS", json.dumps(FAST))
     st.cache_resource.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
@@ -460,8 +461,25 @@ def test_demo_end_to_end_without_network(app, capsys):
         timings["recognize: heatmap of another image"] = (timed_run(app.selectbox(key="rec_choice").set_value(2)),)
         no_exception(app)
 
+        # every learned task was saved to the session's workspace
+        from rerelrp.workspace import workspace_info
+
+        assert workspace_info(state.workspace)["n_tasks"] == 2
+
+        # Report: default samples, HTML built in memory and offered as a download
         goto(app, "report")
-        assert "workspace" in app.info[0].value
+        assert len(app.multiselect(key="rep_refs").value) == 4  # two test images of each task by default
+        timings["report: HTML with 4 samples"] = (timed_run(button(app, "Build report").click()),)
+        no_exception(app)
+        fmt, data, n_samples, _ = app.session_state["rep_file"]
+        html = data.decode("utf-8")
+        assert fmt == "html" and n_samples == 4 and html.lstrip().lower().startswith("<!doctype html")
+        assert "TAg" in html and html.count("data:image/png;base64,") >= 4 * 3
+        assert app.get("download_button"), "no report download"
+        app.radio(key="rep_format").set_value("pdf").run()
+        button(app, "Build report").click().run()
+        no_exception(app)
+        assert app.session_state["rep_file"][1][:5] == b"%PDF-"
 
         # a browser reload is a new session: the trained model is still there
         again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
@@ -478,3 +496,27 @@ def test_demo_end_to_end_without_network(app, capsys):
             print(f"  {what:<38} " + " ".join(f"{v:6.2f}" for v in seconds))
     for what, seconds in timings.items():
         assert seconds[-1] < 10.0, f"{what} took {seconds[-1]:.1f} s"
+
+
+def test_a_new_session_opens_a_saved_workspace_and_predicts_the_same(app, monkeypatch):
+    train_next(app)
+    first = get_state()
+    images = first.tasks[0].test.images[:16]
+    expected = first.learner.predict(images)
+
+    monkeypatch.setenv("RERELRP_APP_KEY", f"test-{uuid.uuid4().hex}")  # another app process, same workspace root
+    other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    other.run()  # opens on the Data page, which lists the saved workspaces
+    choice = other.selectbox(key="ws_choice")
+    assert str(first.workspace) in choice.options[0] or choice.value == str(first.workspace)
+    choice.set_value(str(first.workspace))
+    button(other, "Open").click()
+    other.run()
+    no_exception(other)
+    assert not errors(other), errors(other)
+    opened = get_state()
+    assert opened is not first and opened.n_learned == 1 and opened.can_learn
+    got = opened.learner.predict(images)
+    assert np.array_equal(got.global_class, expected.global_class) and np.array_equal(got.p_task, expected.p_task)
+    goto(other, "train")
+    assert other.metric[1].value == "1 / 1"

@@ -1,14 +1,15 @@
-"""A real browser against `streamlit run app.py`: add a task, open Explain, take screenshots.
+"""A real browser against `streamlit run app.py`: add a task, explain, recognise, export a report, take screenshots.
 
 Headless Chromium (the Debian package at /usr/bin/chromium) driven by Playwright for Python.
 Every request the page makes is recorded: all of them must go to the local server (no CDN, no
-web font, no remote image). Screenshots go to docs/screenshot-*.png.
+web font, no remote image). Screenshots go to screenshot-*.png (see ``RERELRP_SCREENSHOT_DIR``).
 
 ``RERELRP_BROWSER_EPOCHS`` and ``RERELRP_BROWSER_BATCH`` set the epochs and batch size of the tasks
 trained through the UI (default 3 and 16: enough optimiser steps for the demo's first task to leave
 chance, so the screenshots show a trained model);
 ``RERELRP_BROWSER_TASKS`` how many tasks are added one after the other (default 1; the screenshots
-in docs/ were taken with 3); ``RERELRP_SCREENSHOT_DIR`` where the screenshots go (default docs/).
+in docs/ were taken with 3); ``RERELRP_SCREENSHOT_DIR`` where the screenshots go (default: a temporary
+folder; ``RERELRP_SCREENSHOT_DIR=docs`` refreshes the README's pictures).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-DOCS = Path(os.environ.get("RERELRP_SCREENSHOT_DIR", ROOT / "docs"))
+SHOTS = os.environ.get("RERELRP_SCREENSHOT_DIR")  # unset: a temporary folder, so tests never touch docs/
 EPOCHS = int(os.environ.get("RERELRP_BROWSER_EPOCHS", "3"))
 BATCH = int(os.environ.get("RERELRP_BROWSER_BATCH", "16"))
 TASKS = int(os.environ.get("RERELRP_BROWSER_TASKS", "1"))
@@ -47,8 +48,8 @@ def server(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "RERELRP_APP_KEY": "browser",
-           "RERELRP_APP_SETTINGS": '{"n_trees": 100}', "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "RERELRP_APP_KEY": "browser", "RERELRP_APP_SETTINGS": '{"n_trees": 100}',
+           "RERELRP_WORKSPACES": str(tmp_path_factory.mktemp("workspaces")), "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -90,11 +91,12 @@ def _wait_idle(page, timeout=60_000):
 
 
 @pytest.mark.timeout(1200)  # training through the UI; generous for a loaded 2-core machine
-def test_add_task_then_explain_in_chromium(server):
+def test_add_task_then_explain_in_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     requests = []
-    DOCS.mkdir(parents=True, exist_ok=True)
+    shots = Path(SHOTS) if SHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -109,7 +111,7 @@ def test_add_task_then_explain_in_chromium(server):
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the sample grid
             _wait_idle(page)
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(DOCS / "screenshot-data.png"))
+            page.screenshot(path=str(shots / "screenshot-data.png"))
 
             page.get_by_role("link", name="Train", exact=True).click()
             page.get_by_role("heading", name="Train", exact=True).wait_for(timeout=30_000)
@@ -125,13 +127,13 @@ def test_add_task_then_explain_in_chromium(server):
                 if t == TASKS - 1:
                     page.get_by_text("Training:").first.wait_for(timeout=60_000)
                     page.wait_for_timeout(1500)
-                    page.screenshot(path=str(DOCS / "screenshot-training.png"))
+                    page.screenshot(path=str(shots / "screenshot-training.png"))
                 page.get_by_text(f"{t + 1} / 5").wait_for(timeout=600_000)
                 page.get_by_text("TAg accuracy", exact=True).wait_for(timeout=60_000)
                 _wait_idle(page)
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(DOCS / "screenshot-train.png"))
+            page.screenshot(path=str(shots / "screenshot-train.png"))
 
             page.get_by_role("link", name="Explain", exact=True).click()
             page.get_by_role("heading", name="Explain", exact=True).wait_for(timeout=30_000)
@@ -139,7 +141,7 @@ def test_add_task_then_explain_in_chromium(server):
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
             _wait_idle(page)
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(DOCS / "screenshot-explain.png"))
+            page.screenshot(path=str(shots / "screenshot-explain.png"))
 
             page.reload()  # a reload is a new session: the trained model must still be there
             page.get_by_role("heading", name="Explain", exact=True).wait_for(timeout=60_000)
@@ -150,7 +152,7 @@ def test_add_task_then_explain_in_chromium(server):
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
             _wait_idle(page)
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(DOCS / "screenshot-capacity.png"))
+            page.screenshot(path=str(shots / "screenshot-capacity.png"))
 
             page.get_by_role("link", name="Recognize", exact=True).click()
             page.get_by_role("heading", name="Recognize", exact=True).wait_for(timeout=30_000)
@@ -160,11 +162,22 @@ def test_add_task_then_explain_in_chromium(server):
             page.get_by_role("heading", name="8 image(s)", exact=True).evaluate(
                 "e => e.scrollIntoView({block: 'start'})")  # the table, then the answer for one image
             page.wait_for_timeout(1000)
-            page.screenshot(path=str(DOCS / "screenshot-recognize.png"))
+            page.screenshot(path=str(shots / "screenshot-recognize.png"))
+
+            page.get_by_role("link", name="Report", exact=True).click()
+            page.get_by_role("heading", name="Report", exact=True).wait_for(timeout=30_000)
+            page.get_by_role("button", name="Build report").click()
+            page.get_by_text("Report ready").wait_for(timeout=120_000)
+            with page.expect_download(timeout=60_000) as download:
+                page.get_by_role("button", name="Download report.html").click()
+            html = Path(download.value.path()).read_text(encoding="utf-8")
+            assert "<html" in html.lower() and "data:image/png;base64," in html
+            _wait_idle(page)
+            page.screenshot(path=str(shots / "screenshot-report.png"))
         finally:
             browser.close()
 
     foreign = sorted({u for u in requests if urlparse(u).hostname not in ("localhost", "127.0.0.1", "::1")
                       and not u.startswith(("data:", "blob:"))})
     assert not foreign, f"the page requested remote resources: {foreign}"
-    assert (DOCS / "screenshot-explain.png").stat().st_size > 10_000
+    assert (shots / "screenshot-explain.png").stat().st_size > 10_000

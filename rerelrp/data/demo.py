@@ -26,7 +26,8 @@ def load_demo(seed=0):
         train=Split(images[train], labels[train]),
         val=Split(images[val], labels[val]),
         test=Split(images[test], labels[test]),
-        provenance={"kind": "demo", "source": "sklearn.datasets.load_digits (UCI optical digits, 8x8)"},
+        provenance={"kind": "demo", "source": "sklearn.datasets.load_digits (UCI optical digits, 8x8)",
+                    "reload": {"loader": "demo", "seed": seed}},
         report=LoadReport(source="demo", notes=[f"splits: stratified, seed {seed}"]),
     )
     return check_dataset(ds, "demo")

@@ -198,7 +198,13 @@ def load_dicom(
             raise DataError(error_path, _nothing_found(report))
         loaded, identifiers = _read_all(items, opts, report, progress, stop)
     report.dropped_identifiers = sorted(identifiers)
-    return _assemble(loaded, items, classes, opts, group_by, seed, report, source_record, ds_name, error_path)
+    ds = _assemble(loaded, items, classes, opts, group_by, seed, report, source_record, ds_name, error_path)
+    if isinstance(source, (str, os.PathLike)):  # a file on disk can be read again; an upload cannot
+        ds.provenance["reload"] = {"loader": "dicom", "source": str(source), "size": opts.size,
+                                   "window": ds.provenance["settings"]["window"], "frames": opts.frames,
+                                   "max_frames": opts.max_frames, "group_by": group_by, "seed": seed,
+                                   "manifest": None if manifest is None else str(manifest), "name": name}
+    return ds
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -390,6 +396,46 @@ class _ZipEntry:
         if mode != "rb":
             raise ValueError(f"zip entries are read only in binary mode, not {mode!r}")
         return io.BytesIO(self.tree.read(self.info))
+
+
+def _new_counters():
+    """What a load counts to mention in its report notes."""
+    return {"no_window": 0, "mosaic": 0, "private": 0, "gray_window_fallback": 0}
+
+
+@dataclass
+class _Bytes:
+    """An uploaded file held in memory, opened like a path."""
+
+    data: bytes
+
+    def open(self, mode="rb"):
+        return io.BytesIO(self.data)
+
+
+def read_dicom_image(data, name="upload", size=64, window="first"):
+    """One uploaded 2D DICOM image, read in memory, through the same pipeline as a data set.
+
+    Returns uint8 (size, size, C). A multi-frame object, a non-image object or an unreadable file
+    raises :class:`DataError` naming the file, with any identifying value scrubbed from the reason.
+    """
+    opts = _check_options(size, window, "all", 2, 1, len(data) + 1, "file")
+    scrub = []
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            loaded = _read_one(_Item(path=_Bytes(bytes(data)), rel=str(name), label=""), opts, set(), scrub,
+                               _new_counters())
+    except _Skip as exc:
+        raise DataError(name, _scrub(str(exc), scrub)) from None
+    except Exception as exc:  # noqa: BLE001 - a bad upload is reported, never a crash
+        raise DataError(name, _scrub(f"unreadable DICOM file: {_short(exc)}", scrub)) from None
+    frames = loaded.meta.get("frames_in_file", 1)
+    if frames > 1:
+        raise DataError(name, f"a multi-frame DICOM object ({frames} frames, a 3D volume or cine); "
+                              "upload a single 2D image")
+    image = loaded.images[0]
+    return np.array(image[..., None] if image.ndim == 2 else image)
 
 
 class _ZipTree:
@@ -698,7 +744,7 @@ def _read_all(items, opts, report, progress, stop):
     identifiers = set()
     loaded = []
     total = len(items)
-    counters = {"no_window": 0, "mosaic": 0, "private": 0, "gray_window_fallback": 0}
+    counters = _new_counters()
     done = 0
     if progress is not None:
         progress(0, total)

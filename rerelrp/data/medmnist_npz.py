@@ -172,7 +172,8 @@ def load_medmnist(source, root="./data", download=False, seed=0, name=None):
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        provenance={"kind": "medmnist", "flag": flag, "files": [record]},
+        provenance={"kind": "medmnist", "flag": flag, "files": [record]}
+        | ({} if record.get("upload") else {"reload": {"loader": "medmnist", "source": str(path), "seed": seed}}),
         report=report,
     )
     return check_dataset(ds, path)
