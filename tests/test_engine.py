@@ -264,3 +264,15 @@ def test_other_backbones_learn_two_tasks_exactly(demo_tasks, arch, size):
         warnings = learner._capacity_warnings(learner.capacity())
         assert len(warnings) == len(learner.ledger_.layer_sizes)
         assert all("only reuse frozen units" in w for w in warnings)
+
+
+def test_direct_forest_probabilities_equal_sklearns_bit_for_bit():
+    from rerelrp.recognition import fit_recognizer, forest_proba
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 12)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * rng.normal(size=400) > 0).astype(int)
+    forest = fit_recognizer(X, y, n_trees=50, seed=3)
+    for n in (1, 7, 300):
+        rows = rng.normal(size=(n, 12))
+        assert np.array_equal(forest_proba(forest, rows), forest.predict_proba(rows))
