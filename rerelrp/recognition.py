@@ -81,7 +81,8 @@ def forest_proba(forest, X):
 
     sklearn hands every tree to joblib, which for one image costs more than the network (about
     50 ms per 300-tree forest here). Each tree's own compiled ``tree_.predict`` gives the same leaf
-    fractions; they are summed in sklearn's order and divided as sklearn does.
+    fractions; they are summed in tree order (sklearn's order with one job; with several jobs
+    sklearn sums in thread order, so only this path is deterministic to the last bit).
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     out = np.zeros((len(X), len(forest.classes_)))

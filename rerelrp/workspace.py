@@ -519,7 +519,6 @@ def _load_forest(path, name, data, n_features):
         _check_forest(forest, n_features)
     except (AttributeError, TypeError, ValueError) as exc:
         raise WorkspaceError(path, f"holds an invalid recogniser: {exc}; refused", name) from None
-    forest.n_jobs = 1
     return forest
 
 
