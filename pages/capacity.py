@@ -2,16 +2,15 @@
 import pandas as pd
 import streamlit as st
 
-from pages.common import busy_note, get_state, need_model, plot, task_names
+from pages.common import model_page, plot, task_names
 from rerelrp.plots import capacity_figure, capacity_history_figure
 
-state = get_state()
-st.title("Capacity")
-st.caption("Every task keeps (and freezes) the units it needs; later tasks may read them but never change them. "
-           "Free units are what later tasks can still learn with.")
-if not need_model(state, "Capacity is shown"):
-    st.stop()
-busy_note(state)
+state = model_page(
+    "Capacity",
+    "Every task keeps (and freezes) the units it needs; later tasks may read them but never change them. "
+    "Free units are what later tasks can still learn with.",
+    "Capacity is shown",
+)
 
 learner = state.learner
 rows = learner.capacity()

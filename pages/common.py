@@ -76,6 +76,17 @@ def need_model(state, what):
     return False
 
 
+def model_page(title, caption, what):
+    """The head of a page that needs a trained model; stops the page with a hint when there is none."""
+    state = get_state()
+    st.title(title)
+    st.caption(caption)
+    if not need_model(state, what):
+        st.stop()
+    busy_note(state)
+    return state
+
+
 def busy_note(state):
     if state.busy:
         job = state.job.snapshot()

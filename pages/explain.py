@@ -3,19 +3,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import busy_note, get_state, image_key, need_model, plot, show_error
+from pages.common import image_key, model_page, plot, show_error
 from rerelrp.errors import RerelrpError
 from rerelrp.images import read_image, square
 from rerelrp.plots import heatmap_figure, task_colors
 from rerelrp.relevance import COMPOSITES
 
-state = get_state()
-st.title("Explain")
-st.caption("Which pixels make each task's sub-network predict its class: red speaks for the predicted class, "
-           "blue against it (LRP, each panel scaled to its own largest magnitude).")
-if not need_model(state, "Explanations are available"):
-    st.stop()
-busy_note(state)
+state = model_page(
+    "Explain",
+    "Which pixels make each task's sub-network predict its class: red speaks for the predicted class, "
+    "blue against it (LRP, each panel scaled to its own largest magnitude).",
+    "Explanations are available",
+)
 
 learner = state.learner
 names = [t["name"] for t in learner.tasks_]

@@ -3,18 +3,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.common import busy_note, get_state, image_key, need_model, plot, show_error
+from pages.common import image_key, model_page, plot, show_error
 from rerelrp.errors import RerelrpError
 from rerelrp.images import read_image, stack_images
 from rerelrp.plots import heatmap_figure, recognition_figure
 
-state = get_state()
-st.title("Recognize")
-st.caption("Without being told the task, the recognisers' chain gives every task a confidence P_T; the most "
-           "confident task's sub-network names the class.")
-if not need_model(state, "Recognition is available"):
-    st.stop()
-busy_note(state)
+state = model_page(
+    "Recognize",
+    "Without being told the task, the recognisers' chain gives every task a confidence P_T; the most "
+    "confident task's sub-network names the class.",
+    "Recognition is available",
+)
 
 learner = state.learner
 T = learner.n_tasks

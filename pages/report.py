@@ -8,7 +8,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from pages.common import busy_note, get_state, need_model, show_error
+from pages.common import model_page, show_error
 from rerelrp.errors import RerelrpError
 from rerelrp.images import read_image
 from rerelrp.relevance import COMPOSITES
@@ -17,14 +17,13 @@ from rerelrp.report import DEFAULT_MAX_SAMPLES, Sample, build_report, default_sa
 MIME = {"html": "text/html", "pdf": "application/pdf"}
 CANDIDATES_PER_CLASS = 5
 
-state = get_state()
-st.title("Report")
-st.caption("Task sequence and data provenance, settings, accuracy matrices and forgetting, capacity per layer, "
-           "recognition confidence and relevance heatmaps of the images you choose, software versions, seeds and a "
-           "privacy statement: one HTML file that opens offline, or a PDF.")
-if not need_model(state, "Reports can be exported"):
-    st.stop()
-busy_note(state)
+state = model_page(
+    "Report",
+    "Task sequence and data provenance, settings, accuracy matrices and forgetting, capacity per layer, "
+    "recognition confidence and relevance heatmaps of the images you choose, software versions, seeds and a "
+    "privacy statement: one HTML file that opens offline, or a PDF.",
+    "Reports can be exported",
+)
 learner = state.learner
 
 left, right = st.columns([3, 2], gap="medium")

@@ -1,5 +1,6 @@
 """`rerelrp run` end to end: the metrics other tools read, run.json, and clean failures."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,33 @@ def test_reference_bounds_run_through_the_same_metrics(tmp_path, method):
 def test_bad_input_exits_non_zero_with_a_message(tmp_path, capsys, args, message):
     assert main(["run", *args, "--out", str(tmp_path / "o"), "--data-root", str(tmp_path), "--quiet"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_on_a_real_dicom_folder_ct_vs_mr_reports_every_skipped_file(tmp_path):
+    """A 2-class task from real scanner files: CT (shared + pydicom's JPEG 2000 CTs) against MR."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    data = tmp_path / "ct_vs_mr"
+    (data / "ct").mkdir(parents=True)
+    (data / "mr").mkdir()
+    for src in [shared_file("dicom", "single", "pydicom_CT_small.dcm"), shared_file("dicom", "single", "dwv_dicompyler-ct.0.dcm"),
+                get_testdata_file("693_J2KI.dcm"), get_testdata_file("J2K_pixelrep_mismatch.dcm")]:
+        shutil.copy(src, data / "ct" / Path(src).name)
+    for src in sorted(shared_file("dicom", "mr_brain_series").iterdir()) + sorted(shared_file("dicom", "mr_epi_pair").iterdir()):
+        shutil.copy(src, data / "mr" / src.name)  # the EPI folder's README-Series.txt comes along: not DICOM
+    shutil.copy(get_testdata_file("rtplan.dcm"), data / "mr" / "rtplan.dcm")  # a DICOM object without an image
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(data), "--out", str(out), *FAST_ARGS]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tasks"] == [{"name": "ct_vs_mr t0", "classes": ["ct", "mr"]}]
+    assert len(metrics["acc_taw"]) == 1 and 0 <= metrics["final"]["taw"] <= 100
+    record = json.loads((out / "run.json").read_text())
+    skipped = {s["path"]: s["reason"] for s in record["load_reports"][0]["skipped"]}
+    assert set(skipped) == {"mr/README-Series.txt", "mr/rtplan.dcm"}
+    assert "not a DICOM file" in skipped["mr/README-Series.txt"] and "not an image" in skipped["mr/rtplan.dcm"]
+    files = {f["path"]: f for f in record["data"]["files"]}
+    assert len(files) == 12 and files["ct/693_J2KI.dcm"]["modality"] == "CT"
+    assert "PatientName" in record["load_reports"][0]["dropped_identifiers"]
+    assert "PatientName" not in json.dumps(record["data"]) and "PatientID" not in json.dumps(record["data"])
