@@ -65,6 +65,7 @@ class LearnerConfig:
             (self.recognizer_samples >= 2, "recognizer_samples must be at least 2"),
             (self.n_features >= 1, "n_features must be at least 1"),
             (self.n_trees >= 1, "n_trees must be at least 1"),
+            (0 <= self.seed < 2**32, f"seed must be in 0..2**32-1, not {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -69,7 +69,7 @@ def fit_recognizer(X, y, n_trees=300, seed=0):
         max_features="log2",
         bootstrap=False,
         class_weight="balanced",
-        random_state=seed,
+        random_state=seed % 2**32,  # any derived seed; sklearn takes 0..2**32-1
         n_jobs=-1,
     )
     forest.fit(X, y)

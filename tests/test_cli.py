@@ -51,8 +51,10 @@ def test_reference_bounds_run_through_the_same_metrics(tmp_path, method):
         (["--data", "missing.npz"], "missing.npz: file not found"),
         (["--data", "bloodmnist"], "--download"),
         (["--data", "demo", "--tasks", "11"], "cannot split 10 classes into 11 tasks"),
+        (["--data", "demo", "--tasks", "0"], "cannot split 10 classes into 0 tasks"),
         (["--data", "demo", "--device", "tpu"], "unknown device"),
         (["--data", "demo", "--acc-drop", "-3"], "acc_drop"),
+        (["--data", "demo", "--seed", "-1"], "seed must be in 0..2**32-1"),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_message(tmp_path, capsys, args, message):

@@ -79,7 +79,7 @@ def task_from_classes(ds: ImageDataset, classes, name=None):
 def split_into_tasks(ds: ImageDataset, n_tasks=None, groups=None):
     """Class-incremental tasks from one data set: ``n_tasks`` consecutive groups or explicit ``groups``."""
     if groups is None:
-        groups = class_groups(ds.n_classes, n_tasks or 1)
+        groups = class_groups(ds.n_classes, 1 if n_tasks is None else n_tasks)
     seen = [c for g in groups for c in g]
     if len(set(seen)) != len(seen):
         raise ConfigError(f"class groups {groups} repeat a class")
@@ -105,7 +105,7 @@ def build_sequence(datasets, n_tasks=None):
         raise ConfigError("no data set given")
     if len(datasets) == 1:
         ds = datasets[0]
-        return split_into_tasks(ds, n_tasks or default_task_count(ds))
+        return split_into_tasks(ds, default_task_count(ds) if n_tasks is None else n_tasks)
     if n_tasks not in (None, len(datasets)):
         raise ConfigError(
             f"{len(datasets)} data sets give {len(datasets)} tasks (one each); --tasks {n_tasks} applies to a single data set"
