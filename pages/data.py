@@ -176,7 +176,7 @@ with st.container(border=True):
                 return split_into_tasks(state.datasets[base], None if groups else int(n), groups)
         else:
             chosen = st.multiselect("Data sets, in task order", names, key="plan_many")
-            make = lambda: tasks_per_dataset([state.datasets[c] for c in chosen]) if chosen else []  # noqa: E731
+            make = lambda: tasks_per_dataset([state.datasets[c] for c in chosen]) if chosen else []
         b1, b2, _ = st.columns([1, 1, 3])
         replace = b1.button("Replace planned tasks", key="plan_replace", disabled=state.busy, type="primary",
                             help="Learned tasks stay; the tasks not learned yet are replaced.")

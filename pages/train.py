@@ -7,9 +7,9 @@ import torch
 from pages.common import get_state, plot, show_error, task_names
 from rerelrp.errors import RerelrpError
 from rerelrp.jobs import ordered_phases, phase_fraction
-from rerelrp.progress import PHASES
 from rerelrp.nets import NETS
 from rerelrp.plots import accuracy_matrix_figure, timings_figure, train_curve_figure
+from rerelrp.progress import PHASES
 from rerelrp.relevance import COMPOSITES
 
 LIVE_REFRESH_S = 2.0

@@ -22,9 +22,9 @@ import copy
 import threading
 import time
 import traceback
-from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rerelrp.errors import ConfigError, RerelrpError, StopRequested
 from rerelrp.progress import PHASES, Progress

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from rerelrp.device import describe_device, resolve_device
-from rerelrp.errors import ConfigError, StopRequested
+from rerelrp.errors import ConfigError
 from rerelrp.inputs import random_shift, to_input
 from rerelrp.nets import NETS, build_net, grow_layer
 from rerelrp.progress import Reporter
@@ -382,7 +382,7 @@ class ReReLRP(TaskSequenceLearner):
                     heats.append(res.heatmap)
                 if report:
                     report(phase, i + 1, total, f"LRP batch {i + 1}/{total}")
-        cat = lambda parts: torch.cat(parts) if parts else None  # noqa: E731
+        cat = lambda parts: torch.cat(parts) if parts else None
         return cat(logits), cat(starts), cat(units), cat(heats) if heatmap else None
 
     def _unit_scores(self, task, t, rng, report):
@@ -457,7 +457,7 @@ class ReReLRP(TaskSequenceLearner):
                     lg, st, un = newest, newest.argmax(-1), no_units
                 else:
                     width = max(lg.shape[-1], newest.shape[-1])
-                    pad = lambda a: F.pad(a, (0, width - a.shape[-1]), value=float("-inf"))  # noqa: E731
+                    pad = lambda a: F.pad(a, (0, width - a.shape[-1]), value=float("-inf"))
                     lg, st, un = torch.cat([pad(lg), pad(newest)]), torch.cat([st, newest.argmax(-1)]), torch.cat([un, no_units])
             starts.append(st.T)
             logits.append(lg.transpose(0, 1))

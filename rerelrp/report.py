@@ -17,7 +17,7 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +144,7 @@ def build_report(learner, metrics, meta, samples=(), composite=None, title=None,
     m = metrics.to_dict()
     content = {
         "title": title or f"Explanation report: {meta.get('name', 'workspace')}",
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "workspace": {k: meta.get(k) for k in ("name", "path", "snapshot", "saved_at", "format_version")},
         "task_names": names,
         "notes": list(notes),
@@ -175,7 +175,7 @@ def build_report(learner, metrics, meta, samples=(), composite=None, title=None,
             "seed": cfg["seed"],
             "seeds": [
                 ("configuration seed", str(cfg["seed"])),
-                ("task t: torch, training order, growth", f"seed x 10007 + t"),
+                ("task t: torch, training order, growth", "seed x 10007 + t"),
                 ("task t: sample choice (numpy)", "default_rng([seed, t])"),
                 ("recogniser m (random forest)", "seed x 7919 + m"),
                 ("data splits", f"stratified, seed {cfg['seed']}"),

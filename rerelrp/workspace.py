@@ -28,7 +28,7 @@ import re
 import shutil
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +130,7 @@ def save_workspace(path, learner, metrics=None, *, tasks=None, extra=None, keep=
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "n_tasks": learner.n_tasks,
             "task_names": [t["name"] for t in learner.tasks_],
             "files": {rel: {"sha256": sha256_bytes(data), "bytes": len(data)} for rel, data in sorted(files.items())},
@@ -501,8 +501,8 @@ def _load_arrays(path, name, data):
 def _load_forest(path, name, data, n_features):
     """A recogniser from skops bytes: only the expected types, then every tree checked before any use."""
     import skops.io
-    from skops.io.exceptions import UntrustedTypesFoundException
     from sklearn.ensemble import RandomForestClassifier
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     try:  # skops audits every type in the file before it constructs anything
         forest = skops.io.loads(data, trusted=SKOPS_TRUSTED)

@@ -2,10 +2,10 @@
 from pathlib import Path
 
 from rerelrp.data.core import ImageDataset, LoadReport, SkippedFile, Split
-from rerelrp.errors import DataError
 from rerelrp.data.demo import load_demo
 from rerelrp.data.medmnist_npz import load_medmnist
 from rerelrp.data.tasks import Task, build_sequence, split_into_tasks, tasks_per_dataset
+from rerelrp.errors import DataError
 
 __all__ = [
     "ImageDataset",
