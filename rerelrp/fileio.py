@@ -1,4 +1,9 @@
-"""Writing files so that a crash never leaves half of one behind: temporary name, then rename."""
+"""Files: written so that a crash never leaves half of one behind (temporary name, then rename), and hashed.
+
+SHA-256 is how provenance, workspaces and manifests prove a file is the one they describe; the
+three hash helpers here are the only place it is computed.
+"""
+import hashlib
 import json
 import os
 import tempfile
@@ -64,3 +69,23 @@ def write_bytes_durable(path, data: bytes):
 def json_bytes(data):
     """``data`` as the indented UTF-8 JSON that :func:`write_json_atomic` writes (numpy values as numbers)."""
     return json.dumps(data, indent=2, default=_jsonable).encode()
+
+
+def sha256_bytes(data):
+    """SHA-256 (hex) of bytes in memory."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_stream(stream):
+    """SHA-256 (hex) and size of a binary stream from its start; the stream is left at its start."""
+    stream.seek(0)
+    digest = hashlib.file_digest(stream, "sha256")
+    size = stream.seek(0, os.SEEK_END)
+    stream.seek(0)
+    return digest.hexdigest(), size
+
+
+def sha256_file(path):
+    """SHA-256 (hex) of a file on disk, read in chunks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -144,13 +144,26 @@ def stack_images(images, size):
     return np.stack(out)
 
 
-def encode_png(image):
-    """uint8 (H, W[, C]) as PNG bytes (tests, downloads)."""
+def resize_nearest(image, shape):
+    """Nearest-neighbour resize of (H, W, ...) to ``shape`` (h, w): sharp pixels for display, pure numpy."""
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    if (h, w) == tuple(shape):
+        return image
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * h / shape[0], h - 1).astype(int)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * w / shape[1], w - 1).astype(int)
+    return image[rows][:, cols]
+
+
+def encode_png(image, scale=1):
+    """uint8 (H, W[, C]) as PNG bytes, enlarged ``scale`` times with nearest neighbours (sharp pixels)."""
     from PIL import Image
 
     image = np.asarray(image, dtype=np.uint8)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
+    if scale > 1:
+        image = resize_nearest(image, (image.shape[0] * scale, image.shape[1] * scale))
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", optimize=scale > 1)
     return buffer.getvalue()

@@ -14,6 +14,8 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from rerelrp.images import resize_nearest
+
 # Tableau-like qualitative colours without grey (grey means "free capacity").
 _PALETTE = (
     "#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2",
@@ -266,16 +268,6 @@ def _as_rgb(image):
     return np.ascontiguousarray(image[..., :3])
 
 
-def _resize_nearest(image, shape):
-    """Nearest-neighbour resize of (H, W, ...) to ``shape`` (h, w), pure numpy."""
-    h, w = image.shape[:2]
-    if (h, w) == tuple(shape):
-        return image
-    rows = np.minimum((np.arange(shape[0]) + 0.5) * h / shape[0], h - 1).astype(int)
-    cols = np.minimum((np.arange(shape[1]) + 0.5) * w / shape[1], w - 1).astype(int)
-    return image[rows][:, cols]
-
-
 def heatmap_rgb(heatmap, image=None, overlay=False, gamma=0.7):
     """Relevance (H, W) as uint8 RGB (H, W, 3) on the "bwr" map, symmetric around 0.
 
@@ -293,7 +285,7 @@ def heatmap_rgb(heatmap, image=None, overlay=False, gamma=0.7):
     rgb = np.stack([1.0 - neg, 1.0 - pos - neg, 1.0 - pos], axis=-1)  # bwr, linear
     if overlay and image is not None:
         gray = _as_rgb(image).astype(np.float64).mean(-1, keepdims=True) / 255.0
-        gray = _resize_nearest(gray, h.shape)
+        gray = resize_nearest(gray, h.shape)
         pure = np.stack([pos > 0, np.zeros_like(pos, bool), neg > 0], axis=-1).astype(np.float64)
         alpha = (np.abs(v) ** gamma)[..., None]
         rgb = (1.0 - alpha) * np.repeat(gray, 3, axis=-1) + alpha * pure
@@ -304,7 +296,7 @@ def heatmap_figure(image, heatmaps, titles, overlay=False, input_title="input"):
     """The input, then one relevance panel per sub-network, side by side with a shared colour bar."""
     heatmaps = [np.asarray(h) for h in heatmaps]
     shape = heatmaps[0].shape if heatmaps else np.asarray(image).shape[:2]
-    panels = [_resize_nearest(_as_rgb(image), shape)]
+    panels = [resize_nearest(_as_rgb(image), shape)]
     panels += [heatmap_rgb(h, image, overlay) for h in heatmaps]
     n = len(panels)
     fig = make_subplots(rows=1, cols=n, subplot_titles=[input_title] + list(titles), horizontal_spacing=0.02)
