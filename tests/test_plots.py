@@ -53,7 +53,7 @@ def test_heatmap_overlay_keeps_the_image_where_relevance_is_zero():
     h[0, 0], h[15, 15] = 1.0, -1.0
     out = plots.heatmap_rgb(h, image, overlay=True)
     assert out.shape == (16, 16, 3)
-    gray = plots._resize_nearest(image, (16, 16))[..., 0]
+    gray = np.repeat(np.repeat(image[..., 0], 2, 0), 2, 1)  # 8 -> 16 px, each pixel twice
     assert np.array_equal(out[5, 5], [gray[5, 5]] * 3)  # relevance 0: the input shows unchanged
     assert out[0, 0].tolist() == [255, 0, 0]  # strongest positive: opaque red
     assert out[15, 15].tolist() == [0, 0, 255]
