@@ -15,7 +15,7 @@ state = model_page(
 learner = state.learner
 rows = learner.capacity()
 names = task_names(state)
-min_free = learner.config.min_free
+min_free = learner.min_free
 low = [r for r in rows if r["free_share"] < min_free]
 
 total = sum(r["units"] for r in rows)
@@ -28,7 +28,7 @@ m4.metric("Layers under min free", f"{len(low)} of {len(rows)}",
           help=f"Layers whose free share is below the minimum free share ({min_free:.0%})")
 
 if low:
-    fix = ("they grow before the next task" if learner.config.grow
+    fix = ("they grow before the next task" if learner.grow
            else "growth is off: later tasks can only reuse the frozen units there")
     lines = "\n".join(f"- **{r['layer']}**: {r['free']} of {r['units']} units free ({r['free_share']:.0%})" for r in low)
     st.warning(f"{len(low)} layer(s) below the minimum free share of {min_free:.0%}; {fix}.\n{lines}",

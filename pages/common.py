@@ -1,7 +1,7 @@
 """What every page shares: the long-lived app state, error display, small drawing helpers.
 
 The state (data sets, task plan, trained run, background job) is one
-:class:`rerelrp.jobs.AppState` kept by ``st.cache_resource``, so a browser reload (a new
+:class:`rerelrp.session.AppState` kept by ``st.cache_resource``, so a browser reload (a new
 Streamlit session) finds the trained model again. ``RERELRP_APP_KEY`` selects another state
 (tests use a fresh one); ``RERELRP_APP_SETTINGS`` (JSON) overrides learner defaults, e.g.
 ``{"epochs": 1}``; ``RERELRP_WORKSPACES`` is where workspaces are saved (default ``./workspaces``).
@@ -16,7 +16,7 @@ import numpy as np
 import streamlit as st
 
 from rerelrp.errors import RerelrpError
-from rerelrp.jobs import AppState
+from rerelrp.session import AppState
 
 PAGES = {
     "data": "pages/data.py",
@@ -42,6 +42,23 @@ def _state(key: str) -> AppState:
 def get_state() -> AppState:
     """The one state of this app process (shared by browser tabs, kept across reloads)."""
     return _state(os.environ.get("RERELRP_APP_KEY", "default"))
+
+
+def setting_widget(container, setting, value, disabled=False, choices=None):
+    """The input widget of one learner setting (a :class:`rerelrp.settings.Setting`), keyed by its name."""
+    common = dict(help=setting.help, disabled=disabled, key=setting.name)
+    if setting.kind is bool:
+        return container.toggle(setting.title, bool(value), **common)
+    if setting.choices is not None:
+        options = list(choices or setting.choices)
+        return container.selectbox(setting.title, options, index=options.index(value) if value in options else 0,
+                                   **common)
+    if setting.kind is int:
+        return int(container.number_input(setting.title, int(setting.low), int(setting.high), int(value), step=1,
+                                          **common))
+    high = setting.high - 1e-3 if setting.open_high else setting.high
+    return float(container.number_input(setting.title, float(setting.low), float(high), float(value), format="%g",
+                                        **common))
 
 
 def show_error(exc, prefix=""):

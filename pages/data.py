@@ -193,7 +193,10 @@ with st.container(border=True):
 
 rows = []
 for i, task in enumerate(state.tasks):
-    status = "learned" if i < learned else ("training" if state.busy and i == learned else ("next" if i == learned else "planned"))
+    if i < learned:
+        status = "learned"
+    else:
+        status = "training" if state.busy and i == learned else ("next" if i == learned else "planned")
     rows.append({"#": i, "task": task.name, "classes": ", ".join(task.class_names), "train": len(task.train),
                  "val": len(task.val), "test": len(task.test), "status": status})
 if rows:

@@ -48,7 +48,7 @@ with controls:
                 show_error(exc, "Cannot use this file: ")
             except Exception as exc:  # noqa: BLE001 - a bad file never ends the session
                 show_error(exc, "Cannot use this file: ")
-    composite = st.selectbox("LRP composite", COMPOSITES, index=COMPOSITES.index(learner.config.composite),
+    composite = st.selectbox("LRP composite", COMPOSITES, index=COMPOSITES.index(learner.composite),
                              key="ex_composite")
     overlay = st.toggle("Overlay on the image", value=True, key="ex_overlay")
     top_k = st.slider("Most relevant units", 3, 15, 5, key="ex_topk")
@@ -81,8 +81,8 @@ with view:
         st.markdown(f"Without the task label the model answers **task {r} ({names[r]}), class "
                     f"{learner.tasks_[r]['classes'][int(recognised.local_class[0])]}** "
                     f"(P_T = {recognised.p_task[0, r]:.2f})"
-                    + ("" if ex.composite == learner.config.composite else
-                       f"; read with {ex.composite}, the recognisers were fitted with {learner.config.composite}")
+                    + ("" if ex.composite == learner.composite else
+                       f"; read with {ex.composite}, the recognisers were fitted with {learner.composite}")
                     + ".")
     plot(heatmap_figure(image, ex.heatmaps[0], titles, overlay=overlay), key="ex_heatmaps")
 

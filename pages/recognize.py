@@ -18,7 +18,7 @@ state = model_page(
 learner = state.learner
 T = learner.n_tasks
 names = [t["name"] for t in learner.tasks_]
-size = learner.config.input_size
+size = learner.input_size
 
 # ------------------------------------------------------------------------------ inputs
 left, right = st.columns([3, 2], gap="medium")
@@ -66,7 +66,7 @@ batch = stack_images([im for _, im, _, _ in items], size)
 
 def explain_one(image):
     """Heatmaps (and, from the same LRP pass, the prediction) of one image, cached per model version."""
-    return state.cached(("explain", image_key(image), learner.config.composite, 5),
+    return state.cached(("explain", image_key(image), learner.composite, 5),
                         lambda: learner.explain(image[None], top_k=5))
 
 

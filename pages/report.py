@@ -49,7 +49,7 @@ with right:
     fmt = st.radio("Format", ["html", "pdf"], horizontal=True, key="rep_format",
                    format_func=lambda f: {"html": "HTML (interactive, self-contained)", "pdf": "PDF"}[f])
     composite = st.selectbox("LRP composite of the heatmaps", COMPOSITES,
-                             index=COMPOSITES.index(learner.config.composite), key="rep_composite")
+                             index=COMPOSITES.index(learner.composite), key="rep_composite")
     title = st.text_input("Title", f"Explanation report: {state.workspace.name}", key="rep_title")
     build = st.button("Build report", type="primary", icon=":material/description:", key="rep_build")
 
@@ -57,7 +57,7 @@ if build:
     samples = [test_sample(state.tasks, learner, t, i) for t, i in refs]
     for upload in uploads or []:
         try:
-            samples.append(Sample(read_image(upload.getvalue(), upload.name, dicom_size=learner.config.input_size),
+            samples.append(Sample(read_image(upload.getvalue(), upload.name, dicom_size=learner.input_size),
                                   f"file {upload.name}"))
         except RerelrpError as exc:
             show_error(exc, "Skipped: ")

@@ -4,13 +4,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from pages.common import get_state, plot, show_error, task_names
+from pages.common import get_state, plot, setting_widget, show_error, task_names
 from rerelrp.errors import RerelrpError
 from rerelrp.jobs import ordered_phases, phase_fraction
-from rerelrp.nets import NETS
 from rerelrp.plots import accuracy_matrix_figure, timings_figure, train_curve_figure
 from rerelrp.progress import PHASES
-from rerelrp.relevance import COMPOSITES
+from rerelrp.settings import GROUPS, SETTINGS
 
 LIVE_REFRESH_S = 2.0
 PHASE_TITLES = {
@@ -55,32 +54,21 @@ if not state.can_learn:
                "Report work as usual.", icon=":material/warning:")
 
 # ------------------------------------------------------------------------------ settings
+# one widget per learner setting, drawn from rerelrp.settings (the CLI's options come from the same table)
 s = state.settings
 locked = learned > 0
+devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
+    ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
 with st.form("settings", border=True):
-    st.markdown("**Settings**" + (" · network, input size, device, seed and composite are fixed by the first task"
-                                  if locked else ""))
-    a1, a2, a3, a4 = st.columns(4)
-    devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
-        ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
-    net = a1.selectbox("Network", NETS, index=NETS.index(s["net"]), disabled=locked, key="net")
-    input_size = a2.number_input("Input size (px)", 8, 512, int(s["input_size"]), disabled=locked, key="input_size")
-    device = a3.selectbox("Device", devices, index=devices.index(s["device"]) if s["device"] in devices else 0,
-                          disabled=locked, key="device")
-    seed = a4.number_input("Seed", 0, 2**31 - 1, int(s["seed"]), disabled=locked, key="seed")
-    b1, b2, b3, b4, b5 = st.columns(5)
-    epochs = b1.number_input("Epochs", 1, 1000, int(s["epochs"]), key="epochs")
-    lr = b2.number_input("Learning rate", 1e-5, 10.0, float(s["lr"]), format="%.4f", step=0.01, key="lr")
-    batch = b3.number_input("Batch size", 2, 4096, int(s["batch_size"]), key="batch_size")
-    acc_drop = b4.number_input("acc_drop (points)", 0.0, 100.0, float(s["acc_drop"]), step=0.5, key="acc_drop",
-                               help="Validation accuracy points a task may lose when its unused units are pruned")
-    composite = b5.selectbox("LRP composite", COMPOSITES, index=COMPOSITES.index(s["composite"]), key="composite",
-                             disabled=locked, help="Relevance for pruning and recognition; Explain can show any composite")
-    with st.expander("Capacity"):
-        d1, d2 = st.columns(2)
-        min_free = d1.slider("Minimum free share per layer", 0.0, 0.9, float(s["min_free"]), 0.05, key="min_free",
-                             help="Below this share of free units a layer is reported, and grows before the next task")
-        grow = d2.toggle("Grow full layers", bool(s["grow"]), key="grow")
+    st.markdown("**Settings**" + (" · the network settings are fixed by the first task" if locked else ""))
+    values = {}
+    for group, title in GROUPS.items():
+        members = [x for x in SETTINGS.values() if x.group == group]
+        place = st if group in ("network", "training") else st.expander(title)
+        columns = place.columns(len(members))
+        for column, setting in zip(columns, members):
+            choices = devices if setting.name == "device" else None
+            values[setting.name] = setting_widget(column, setting, s[setting.name], locked and setting.fixed, choices)
     f1, f2, _ = st.columns([1, 1, 3])
     add_one = f1.form_submit_button("Add next task", type="primary", icon=":material/add_circle:",
                                     disabled=busy or next_task is None or not state.can_learn)
@@ -89,10 +77,8 @@ with st.form("settings", border=True):
 
 if add_one or add_all:
     try:
-        values = dict(epochs=int(epochs), lr=float(lr), batch_size=int(batch), acc_drop=float(acc_drop),
-                      min_free=float(min_free), grow=bool(grow))
-        if not locked:
-            values.update(net=net, input_size=int(input_size), device=device, seed=int(seed), composite=composite)
+        if locked:
+            values = {k: v for k, v in values.items() if not SETTINGS[k].fixed}
         state.update_settings(**values)
         state.start_training(1 if add_one else None)
         st.session_state["_train_watch"] = True
@@ -125,7 +111,7 @@ def live_progress():
                                 help="Stops between batches; the model stays exactly as before this task")
             seen = ordered_phases(snap.events)
             current = seen.index(snap.phase) if snap.phase in seen else -1
-            for i, phase in enumerate(list(PHASES) + [p for p in seen if p not in PHASES and p != "done"]):
+            for phase in list(PHASES) + [p for p in seen if p not in PHASES and p != "done"]:
                 event = snap.events.get(phase)
                 title = PHASE_TITLES.get(phase, phase)
                 if event is None:
@@ -178,10 +164,10 @@ m5.metric("Task recognition", f"{metrics.task_recognition[-1]:.1f} %", help="Tes
 
 tab_acc, tab_tasks, tab_time = st.tabs(["Accuracy matrices", "Per task", "Timings"])
 with tab_acc:
-    l, r = st.columns(2)
-    with l:
+    left, right = st.columns(2)
+    with left:
         plot(accuracy_matrix_figure(metrics.acc_tag, names, "TAg accuracy (%)"), key="tag_matrix")
-    with r:
+    with right:
         plot(accuracy_matrix_figure(metrics.acc_taw, names, "TAw accuracy (%)"), key="taw_matrix")
     recog = metrics.recognized[-1] if metrics.recognized else []
     st.caption("Row *i*: after learning task *i*; column *j*: tested on task *j*. Task recognition of the last row: "

@@ -9,15 +9,11 @@ from pathlib import Path
 from rerelrp.errors import ConfigError, RerelrpError, StopRequested
 from rerelrp.fileio import write_json_atomic
 
-DEFAULTS = {"net": "vgg", "epochs": 10, "batch_size": 64, "lr": 0.05, "acc_drop": 1.0, "seed": 0}
-
 
 def build_parser():
-    from rerelrp.learner import LearnerConfig
-    from rerelrp.nets import NETS
-    from rerelrp.relevance import COMPOSITES
+    from rerelrp import settings
+    from rerelrp.settings import COMPOSITES
 
-    cfg = LearnerConfig()
     parser = argparse.ArgumentParser(prog="rerelrp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="learn a task sequence and write metrics.json and run.json",
@@ -30,24 +26,7 @@ def build_parser():
     run.add_argument("--out", required=True, type=Path, help="output folder")
     run.add_argument("--method", choices=("rerelrp", "finetune", "joint"), default="rerelrp",
                      help="finetune and joint are the lower and upper reference bounds")
-    run.add_argument("--net", choices=NETS, default=cfg.net)
-    run.add_argument("--epochs", type=int, default=cfg.epochs)
-    run.add_argument("--batch-size", type=int, default=cfg.batch_size)
-    run.add_argument("--lr", type=float, default=cfg.lr)
-    run.add_argument("--acc-drop", type=float, default=cfg.acc_drop,
-                     help="validation accuracy points a task may lose when its units are pruned")
-    run.add_argument("--min-free", type=float, default=cfg.min_free, help="share of every layer kept free for later tasks")
-    run.add_argument("--no-grow", action="store_true", help="do not add units to layers that fill up")
-    run.add_argument("--composite", choices=COMPOSITES, default=cfg.composite)
-    run.add_argument("--input-size", type=int, default=cfg.input_size)
-    run.add_argument("--relevance-samples", type=int, default=cfg.relevance_samples,
-                     help="training images per task whose LRP ranks the units for pruning")
-    run.add_argument("--recognizer-samples", type=int, default=cfg.recognizer_samples,
-                     help="training images per task whose relevance rows are kept for the recognisers")
-    run.add_argument("--features", type=int, default=cfg.n_features, help="relevance features per recogniser")
-    run.add_argument("--trees", type=int, default=cfg.n_trees, help="trees per recogniser forest")
-    run.add_argument("--seed", type=int, default=cfg.seed)
-    run.add_argument("--device", default=cfg.device, help="auto, cpu, cuda or mps")
+    settings.add_options(run.add_argument_group("learner settings (also the Train page's)"))
     run.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")
     run.add_argument("--download", action="store_true", help="download missing MedMNIST files (network access)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -88,13 +67,6 @@ def explicit_options(argv, command):
     return set(vars(parser.parse_args(argv))) - {"command", "handler"}
 
 
-# command-line option -> learner setting; --device is not a model setting and may differ when continuing
-SETTING_OPTIONS = {"net": "net", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "acc_drop": "acc_drop",
-                   "min_free": "min_free", "no_grow": "grow", "composite": "composite", "input_size": "input_size",
-                   "relevance_samples": "relevance_samples", "recognizer_samples": "recognizer_samples",
-                   "features": "n_features", "trees": "n_trees", "seed": "seed"}
-
-
 class PhaseBars:
     """One tqdm bar per task and phase, replaced when the phase changes."""
 
@@ -124,21 +96,20 @@ class PhaseBars:
 
 
 def cmd_run(args):
+    from rerelrp import settings
     from rerelrp.baselines import BaselineLearner
     from rerelrp.data import build_sequence, load_dataset
     from rerelrp.learner import ReReLRP
     from rerelrp.runner import SequenceRun, run_record
 
-    config = dict(net=args.net, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, acc_drop=args.acc_drop,
-                  min_free=args.min_free, grow=not args.no_grow, composite=args.composite, input_size=args.input_size,
-                  relevance_samples=args.relevance_samples, recognizer_samples=args.recognizer_samples,
-                  n_features=args.features, n_trees=args.trees, seed=args.seed, device=args.device)
+    config = settings.from_options(args)
     workspace = learner = metrics = meta = None
     if args.workspace is not None:
         workspace, learner, metrics, meta = open_run_workspace(args, config)
     if learner is None:
         learner = ReReLRP(**config) if args.method == "rerelrp" else BaselineLearner(args.method, **config)
-    seed = learner.config.seed  # a continued workspace splits its data with the seed it was made with
+    learner.check_params()  # bad settings fail before any data is read
+    seed = learner.seed  # a continued workspace splits its data with the seed it was made with
     datasets = []
     for source in args.data:
         ds = load_dataset(source, root=args.data_root, download=args.download, seed=seed)
@@ -201,13 +172,14 @@ def open_run_workspace(args, config):
         check_target(path)
         print(f"new workspace: {path}")
         return path, None, None, None
+    from rerelrp.settings import SETTINGS
+
     given = getattr(args, "explicit", set())
     learner, metrics, meta = load_workspace(path, device=args.device if "device" in given else None)
     saved = learner.get_params()
-    for option, setting in SETTING_OPTIONS.items():
-        if option in given and config[setting] != saved[setting]:
-            flag = "--" + option.replace("_", "-")
-            print(f"note: {flag} {getattr(args, option)} ignored: workspace {path} was made with {setting}={saved[setting]} "
+    for name, setting in SETTINGS.items():
+        if name in given and name != "device" and config[name] != saved[name]:
+            print(f"note: {setting.option} {config[name]} ignored: workspace {path} was made with {name}={saved[name]} "
                   "and continues with its own settings", file=sys.stderr)
     return path, learner, metrics, meta
 

@@ -1,7 +1,9 @@
 """From uint8 images to network inputs: RGB float in [0, 1], square at the network's size.
 
-The same evaluation transform serves every relevance computation and every prediction;
-augmentation (small random shifts) is used for training batches only.
+Images stay uint8 until a batch is drawn (:class:`ImageSource`), so a task costs its own bytes
+in memory, not four to twelve times as much as float RGB at the network's size. The same
+evaluation transform serves every relevance computation and every prediction; augmentation
+(small random shifts) is used for training batches only.
 """
 import numpy as np
 import torch
@@ -10,25 +12,67 @@ import torch.nn.functional as F
 CHUNK = 2048
 
 
+def _convert(x, size):
+    """uint8 tensor (N, H, W, C) -> float (N, 3, size, size), on x's device."""
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] == 4:
+        x = x[:, :3]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    return x.contiguous()
+
+
 def to_input(images, size):
-    """(N, H, W, C) uint8 -> (N, 3, size, size) float32; gray is repeated to three channels."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    out = []
-    for start in range(0, len(images), CHUNK):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + CHUNK])).permute(0, 3, 1, 2)
-        x = x.float().div_(255.0)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] == 4:
-            x = x[:, :3]
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
-        out.append(x.contiguous())
-    if not out:
+    """(N, H, W, C) uint8 (numpy or torch) -> (N, 3, size, size) float32; gray is repeated to three channels."""
+    if isinstance(images, torch.Tensor):
+        parts = [images[start : start + CHUNK] for start in range(0, len(images), CHUNK)]
+    else:
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        parts = [torch.from_numpy(np.ascontiguousarray(images[start : start + CHUNK]))
+                 for start in range(0, len(images), CHUNK)]
+    if not parts:
         return torch.zeros((0, 3, size, size))
-    return torch.cat(out)
+    return torch.cat([_convert(p, size) for p in parts])
+
+
+class ImageSource:
+    """Images of one or more arrays (each uint8 (N, H, W, C), shapes may differ) drawn as float batches.
+
+    Global index i runs over the arrays in order. Arrays are kept as uint8 on ``device`` (the
+    CPU by default) and converted batch by batch, so memory scales with the data, not with the
+    network's input size.
+    """
+
+    def __init__(self, arrays, size, device="cpu"):
+        self.size = size
+        self.parts = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
+        self.parts = [p[..., None] if p.dim() == 3 else p for p in self.parts]
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self):
+        return int(self.starts[-1])
+
+    def batch(self, index):
+        """Float inputs (len(index), 3, size, size) for the global indices ``index`` (a LongTensor)."""
+        if len(self.parts) == 1:
+            part = self.parts[0]
+            return _convert(part[index.to(part.device)], self.size)
+        index = index.cpu()
+        which = torch.as_tensor(np.searchsorted(self.starts, index.numpy(), side="right") - 1)
+        out = None
+        for k, part in enumerate(self.parts):
+            rows = torch.nonzero(which == k).flatten()
+            if len(rows) == 0:
+                continue
+            converted = _convert(part[(index[rows] - int(self.starts[k])).to(part.device)], self.size)
+            if out is None:
+                out = converted.new_empty((len(index),) + tuple(converted.shape[1:]))
+            out[rows.to(out.device)] = converted
+        return out
 
 
 def random_shift(x, max_shift, generator=None):

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rerelrp.errors import ConfigError
+from rerelrp.settings import NETS
 
-NETS = ("vgg", "lenet", "resnet18")
 IN_CHANNELS = 3  # gray images are repeated to three channels so gray and RGB tasks share one network
 
 
@@ -27,16 +27,14 @@ class UnitMask(nn.Module):
     flows through it by the plain gradient: switched-off units receive none.
     """
 
-    def __init__(self, n_units):
+    def __init__(self):
         super().__init__()
-        self.n_units = n_units
-        self.mask = None  # (N, n_units) float tensor while a sub-network is selected
+        self.mask = None  # (N, units) float tensor while a sub-network is selected
 
     def forward(self, x):
         if self.mask is None:
             return x
-        shape = (x.shape[0], self.n_units) + (1,) * (x.dim() - 2)
-        return x * self.mask.view(shape)
+        return x * self.mask.view(self.mask.shape + (1,) * (x.dim() - 2))
 
 
 class FrozenAwareBatchNorm(nn.BatchNorm2d):
@@ -79,7 +77,8 @@ class UnitLayer:
 
     @property
     def n_units(self):
-        return self.mask.n_units
+        """The layer's size, read from its weights: the one place a layer's size is kept."""
+        return self.module.weight.shape[0]
 
     @property
     def is_conv(self):
@@ -89,16 +88,21 @@ class UnitLayer:
 class UnitNet(nn.Module):
     """A shared body of unit layers plus one head per task (``heads`` is registered last).
 
-    ``forward`` returns the logits of every head side by side, in global class order.
+    ``forward`` returns the logits of every head side by side, in global class order. The last
+    unit layer feeds the heads, so its size is the feature dimension.
     """
 
-    def __init__(self, body, unit_layers, feature_dim, arch):
+    def __init__(self, body, unit_layers, arch, input_size):
         super().__init__()
         self.body = body
         self.heads = nn.ModuleList()
         self.unit_layers = unit_layers
-        self.feature_dim = feature_dim
         self.arch = arch
+        self.input_size = input_size
+
+    @property
+    def feature_dim(self):
+        return self.unit_layers[-1].n_units
 
     def add_head(self, n_classes):
         head = nn.Linear(self.feature_dim, n_classes)
@@ -146,29 +150,29 @@ def _vgg_body(input_size, sizes=None):
         w = sizes[name]
         conv = nn.Conv2d(channels, w, 3, padding=1, bias=False)
         norm = FrozenAwareBatchNorm(w)
-        mask = UnitMask(w)
+        mask = UnitMask()
         layers += [conv, norm, mask, nn.ReLU()]
         units.append(UnitLayer(name, conv, norm, mask))
         channels = w
     layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
     linear = nn.Linear(channels * 4, sizes["fc1"])
-    mask = UnitMask(sizes["fc1"])
+    mask = UnitMask()
     layers += [linear, mask, nn.ReLU()]
     units.append(UnitLayer("fc1", linear, None, mask))
     _link(units, spatial=4)
-    return nn.Sequential(*layers), units, sizes["fc1"]
+    return nn.Sequential(*layers), units
 
 
 def _lenet_body(input_size, sizes=None):
     sizes = {**LENET_SIZES, **(sizes or {})}
     conv1, conv2 = nn.Conv2d(IN_CHANNELS, sizes["conv1"], 5), nn.Conv2d(sizes["conv1"], sizes["conv2"], 5)
-    m1, m2 = UnitMask(sizes["conv1"]), UnitMask(sizes["conv2"])
+    m1, m2 = UnitMask(), UnitMask()
     conv_part = nn.Sequential(conv1, m1, nn.ReLU(), nn.MaxPool2d(2), conv2, m2, nn.ReLU(), nn.MaxPool2d(2))
     with torch.no_grad():
         out_hw = conv_part(torch.zeros(1, IN_CHANNELS, input_size, input_size)).shape[-2:]
     spatial = int(out_hw[0] * out_hw[1])
     fc1, fc2 = nn.Linear(sizes["conv2"] * spatial, sizes["fc1"]), nn.Linear(sizes["fc1"], sizes["fc2"])
-    m3, m4 = UnitMask(sizes["fc1"]), UnitMask(sizes["fc2"])
+    m3, m4 = UnitMask(), UnitMask()
     body = nn.Sequential(*conv_part, nn.Flatten(), fc1, m3, nn.ReLU(), fc2, m4, nn.ReLU())
     units = [
         UnitLayer("conv1", conv1, None, m1),
@@ -177,7 +181,7 @@ def _lenet_body(input_size, sizes=None):
         UnitLayer("fc2", fc2, None, m4),
     ]
     _link(units, spatial=spatial)
-    return body, units, sizes["fc2"]
+    return body, units
 
 
 def _resnet18_body(input_size, sizes=None):
@@ -196,7 +200,7 @@ def _resnet18_body(input_size, sizes=None):
 
     def wrap(parent, attr, conv, name):
         norm = getattr(parent, attr)
-        mask = UnitMask(norm.num_features)
+        mask = UnitMask()
         setattr(parent, attr, nn.Sequential(norm, mask))
         units.append(UnitLayer(name, conv, norm, mask))
 
@@ -208,11 +212,11 @@ def _resnet18_body(input_size, sizes=None):
             wrap(block, "bn2", block.conv2, f"{lname}.{b}.conv2")
             if block.downsample is not None:
                 conv, norm = block.downsample[0], block.downsample[1]
-                mask = UnitMask(norm.num_features)
+                mask = UnitMask()
                 block.downsample.append(mask)
                 units.append(UnitLayer(f"{lname}.{b}.downsample", conv, norm, mask))
     net.relu = nn.ReLU()
-    return net, units, 512
+    return net, units
 
 
 _BUILDERS = {"vgg": _vgg_body, "lenet": _lenet_body, "resnet18": _resnet18_body}
@@ -229,8 +233,8 @@ def build_net(arch="vgg", input_size=28, head_sizes=(), layer_sizes=None):
         raise ConfigError(f"lenet needs inputs of at least 16 px, not {input_size}")
     if arch == "resnet18" and layer_sizes:
         raise ConfigError("resnet18 layers cannot grow; its layer sizes are fixed")
-    body, units, feature_dim = _BUILDERS[arch](input_size, layer_sizes)
-    net = UnitNet(body, units, feature_dim, arch)
+    body, units = _BUILDERS[arch](input_size, layer_sizes)
+    net = UnitNet(body, units, arch, input_size)
     for k in head_sizes:
         net.add_head(k)
     return net
@@ -267,7 +271,10 @@ def grow_layer(net, name, n_new, consumer_frozen, generator=None):
     generator = generator or torch.Generator().manual_seed(0)
     module = layer.module
     fan_in = module.weight[0].numel()
-    module.weight = _extend_rows(module.weight, n_new, lambda shape: torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+    def he_normal(shape):
+        return torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5
+
+    module.weight = _extend_rows(module.weight, n_new, he_normal)
     if module.bias is not None:
         module.bias = _extend_rows(module.bias, n_new, torch.zeros)
     if layer.is_conv:
@@ -282,13 +289,11 @@ def grow_layer(net, name, n_new, consumer_frozen, generator=None):
         norm.running_var = _extend_rows(norm.running_var, n_new, torch.ones)
         norm.frozen = _extend_rows(norm.frozen, n_new, lambda shape: torch.zeros(shape, dtype=torch.bool))
         norm.num_features += n_new
-    layer.mask.n_units += n_new
     columns = n_new * layer.inputs_per_unit
     if layer.consumer is None:
         for head in net.heads:  # every existing head belongs to a learned task: new columns stay zero
             head.weight = _extend_columns(head.weight, columns, torch.ones(head.out_features, dtype=torch.bool), generator)
             head.in_features += columns
-        net.feature_dim += n_new
     else:
         consumer = layer.consumer
         rows = torch.as_tensor(consumer_frozen, dtype=torch.bool)

@@ -5,8 +5,8 @@ found by binary search on validation accuracy: about log2(units) validation pass
 published code walked a 10,000-bin histogram with one pass and one model copy per bin.
 
 A second search then frees more units in layers whose free share would fall below ``min_free``
-(their least relevant kept free units, ranked together), but only as far as the same budget allows: a task's accuracy is never traded for
-capacity. Whatever shortfall remains is reported, and the learner grows those layers.
+(their least relevant kept free units, ranked together), but only as far as the same budget allows:
+a task's accuracy is never traded for capacity. Whatever shortfall remains is reported, and the learner grows those layers.
 """
 from __future__ import annotations
 

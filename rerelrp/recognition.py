@@ -18,27 +18,37 @@ def select_features(id_rows, n_features):
     return np.sort(np.argsort(-score, kind="stable")[:n]).astype(np.int64)
 
 
+def layer_starts(layer_sizes):
+    """Flat index of each layer's first unit (layers in network order)."""
+    return np.concatenate([[0], np.cumsum(list(layer_sizes.values()))[:-1]]).astype(np.int64)
+
+
 class RelevanceStore:
     """The replay-free memory: selected units per recogniser and the relevance rows kept for it.
 
-    ``rows[m][t]`` holds rows of task ``t``'s samples read through sub-network ``m`` (only the
-    columns recogniser ``m`` uses). ``t == m`` rows are in-distribution, ``t > m`` rows are not.
+    ``features[m]`` lists recogniser m's units as (layer number, unit) pairs, which stay valid when
+    a layer grows (new units are appended). ``rows[m][t]`` holds rows of task ``t``'s samples read
+    through sub-network ``m`` (only the columns recogniser ``m`` uses). ``t == m`` rows are
+    in-distribution, ``t > m`` rows are not.
     """
 
     def __init__(self):
-        self.features = []  # per recogniser m: indices into the flat unit vector
-        self.rows = []  # per m: {t: float32 (n, len(features[m]))}
+        self.features = []  # per recogniser m: int32 (k, 2) of (layer number, unit)
+        self.rows = []  # per m: {t: float32 (n, k)}
 
-    def add_task(self, m, id_rows_full, n_features):
-        self.features.append(select_features(id_rows_full, n_features))
-        self.rows.append({m: id_rows_full[:, self.features[m]].astype(np.float32)})
+    def columns(self, m, starts):
+        """Recogniser m's units as indices into the flat unit vector whose layers start at ``starts``."""
+        f = self.features[m]
+        return starts[f[:, 0]] + f[:, 1]
 
-    def add_ood(self, m, t, rows_full):
-        self.rows[m][t] = rows_full[:, self.features[m]].astype(np.float32)
+    def add_task(self, m, id_rows_full, n_features, starts):
+        flat = select_features(id_rows_full, n_features)
+        layer = np.searchsorted(starts, flat, side="right") - 1
+        self.features.append(np.stack([layer, flat - starts[layer]], axis=1).astype(np.int32))
+        self.rows.append({m: id_rows_full[:, flat].astype(np.float32)})
 
-    def shift_units(self, first, n_new):
-        """Units at flat index >= ``first`` moved up by ``n_new`` (a layer before them grew)."""
-        self.features = [np.where(f >= first, f + n_new, f) for f in self.features]
+    def add_ood(self, m, t, rows_full, starts):
+        self.rows[m][t] = rows_full[:, self.columns(m, starts)].astype(np.float32)
 
     def training_set(self, m):
         """All rows of recogniser m with labels 1 (task m) and 0 (later tasks)."""
@@ -52,11 +62,44 @@ class RelevanceStore:
         rows = sum(r[t].nbytes for r in self.rows if t in r)
         return rows + (self.features[t].nbytes if t < len(self.features) else 0)
 
-    def copy(self):
-        other = RelevanceStore()
-        other.features = [f.copy() for f in self.features]
-        other.rows = [dict(r) for r in self.rows]
-        return other
+    @property
+    def n_rows(self):
+        """Relevance rows kept in all (a privacy statement counts them)."""
+        return sum(len(block) for rows in self.rows for block in rows.values())
+
+    def to_arrays(self):
+        """Every array of the store by name (for saving)."""
+        out = {f"features/{m}": f for m, f in enumerate(self.features)}
+        out.update({f"rows/{m}/{t}": block for m, rows in enumerate(self.rows) for t, block in rows.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, n_tasks, layer_sizes):
+        """The store saved by :meth:`to_arrays`; raises ValueError naming the first array that does not fit."""
+        store, sizes = cls(), list(layer_sizes.values())
+        for m in range(n_tasks):
+            f = arrays.get(f"features/{m}")
+            if f is None or f.dtype != np.int32 or f.ndim != 2 or f.shape[1] != 2 or len(f) == 0:
+                raise ValueError(f"features/{m} is missing or not a list of (layer, unit) pairs")
+            if f[:, 0].min() < 0 or f[:, 0].max() >= len(sizes) or f[:, 1].min() < 0 or np.any(
+                    f[:, 1] >= np.asarray(sizes)[f[:, 0]]):
+                raise ValueError(f"features/{m} points outside the network's layers")
+            store.features.append(f.copy())
+            rows = {}
+            for t in range(m, n_tasks):
+                block = arrays.get(f"rows/{m}/{t}")
+                if block is None:
+                    continue
+                if block.dtype != np.float32 or block.ndim != 2 or block.shape[1] != len(f):
+                    raise ValueError(f"rows/{m}/{t} is {block.dtype} {block.shape}, expected float32 (n, {len(f)})")
+                rows[t] = block.copy()
+            if m not in rows:
+                raise ValueError(f"rows/{m}/{m} (task {m}'s own relevance rows) is missing")
+            store.rows.append(rows)
+        extra = set(arrays) - set(store.to_arrays())
+        if extra:
+            raise ValueError(f"unexpected arrays: {', '.join(sorted(extra)[:5])}")
+        return store
 
 
 def fit_recognizer(X, y, n_trees=300, seed=0):

@@ -21,8 +21,8 @@ from zennit.torchvision import ResNetCanonizer
 from zennit.types import Convolution
 
 from rerelrp.errors import ConfigError
+from rerelrp.settings import COMPOSITES
 
-COMPOSITES = ("EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1Flat")
 NORM_EPS = 1e-12
 
 
@@ -112,7 +112,7 @@ class RelevanceReader:
 
     def __enter__(self):
         device = next(self.net.parameters()).device
-        input_size = self._input_size()
+        input_size = self.net.input_size
         composite = make_composite(self.composite_name, self.net.arch, (self.max_batch, 3, input_size, input_size), device)
         self._ctx = composite.context(self.net)
         self._ctx.__enter__()
@@ -126,9 +126,6 @@ class RelevanceReader:
         self._handles.clear()
         self._ctx.__exit__(*exc)
         self._ctx = None
-
-    def _input_size(self):
-        return getattr(self.net, "input_size", 28)
 
     def _store(self, name):
         def hook(module, inputs, output):

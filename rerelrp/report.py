@@ -70,7 +70,7 @@ def workspace_tasks(learner, meta, data_root=None):
                                    "samples cannot be found; give image files instead")
     root = data_root or data.get("data_root") or "./data"
     try:
-        datasets = [load_dataset(s, root=root, seed=learner.config.seed) for s in sources]
+        datasets = [load_dataset(s, root=root, seed=learner.seed) for s in sources]
     except DataError as exc:
         raise WorkspaceError(path, f"its data source cannot be loaded ({exc}); put the file back, or give image "
                                    "files as samples") from None
@@ -119,7 +119,7 @@ def resolve_samples(specs, learner, meta, data_root=None, per_task=DEFAULT_PER_T
         file = Path(spec)
         if not file.is_file():
             raise DataError(spec, "is neither TASK:INDEX (e.g. 0:12) nor an image file that exists")
-        samples.append(Sample(read_image(file.read_bytes(), file.name, dicom_size=learner.config.input_size),
+        samples.append(Sample(read_image(file.read_bytes(), file.name, dicom_size=learner.input_size),
                               f"file {file.name}"))
     return samples, notes
 
@@ -212,7 +212,7 @@ def _task_row(i, info, fingerprint):
 def _explain_samples(learner, samples, composite, to_input):
     from rerelrp.images import stack_images
 
-    size = learner.config.input_size
+    size = learner.input_size
     shapes = {np.asarray(s.image).shape for s in samples}
     if len(shapes) == 1:
         batch = np.stack([np.asarray(s.image, dtype=np.uint8) for s in samples])
@@ -220,7 +220,7 @@ def _explain_samples(learner, samples, composite, to_input):
         batch = stack_images([np.asarray(s.image, dtype=np.uint8) for s in samples], size)
     expl = learner.explain(batch, composite=composite)
     # recognisers read relevance of the learner's own composite: reuse the pass when it is that one
-    same = composite in (None, learner.config.composite)
+    same = composite in (None, learner.composite)
     pred = expl.prediction if same else learner.predict(batch)
     seen = to_input(batch, size).permute(0, 2, 3, 1).numpy()
     seen = np.round(seen * 255).astype(np.uint8)

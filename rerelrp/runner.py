@@ -39,7 +39,8 @@ class SequenceRun:
         if self.done:
             raise ConfigError("every planned task is learned; add another task first")
         i = self.n_learned
-        summary = self.learner.add_task(self.tasks[i], callback=callback, stop=stop)
+        self.learner.add_task(self.tasks[i], callback=callback, stop=stop)
+        summary = self.learner.history_[-1]
         clock = time.perf_counter()
         row = evaluate_tasks(self.learner, self.tasks[: i + 1], Reporter(callback, None, task=i))
         self.metrics.add(summary, row, time.perf_counter() - clock, self.learner.capacity())

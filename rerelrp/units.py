@@ -15,15 +15,23 @@ import torch
 
 
 class UnitLedger:
-    """Kept sets of every task, layer by layer, and the capacity they leave."""
+    """Kept sets of every task, layer by layer, and the capacity they leave.
+
+    ``kept[layer]`` is a bool matrix (tasks, units): row t marks the units task t kept. A layer's
+    size is the width of its matrix, set from the network when the ledger is made and widened
+    by :meth:`grow` together with the network (see ``ReReLRP._grow``).
+    """
 
     def __init__(self, layer_sizes):
-        self.layer_sizes = dict(layer_sizes)
-        self.kept = []  # one {layer: bool array} per task
+        self.kept = {name: np.zeros((0, n), bool) for name, n in layer_sizes.items()}
+
+    @property
+    def layer_sizes(self):
+        return {name: k.shape[1] for name, k in self.kept.items()}
 
     @property
     def n_tasks(self):
-        return len(self.kept)
+        return next(iter(self.kept.values())).shape[0] if self.kept else 0
 
     @property
     def slices(self):
@@ -38,25 +46,24 @@ class UnitLedger:
     def n_units(self):
         return sum(self.layer_sizes.values())
 
+    def task(self, t):
+        """Task t's kept set, per layer."""
+        return {name: k[t] for name, k in self.kept.items()}
+
     def frozen(self, before=None):
         """Units kept by any task before ``before`` (default: all tasks so far), per layer."""
-        tasks = self.kept[: self.n_tasks if before is None else before]
-        return {
-            name: np.logical_or.reduce([k[name] for k in tasks]) if tasks else np.zeros(n, bool)
-            for name, n in self.layer_sizes.items()
-        }
+        return {name: k[:before].any(axis=0) for name, k in self.kept.items()}
 
     def flat(self, per_layer):
-        return np.concatenate([per_layer[name] for name in self.layer_sizes])
+        return np.concatenate([per_layer[name] for name in self.kept])
 
     def unflat(self, vector):
         return {name: vector[s] for name, s in self.slices.items()}
 
     def grow(self, name, n_new):
         """Record ``n_new`` fresh units at the end of layer ``name``: kept by no task so far."""
-        self.layer_sizes[name] += n_new
-        for task in self.kept:
-            task[name] = np.concatenate([task[name], np.zeros(n_new, bool)])
+        k = self.kept[name]
+        self.kept[name] = np.concatenate([k, np.zeros((k.shape[0], n_new), bool)], axis=1)
 
     def free_deficit(self, min_free):
         """Per layer, how many units to add so that at least ``min_free`` of it is free again."""
@@ -69,19 +76,14 @@ class UnitLedger:
         return out
 
     def add(self, kept_flat):
-        self.kept.append(self.unflat(np.asarray(kept_flat, bool).copy()))
-
-    def copy(self):
-        other = UnitLedger(self.layer_sizes)
-        other.kept = [{k: v.copy() for k, v in task.items()} for task in self.kept]
-        return other
+        """Append the kept set of the next task, given as one flat bool vector over all layers."""
+        rows = self.unflat(np.asarray(kept_flat, bool))
+        self.kept = {name: np.vstack([k, rows[name][None]]) for name, k in self.kept.items()}
 
     def group_masks(self, tasks, device):
         """Float masks (len(tasks), units) per layer, one row per sub-network."""
-        return {
-            name: torch.tensor(np.stack([self.kept[t][name] for t in tasks]), dtype=torch.float32, device=device)
-            for name in self.layer_sizes
-        }
+        index = list(tasks)
+        return {name: torch.tensor(k[index], dtype=torch.float32, device=device) for name, k in self.kept.items()}
 
     def capacity(self, warn_below=None):
         """Per layer: units, kept by each task, new units each task froze, shared, free.
@@ -89,23 +91,17 @@ class UnitLedger:
         ``shared`` counts units kept by more than one task; ``free`` units no task kept.
         """
         rows = []
-        for name, n in self.layer_sizes.items():
-            owners = np.zeros(n, int)
-            new, kept_counts = [], []
-            seen = np.zeros(n, bool)
-            for task in self.kept:
-                k = task[name]
-                kept_counts.append(int(k.sum()))
-                new.append(int((k & ~seen).sum()))
-                owners += k
-                seen |= k
-            free = int((~seen).sum())
+        for name, k in self.kept.items():
+            n = k.shape[1]
+            seen = np.logical_or.accumulate(k, axis=0) if len(k) else np.zeros((0, n), bool)
+            before = np.vstack([np.zeros((1, n), bool), seen[:-1]]) if len(k) else seen
+            free = int((~seen[-1]).sum()) if len(k) else n
             row = {
                 "layer": name,
                 "units": n,
-                "kept_by_task": kept_counts,
-                "new_by_task": new,
-                "shared": int((owners > 1).sum()),
+                "kept_by_task": k.sum(axis=1).astype(int).tolist(),
+                "new_by_task": (k & ~before).sum(axis=1).astype(int).tolist(),
+                "shared": int((k.sum(axis=0) > 1).sum()),
                 "free": free,
                 "free_share": free / n,
             }
@@ -147,12 +143,14 @@ class Freezer:
     def trainable(self, net):
         return [p for p in net.parameters() if p.requires_grad]
 
-    def zero_frozen_grads(self):
+    def before_step(self):
+        """Zero the gradients of frozen entries, so the optimiser's state never builds up on them."""
         for tensor, mask, _ in self.entries:
             if isinstance(tensor, torch.nn.Parameter) and tensor.grad is not None:
                 tensor.grad.masked_fill_(mask, 0.0)
 
     @torch.no_grad()
-    def restore(self):
+    def after_step(self):
+        """Put every frozen entry back as it was (weight decay and momentum would move it)."""
         for tensor, mask, saved in self.entries:
             tensor.copy_(torch.where(mask, saved, tensor))

@@ -5,12 +5,15 @@ A workspace is a folder (by default ``./workspaces/<name>``)::
     CURRENT                       which snapshot is the workspace, and the SHA-256 of its manifest
     snapshots/snap-000004/        one complete snapshot; never changed once it is in place
         manifest.json             format and version, what was saved, SHA-256 and size of every file below
-        learner.json              settings, layer sizes, heads, tasks (names, classes, sizes, file hashes), history
+        learner.json              settings and the learner's metadata (layer sizes, heads, tasks, history),
+                                  task fingerprints, notes, versions
         metrics.json              accuracy matrices, forgetting, timings, capacity (RunMetrics)
         network.safetensors       network weights and BatchNorm statistics
-        units.safetensors         kept set of every task: kept/<task>/<layer>, bool
-        relevance.safetensors     selected units features/<m> and relevance rows rows/<m>/<t>
-        recognizers/task-000.skops one random forest per task but the newest (skops, never pickle)
+        arrays.safetensors        the learner's other arrays (kept sets of every task, relevance rows)
+        estimators/<name>.skops   the learner's fitted scikit-learn models (recognisers; skops, never pickle)
+
+What goes into these files is exactly what ``ReReLRP.export_state`` hands out, and a learner is
+rebuilt from them by ``ReReLRP.from_state``: this module knows files, not the learner's attributes.
 
 Saving writes a new snapshot into a temporary folder, fsyncs it, renames it into place and then
 replaces ``CURRENT`` atomically; a crash or kill at any moment leaves the previous snapshot named
@@ -26,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,16 +36,16 @@ from pathlib import Path
 import numpy as np
 
 from rerelrp.errors import ConfigError, WorkspaceError
-from rerelrp.fileio import fsync_dir, json_bytes, write_bytes_atomic, write_bytes_durable
+from rerelrp.fileio import fsync_dir, json_bytes, sha256_bytes, write_bytes_atomic, write_bytes_durable
 
 FORMAT = "rerelrp-workspace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: files from the learner's export_state (rerelrp 0.2); 1: rerelrp 0.1
 DEFAULT_ROOT = "./workspaces"
 KEEP_SNAPSHOTS = 2  # the current snapshot and the one before it
 SKOPS_TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' default-trusted types; every tree is validated
 _SNAPSHOT_RE = re.compile(r"^snap-(\d{6})$")
-_FILE_RE = re.compile(r"^(manifest|learner|metrics)\.json$|^(network|units|relevance)\.safetensors$"
-                      r"|^recognizers/task-\d{3}\.skops$")
+_FILE_RE = re.compile(r"^(manifest|learner|metrics)\.json$|^(network|arrays)\.safetensors$"
+                      r"|^estimators/[a-z][a-z0-9-]{0,63}\.skops$")
 _MAX_JSON = 64 << 20
 
 
@@ -76,10 +78,6 @@ def check_target(path):
 
 
 # ---------------------------------------------------------------------------------------- hashes
-def sha256_bytes(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def split_fingerprint(split):
     """SHA-256 of a split's pixels and labels: proves a split is the same without keeping it."""
     images = np.ascontiguousarray(split.images)
@@ -143,8 +141,8 @@ def save_workspace(path, learner, metrics=None, *, tasks=None, extra=None, keep=
             _checkpoint("file")
         manifest_bytes = json.dumps(manifest, indent=2).encode()
         write_bytes_durable(tmp / "manifest.json", manifest_bytes)
-        if (tmp / "recognizers").is_dir():
-            fsync_dir(tmp / "recognizers")
+        if (tmp / "estimators").is_dir():
+            fsync_dir(tmp / "estimators")
         fsync_dir(tmp)
         _checkpoint("snapshot-written")
         os.rename(tmp, snapshots / name)
@@ -163,27 +161,15 @@ def save_workspace(path, learner, metrics=None, *, tasks=None, extra=None, keep=
 
 @contextmanager
 def _lock(path):
-    """One saver at a time per workspace (an OS lock, released even when the process is killed)."""
+    """One saver at a time per workspace (an OS lock through filelock, released even when the process is killed)."""
+    from filelock import FileLock, Timeout
+
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; saves are still atomic
-        yield
-        return
-    with open(path / ".lock", "a+b") as handle:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise WorkspaceError(path, "another process has been saving to this workspace for 30 s; "
-                                               "wait for it to finish or save to another workspace") from None
-                time.sleep(0.1)
-        try:
+        with FileLock(path / ".lock", timeout=30):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except Timeout:
+        raise WorkspaceError(path, "another process has been saving to this workspace for 30 s; wait for it to "
+                                   "finish or save to another workspace") from None
 
 
 def _serialise(learner, metrics, tasks, extra, path):
@@ -204,29 +190,16 @@ def _serialise(learner, metrics, tasks, extra, path):
         for i in range(T):
             _check_task(path, i, learner.tasks_[i], tasks[i], None)
             fingerprints[i] = task_fingerprint(tasks[i])
-    versions = package_versions()
-    layer_sizes = learner.ledger_.layer_sizes
-    if dict(learner.net_.layer_sizes) != dict(layer_sizes):
-        raise WorkspaceError(path, "the network's layer sizes disagree with its unit ledger; the learner is "
-                                   "in an inconsistent state (was a task interrupted?)")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in learner.net_.state_dict().items()}
-    units = {f"kept/{t}/{layer}": np.ascontiguousarray(kept[layer], dtype=bool)
-             for t, kept in enumerate(learner.ledger_.kept) for layer in layer_sizes}
-    relevance = {f"features/{m}": np.ascontiguousarray(f, dtype=np.int64) for m, f in enumerate(learner.store_.features)}
-    for m, rows in enumerate(learner.store_.rows):
-        for t, block in rows.items():
-            relevance[f"rows/{m}/{t}"] = np.ascontiguousarray(block, dtype=np.float32)
+    try:
+        state = learner.export_state()
+    except ConfigError as exc:
+        raise WorkspaceError(path, str(exc)) from None
     record = {
-        "config": learner.get_params(),
-        "arch": learner.net_.arch,
-        "layer_sizes": [[name, int(n)] for name, n in layer_sizes.items()],
-        "head_sizes": [len(t["classes"]) for t in learner.tasks_],
-        "tasks": learner.tasks_,
+        "params": state["params"],
+        "meta": state["meta"],
         "fingerprints": fingerprints,
-        "history": learner.history_,
-        "n_recognizers": len(learner.recognizers_),
         "extra": extra or {},
-        "versions": versions,
+        "versions": package_versions(),
         "device": learner.describe_device(),
     }
     try:
@@ -237,12 +210,11 @@ def _serialise(learner, metrics, tasks, extra, path):
     files = {
         "learner.json": learner_json,
         "metrics.json": metrics_json,
-        "network.safetensors": safetensors.torch.save(state),
-        "units.safetensors": safetensors.numpy.save(units),
-        "relevance.safetensors": safetensors.numpy.save(relevance),
+        "network.safetensors": safetensors.torch.save(state["tensors"]),
+        "arrays.safetensors": safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in state["arrays"].items()}),
     }
-    for m, forest in enumerate(learner.recognizers_):
-        files[f"recognizers/task-{m:03d}.skops"] = skops.io.dumps(forest)
+    for name, estimator in state["estimators"].items():
+        files[f"estimators/{name}.skops"] = skops.io.dumps(estimator)
     return files
 
 
@@ -282,8 +254,10 @@ def _check_version(path, file, version):
         raise WorkspaceError(path, f"was written in workspace format {version} by a newer rerelrp; this rerelrp "
                                    f"reads format {FORMAT_VERSION}. Upgrade rerelrp to open it", file)
     if version < FORMAT_VERSION:
-        raise WorkspaceError(path, f"was written in the old workspace format {version}; this rerelrp reads format "
-                                   f"{FORMAT_VERSION}. Open it with the rerelrp version that wrote it, or train again", file)
+        wrote = " (rerelrp 0.1)" if version == 1 else ""
+        raise WorkspaceError(path, f"was written in the old workspace format {version}{wrote}; this rerelrp reads "
+                                   f"format {FORMAT_VERSION}. Open it with the rerelrp version that wrote it, or train "
+                                   "again (see 'Formats' in docs/workspaces-and-reports.md)", file)
 
 
 def _read(path, snapshot, rel):
@@ -342,7 +316,7 @@ def load_workspace(path, device=None):
     snapshot, manifest = _read_pointer(path)
     files = _verified_files(path, snapshot, manifest)
     where = f"snapshots/{snapshot.name}"
-    for required in ("learner.json", "metrics.json", "network.safetensors", "units.safetensors", "relevance.safetensors"):
+    for required in ("learner.json", "metrics.json", "network.safetensors", "arrays.safetensors"):
         if required not in files:
             raise WorkspaceError(path, "file missing from the manifest", f"{where}/{required}")
     record = _parse_json(path, f"{where}/learner.json", files["learner.json"])
@@ -366,126 +340,37 @@ def load_workspace(path, device=None):
     return learner, metrics, meta
 
 
+# which file holds each part of a learner's state (for messages that name the file at fault)
+_STATE_FILES = {"params": "learner.json", "meta": "learner.json", "tensors": "network.safetensors",
+                "arrays": "arrays.safetensors", "estimators": "estimators/"}
+
+
 def _build_learner(path, where, record, files, device):
     import safetensors
     import safetensors.torch
 
     from rerelrp.learner import ReReLRP
-    from rerelrp.recognition import RelevanceStore
-    from rerelrp.units import UnitLedger
 
-    file = f"{where}/learner.json"
-
-    def fail(problem, name=file):
-        raise WorkspaceError(path, problem, name)
-
-    if not isinstance(record, dict):
-        fail("does not hold a learner record")
-    config = record.get("config")
-    if not isinstance(config, dict):
-        fail("has no settings ('config')")
-    config = dict(config)
-    if device is not None:
-        config["device"] = device
-    try:
-        learner = ReReLRP(**config)
-    except (ConfigError, TypeError) as exc:
-        fail(f"holds settings this rerelrp cannot use: {exc}")
-    tasks, history = record.get("tasks"), record.get("history")
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) and isinstance(t.get("classes"), list)
-                                                           and isinstance(t.get("name"), str) for t in tasks):
-        fail("has no valid task list")
-    T = len(tasks)
-    sizes = record.get("layer_sizes")
-    if not (isinstance(sizes, list) and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], str)
-                                            and isinstance(s[1], int) and s[1] > 0 for s in sizes)):
-        fail("has no valid layer sizes")
-    layer_sizes = {name: n for name, n in sizes}
-    head_sizes = [len(t["classes"]) for t in tasks]
-    if record.get("head_sizes") != head_sizes or record.get("arch") != learner.config.net:
-        fail("its heads or network do not match its tasks and settings")
-    try:
-        net = learner._new_net(None, head_sizes)
-        if net.layer_sizes != layer_sizes:
-            net = learner._new_net(layer_sizes, head_sizes)
-    except ConfigError as exc:
-        fail(f"the network cannot be rebuilt: {exc}")
-    if list(net.layer_sizes.items()) != list(layer_sizes.items()):
-        fail(f"layer sizes {layer_sizes} do not fit a {learner.config.net} network")
-
+    if not isinstance(record, dict) or not isinstance(record.get("params"), dict) or not isinstance(record.get("meta"), dict):
+        raise WorkspaceError(path, "does not hold the learner's settings and metadata", f"{where}/learner.json")
     name = f"{where}/network.safetensors"
     try:
-        state = safetensors.torch.load(files["network.safetensors"])
+        tensors = safetensors.torch.load(files["network.safetensors"])
     except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
-        fail(f"is not a readable safetensors file ({exc})", name)
-    expected = net.state_dict()
-    if set(state) != set(expected):
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        fail(f"does not match the network: missing {missing[:5]}, unexpected {unexpected[:5]}", name)
-    for key, value in expected.items():
-        if state[key].shape != value.shape or state[key].dtype != value.dtype:
-            fail(f"tensor {key} has shape {tuple(state[key].shape)} {state[key].dtype}, expected "
-                 f"{tuple(value.shape)} {value.dtype}", name)
-    net.load_state_dict(state, strict=True)
-    net.eval()
-
-    name = f"{where}/units.safetensors"
-    units = _load_arrays(path, name, files["units.safetensors"])
-    ledger = UnitLedger(layer_sizes)
-    expected_keys = {f"kept/{t}/{layer}" for t in range(T) for layer in layer_sizes}
-    if set(units) != expected_keys:
-        fail(f"holds {len(units)} masks, expected kept sets of {T} task(s) x {len(layer_sizes)} layers", name)
-    for t in range(T):
-        kept = {}
-        for layer, n in layer_sizes.items():
-            mask = units[f"kept/{t}/{layer}"]
-            if mask.dtype != bool or mask.shape != (n,):
-                fail(f"kept/{t}/{layer} is {mask.dtype} {mask.shape}, expected bool ({n},)", name)
-            kept[layer] = mask.copy()
-        ledger.kept.append(kept)
-
-    name = f"{where}/relevance.safetensors"
-    arrays = _load_arrays(path, name, files["relevance.safetensors"])
-    store = RelevanceStore()
-    n_units = ledger.n_units
-    for m in range(T):
-        features = arrays.pop(f"features/{m}", None)
-        if features is None or features.dtype != np.int64 or features.ndim != 1 or len(features) == 0:
-            fail(f"features/{m} is missing or not a list of unit indices", name)
-        if features.min() < 0 or features.max() >= n_units:
-            fail(f"features/{m} points outside the network's {n_units} units", name)
-        store.features.append(features.copy())
-        rows = {}
-        for t in range(m, T):
-            block = arrays.pop(f"rows/{m}/{t}", None)
-            if block is None:
-                continue
-            if block.dtype != np.float32 or block.ndim != 2 or block.shape[1] != len(features):
-                fail(f"rows/{m}/{t} is {block.dtype} {block.shape}, expected float32 (n, {len(features)})", name)
-            rows[t] = block.copy()
-        if m not in rows:
-            fail(f"rows/{m}/{m} (task {m}'s own relevance rows) is missing", name)
-        store.rows.append(rows)
-    if arrays:
-        fail(f"holds unexpected arrays: {', '.join(sorted(arrays)[:5])}", name)
-
-    n_rec = record.get("n_recognizers")
-    if n_rec != max(0, T - 1):
-        fail(f"lists {n_rec!r} recognisers; {T} tasks need {max(0, T - 1)}")
-    recognizers = []
-    for m in range(T - 1):
-        rel = f"recognizers/task-{m:03d}.skops"
-        if rel not in files:
-            fail("recogniser file missing", f"{where}/{rel}")
-        recognizers.append(_load_forest(path, f"{where}/{rel}", files[rel], len(store.features[m])))
-
-    learner.net_ = net
-    learner.ledger_ = ledger
-    learner.store_ = store
-    learner.recognizers_ = recognizers
-    learner.tasks_ = tasks
-    learner.history_ = history if isinstance(history, list) else []
-    return learner
+        raise WorkspaceError(path, f"is not a readable safetensors file ({exc})", name) from None
+    arrays = _load_arrays(path, f"{where}/arrays.safetensors", files["arrays.safetensors"])
+    estimators = {}
+    for rel, data in files.items():
+        if rel.startswith("estimators/"):
+            estimators[rel[len("estimators/"):-len(".skops")]] = _load_forest(path, f"{where}/{rel}", data)
+    state = {"params": record["params"], "meta": record["meta"], "tensors": tensors, "arrays": arrays,
+             "estimators": estimators}
+    try:
+        return ReReLRP.from_state(state, device=device)
+    except ConfigError as exc:
+        part = str(exc).split(":", 1)[0]
+        raise WorkspaceError(path, f"holds a learner this rerelrp cannot rebuild: {exc}",
+                             f"{where}/{_STATE_FILES.get(part, 'learner.json')}") from None
 
 
 def _load_arrays(path, name, data):
@@ -498,7 +383,7 @@ def _load_arrays(path, name, data):
         raise WorkspaceError(path, f"is not a readable safetensors file ({exc})", name) from None
 
 
-def _load_forest(path, name, data, n_features):
+def _load_forest(path, name, data):
     """A recogniser from skops bytes: only the expected types, then every tree checked before any use."""
     import skops.io
     from sklearn.ensemble import RandomForestClassifier
@@ -510,27 +395,28 @@ def _load_forest(path, name, data, n_features):
         found = str(exc).split("\n", 1)[0].replace("Untrusted types found in the file: ", "")
         raise WorkspaceError(path, f"holds types a recogniser never contains: {found}; refused without loading it "
                                    "(the file may be crafted to run code)", name) from None
-    except Exception as exc:  # not a zip, no schema, a broken schema: skops raises many kinds
+    except Exception as exc:  # noqa: BLE001 - not a zip, no schema, a broken schema: skops raises many kinds
         raise WorkspaceError(path, f"is not a skops file or not a readable recogniser ({type(exc).__name__}: {exc}); "
                                    "refused without running anything", name) from None
     if type(forest) is not RandomForestClassifier:
         raise WorkspaceError(path, f"holds a {type(forest).__name__}, expected a RandomForestClassifier", name)
     try:
-        _check_forest(forest, n_features)
+        _check_forest(forest)
     except (AttributeError, TypeError, ValueError) as exc:
         raise WorkspaceError(path, f"holds an invalid recogniser: {exc}; refused", name) from None
     return forest
 
 
-def _check_forest(forest, n_features):
+def _check_forest(forest):
     """Bounds of every tree, so that predicting can never index outside its arrays (see skops' note on Tree)."""
     from sklearn.tree import DecisionTreeClassifier
 
     classes = np.asarray(forest.classes_)
     if forest.n_outputs_ != 1 or classes.ndim != 1 or not set(classes.tolist()) <= {0, 1} or len(classes) < 1:
         raise ValueError("it is not a binary single-output forest")
-    if forest.n_features_in_ != n_features:
-        raise ValueError(f"it reads {forest.n_features_in_} features, the workspace selected {n_features}")
+    n_features = forest.n_features_in_
+    if not isinstance(n_features, int | np.integer) or n_features < 1:
+        raise ValueError("it reads no features")
     if not forest.estimators_:
         raise ValueError("it has no trees")
     for est in forest.estimators_:

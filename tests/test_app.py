@@ -211,7 +211,8 @@ def test_every_page_renders_on_the_demo_before_training(app):
     assert set(plan["status"]) == {"next", "planned"}
     counts = app.dataframe[0].value
     assert list(counts["class"])[:10] == [str(d) for d in range(10)] and counts["train"].iloc[-1] > 1000
-    assert any("digits" in str(c.get("layout", {}).get("yaxis", {})) or c for c in charts(app))  # sample grid
+    grid = [c for c in charts(app) if c["data"][0]["type"] == "image"]  # the sample grid: one row per class
+    assert len(grid) == 1 and grid[0]["layout"]["yaxis"]["ticktext"] == [str(d) for d in range(10)]
     for page in PAGES[1:]:
         goto(app, page)
         assert app.title[0].value == page.capitalize()
@@ -430,7 +431,7 @@ def test_demo_end_to_end_without_network(app, capsys):
         assert "Units per layer" in text and "Free share after each task" in text
         table = app.dataframe[0].value
         assert {"kept by 0", "kept by 1", "shared", "free"} <= set(table.columns)
-        low = [r["layer"] for r in state.learner.capacity() if r["free_share"] < state.learner.config.min_free]
+        low = [r["layer"] for r in state.learner.capacity() if r["free_share"] < state.learner.min_free]
         shown = " ".join(w.value for w in app.warning)
         assert all(f"**{layer}**" in shown for layer in low) and (bool(low) == ("below the minimum" in shown))
 
@@ -494,8 +495,7 @@ def test_demo_end_to_end_without_network(app, capsys):
         print("\nanswer times after training 2 demo tasks, in s (opening a page: first click, repeat):")
         for what, seconds in timings.items():
             print(f"  {what:<38} " + " ".join(f"{v:6.2f}" for v in seconds))
-    for what, seconds in timings.items():
-        assert seconds[-1] < 10.0, f"{what} took {seconds[-1]:.1f} s"
+    # answer times are measured and printed, never asserted: they depend on the machine, not on the app
 
 
 def test_a_new_session_opens_a_saved_workspace_and_predicts_the_same(app, monkeypatch):

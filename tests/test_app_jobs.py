@@ -1,4 +1,4 @@
-"""Background jobs and the app state (rerelrp.jobs), without Streamlit."""
+"""Background jobs (rerelrp.jobs) and the app state (rerelrp.session), without Streamlit."""
 import threading
 import time
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from rerelrp.errors import ConfigError, DataError, StopRequested
-from rerelrp.jobs import AppState, Job, ordered_phases, phase_fraction
+from rerelrp.jobs import Job, ordered_phases, phase_fraction
 from rerelrp.progress import Progress
+from rerelrp.session import AppState
 
 FAST = {"epochs": 1, "n_trees": 20, "relevance_samples": 64, "recognizer_samples": 64, "device": "cpu"}
 
@@ -45,21 +46,23 @@ def test_job_new_task_clears_the_phases_of_the_previous_one():
 
 
 def test_job_stop_and_errors_are_captured():
-    started = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def slow(callback, stop):
         started.set()
-        while not stop.is_set():
-            time.sleep(0.01)
-        raise StopRequested("stopped on request")
+        assert release.wait(30)  # the test decides when the job may see its stop flag
+        if stop.is_set():
+            raise StopRequested("stopped on request")
+        return "finished"
 
     job = Job(slow).start()
-    started.wait(5)
-    assert job.running
+    assert started.wait(30)
+    assert job.running and not job.stopping
     job.stop()
-    assert job.stopping or not job.running
-    job.wait(10)
-    assert job.state == "stopped" and "stopped" in job.error
+    assert job.running and job.stopping  # asked to stop, not stopped yet: the target has not looked
+    release.set()
+    assert job.wait(30)
+    assert job.state == "stopped" and "stopped" in job.error and not job.stopping
 
     job = Job(lambda cb, stop: (_ for _ in ()).throw(DataError("x.npz", "broken"))).start()
     job.wait(10)
@@ -175,3 +178,47 @@ def test_learn_all_remaining_publishes_each_task():
         state.start_training(1)
     state.reset()
     assert state.n_learned == 0 and len(state.tasks) == 2
+
+
+def test_a_running_job_refuses_reset_and_workspace_changes(trained):
+    started, release = threading.Event(), threading.Event()
+    trained.job = Job(lambda callback, stop: (started.set(), release.wait(30))).start()
+    try:
+        assert started.wait(30)
+        version = trained.version
+        for change in (trained.reset, lambda: trained.set_workspace("other"), lambda: trained.update_settings(lr=0.01)):
+            with pytest.raises(ConfigError, match="while a task is training"):
+                change()
+        assert trained.version == version and trained.n_learned == 1
+    finally:
+        release.set()
+        trained.job.wait(30)
+
+
+def test_a_workspace_learned_from_an_upload_opens_without_its_data(tmp_path):
+    """Uploads are never stored: the model explains and recognises, but cannot learn further tasks."""
+    import io
+
+    import numpy as np
+
+    from rerelrp.data import build_sequence, load_dataset, load_medmnist
+
+    demo = load_dataset("demo")
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"{s}_images": demo.split(s).images[..., 0] for s in ("train", "val", "test")},
+             **{f"{s}_labels": demo.split(s).labels[:, None] for s in ("train", "val", "test")})
+    upload = load_medmnist(buffer.getvalue(), name="digits_upload.npz")
+    state = AppState(settings=FAST, demo=False, workspace_root=tmp_path)
+    state.add_dataset(upload)
+    state.set_plan(build_sequence([upload], 5)[:1])
+    assert state.start_training(1).wait(600) and state.job.state == "done", state.job.error
+    saved = state.workspace
+
+    fresh = AppState(settings=FAST, demo=False, workspace_root=tmp_path)
+    learner = fresh.open_workspace(saved)
+    assert learner.n_tasks == 1 and fresh.n_learned == 1
+    assert not fresh.can_learn and "uploaded" in fresh.data_note and fresh.tasks == []
+    prediction = learner.predict(demo.test.images[:4])
+    assert prediction.p_task.shape == (4, 1)
+    with pytest.raises(ConfigError, match="every planned task is learned"):
+        fresh.start_training(1)

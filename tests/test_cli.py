@@ -37,12 +37,19 @@ def test_run_json_holds_the_sha256_of_every_input_file(tmp_path):
     assert files[0]["sha256"] == hashlib.sha256(breast.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("method", ["finetune", "joint"])
-def test_reference_bounds_run_through_the_same_metrics(tmp_path, method):
-    out = tmp_path / method
-    assert main(["run", "--data", "demo", "--tasks", "2", "--method", method, "--out", str(out), *FAST_ARGS]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["acc_tag"]) == 2 and 0 <= metrics["final"]["tag"] <= 100
+def test_reference_bounds_run_through_the_same_metrics(tmp_path):
+    """Fine-tuning forgets the first task; joint training, which sees it again, keeps it."""
+    final = {}
+    for method in ("finetune", "joint"):
+        out = tmp_path / method
+        assert main(["run", "--data", "demo", "--tasks", "2", "--method", method, "--out", str(out), *FAST_ARGS,
+                     "--epochs", "3"]) == 0
+        final[method] = json.loads((out / "metrics.json").read_text())
+    tag_ft, tag_joint = final["finetune"]["acc_tag"], final["joint"]["acc_tag"]
+    assert tag_ft[0][0] > 60 and tag_joint[0][0] > 60  # both learned task 0
+    assert tag_ft[1][0] < 10  # after task 1, fine-tuning calls every task-0 image a task-1 class
+    assert tag_joint[1][0] > tag_ft[1][0] + 50
+    assert final["finetune"]["final"]["forgetting_tag"] > 50 and final["joint"]["stored_bytes"][1] > 0
 
 
 @pytest.mark.parametrize(
@@ -52,9 +59,11 @@ def test_reference_bounds_run_through_the_same_metrics(tmp_path, method):
         (["--data", "bloodmnist"], "--download"),
         (["--data", "demo", "--tasks", "11"], "cannot split 10 classes into 11 tasks"),
         (["--data", "demo", "--tasks", "0"], "cannot split 10 classes into 0 tasks"),
-        (["--data", "demo", "--device", "tpu"], "unknown device"),
+        (["--data", "demo", "--device", "tpu"], "device must be one of auto, cpu, cuda, mps, not 'tpu'"),
+        (["--data", "demo", "--net", "vgg19"], "net must be one of vgg, lenet, resnet18, not 'vgg19'"),
         (["--data", "demo", "--acc-drop", "-3"], "acc_drop"),
-        (["--data", "demo", "--seed", "-1"], "seed must be in 0..2**32-1"),
+        (["--data", "demo", "--seed", "-1"], "seed must be in [0, 4294967295], not -1"),
+        (["--data", "demo", "--min-free", "1"], "min_free must be in [0, 1), not 1.0"),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_message(tmp_path, capsys, args, message):

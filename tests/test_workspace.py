@@ -273,7 +273,7 @@ def test_flipped_byte_is_a_checksum_error_naming_the_file(ws):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda snap: (snap / "units.safetensors").unlink(), "file missing"),
+    (lambda snap: (snap / "arrays.safetensors").unlink(), "file missing"),
     (lambda snap: (snap / "notes.txt").write_text("hello"), "does not list: notes.txt"),
     (lambda snap: (snap / "manifest.json").write_text((snap / "manifest.json").read_text().replace("digits", "DIGITS")),
      "manifest was changed"),
@@ -292,7 +292,8 @@ def test_pointer_to_missing_snapshot_and_path_tricks(ws):
             load_workspace(ws)
 
 
-@pytest.mark.parametrize("version,message", [(FORMAT_VERSION + 1, "newer rerelrp"), (0, "old workspace format")])
+@pytest.mark.parametrize("version,message",
+                         [(FORMAT_VERSION + 1, "newer rerelrp"), (1, "old workspace format 1 \\(rerelrp 0.1\\)")])
 def test_other_format_versions(ws, version, message):
     snap = snapshot_dir(ws)
     manifest = json.loads((snap / "manifest.json").read_text())
@@ -309,7 +310,7 @@ def test_other_format_versions(ws, version, message):
 def test_tampered_content_with_matching_checksums_is_still_refused(ws):
     snap = snapshot_dir(ws)
     record = json.loads((snap / "learner.json").read_text())
-    record["layer_sizes"][0][1] += 3  # a network that does not fit its weights
+    record["meta"]["layer_sizes"][0][1] += 3  # a network that does not fit its weights
     (snap / "learner.json").write_text(json.dumps(record))
     rehash(ws)
     with pytest.raises(WorkspaceError, match="network.safetensors"):
@@ -347,7 +348,7 @@ class _Reduce:
 
 
 def _plant_recogniser(ws, data):
-    (snapshot_dir(ws) / "recognizers" / "task-000.skops").write_bytes(data)
+    (snapshot_dir(ws) / "estimators" / "recognizer-000.skops").write_bytes(data)
     rehash(ws)  # a forger also fixes every checksum
 
 
@@ -383,7 +384,7 @@ def test_forest_with_out_of_range_nodes_is_refused_before_any_predict(ws):
     import skops.io
     from sklearn.tree._tree import Tree
 
-    forest = skops.io.loads((snapshot_dir(ws) / "recognizers" / "task-000.skops").read_bytes(),
+    forest = skops.io.loads((snapshot_dir(ws) / "estimators" / "recognizer-000.skops").read_bytes(),
                             trusted=["sklearn.tree._tree.Tree"])
     tree = forest.estimators_[0].tree_
     state = tree.__getstate__()
@@ -411,7 +412,7 @@ def test_cli_run_continues_a_workspace_and_checks_the_sequence(saved, tmp_path, 
     assert code == 0, captured.err
     assert "epochs" in captured.err and "workspace" in captured.err
     learner, metrics, _ = load_workspace(ws)
-    assert learner.n_tasks == 3 and learner.config.epochs == 1 and len(metrics.acc_tag) == 3
+    assert learner.n_tasks == 3 and learner.epochs == 1 and len(metrics.acc_tag) == 3
     assert len(json.loads((out / "metrics.json").read_text())["acc_tag"]) == 3
     # nothing left to learn: a clear message, no change
     assert main(["run", "--data", "demo", "--tasks", "3", "--workspace", str(ws), "--out", str(out), "--quiet"]) == 0

@@ -1,0 +1,317 @@
+"""The state an interactive session keeps between requests, and the rules that keep its model consistent.
+
+:class:`AppState` is everything the app holds (data sets, the task plan, the
+:class:`~rerelrp.runner.SequenceRun`, the current :class:`~rerelrp.jobs.Job`):
+
+* training works on a *copy* of the run; the copy replaces the published run only when a task
+  has been learned and tested completely. A stop or an error leaves the published run exactly
+  as it was before that task (the learner also rolls itself back), and pages that read the
+  model (explain, recognise, capacity) never see a half-trained network;
+* one job at a time;
+* uses of the published model are serialised by a lock (LRP installs hooks on the network);
+* every learned task is saved to the session's workspace before it is published, so a closed
+  tab, a crash or a restart loses nothing that was shown.
+
+Nothing here imports Streamlit; the app keeps one :class:`AppState` in ``st.cache_resource``.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from rerelrp import settings as learner_settings
+from rerelrp.errors import ConfigError, RerelrpError, StopRequested
+from rerelrp.jobs import Job
+
+
+class AppState:
+    """What an interactive session holds between requests; the app keeps one per process.
+
+    ``datasets``: loaded :class:`~rerelrp.data.ImageDataset` by name. ``run``: the published
+    :class:`~rerelrp.runner.SequenceRun` (learner, planned tasks, metrics). ``settings``: the
+    learner settings the next task will use. ``job``: the current or last background job.
+    ``version`` increases whenever the published model changes (a cache key for results).
+    """
+
+    def __init__(self, settings=None, demo=True, workspace_root=None):
+        from rerelrp.workspace import DEFAULT_ROOT
+
+        self.lock = threading.RLock()  # guards state changes
+        self.model_lock = threading.Lock()  # serialises predict / explain on the published learner
+        self.datasets = OrderedDict()
+        self.settings = {**learner_settings.defaults(), **(settings or {})}
+        self.run = None
+        self.job = None
+        self.version = 0  # the published model changed (cache key of results)
+        self.generation = 0  # the run was replaced by a new one (reset)
+        self.results = OrderedDict()  # small cache of explanations / predictions by key
+        self.created = time.time()
+        self.workspace_root = Path(workspace_root or DEFAULT_ROOT)
+        self.workspace = self._fresh_workspace()
+        self.data_note = None  # why the learned tasks' images are not available (an opened workspace)
+        self._new_run([])
+        if demo:
+            self.load_demo()
+
+    # ------------------------------------------------------------ data and plan
+    def load_demo(self):
+        from rerelrp.data import build_sequence, load_dataset
+
+        ds = load_dataset("demo")
+        self.add_dataset(ds)
+        self.set_plan(build_sequence([ds], 5))
+        return ds
+
+    def add_dataset(self, ds):
+        """Keep ``ds`` under a unique name (a second upload of the same name gets a suffix)."""
+        with self.lock:
+            name, k = ds.name, 2
+            while name in self.datasets and self.datasets[name] is not ds:
+                name, k = f"{ds.name} ({k})", k + 1
+            if name != ds.name:
+                ds.name = name
+            self.datasets[name] = ds
+            return name
+
+    def remove_dataset(self, name):
+        with self.lock:
+            self.datasets.pop(name, None)
+
+    @property
+    def learner(self):
+        return self.run.learner
+
+    @property
+    def tasks(self):
+        return self.run.tasks
+
+    @property
+    def n_learned(self):
+        return self.run.n_learned
+
+    @property
+    def pending(self):
+        return self.run.tasks[self.run.n_learned :]
+
+    def set_plan(self, tasks, append=False):
+        """Replace (or extend) the tasks not learned yet; learned tasks always stay first."""
+        self._check_idle("change the task plan")
+        with self.lock:
+            learned = self.run.tasks[: self.n_learned]
+            rest = (self.pending if append else []) + list(tasks)
+            self.run.tasks = learned + rest
+            return self.run.tasks
+
+    def drop_pending(self, index):
+        """Remove planned (not learned) task number ``index`` of the whole sequence."""
+        self._check_idle("change the task plan")
+        with self.lock:
+            if index < self.n_learned:
+                raise ConfigError(f"task {index} is learned already; only planned tasks can be removed")
+            del self.run.tasks[index]
+
+    # ------------------------------------------------------------ settings and model
+    def _new_run(self, tasks):
+        from rerelrp.learner import ReReLRP
+        from rerelrp.runner import SequenceRun
+
+        self.run = SequenceRun(ReReLRP(**self.settings), tasks)
+
+    def locked_settings(self):
+        """Settings fixed by the first task (the network is built then)."""
+        if not self.n_learned:
+            return ()
+        return tuple(name for name, s in learner_settings.SETTINGS.items() if s.fixed)
+
+    def update_settings(self, **values):
+        """Validate and store learner settings for the next task; first-task-only ones lock after it."""
+        self._check_idle("change settings")
+        with self.lock:
+            locked = [k for k in values if k in self.locked_settings() and values[k] != self.settings.get(k)]
+            if locked:
+                raise ConfigError(f"{', '.join(locked)} cannot change after the first task: the network is built; "
+                                  "start a new run to change them")
+            self.settings = {**self.settings, **learner_settings.check(values)}
+            if self.n_learned == 0:  # nothing trained: a fresh learner with these settings
+                self._new_run(self.run.tasks)
+            return self.settings
+
+    def reset(self, keep_plan=True):
+        """Forget the trained model (not the data): a new run over the same plan, saved to a new workspace."""
+        self._check_idle("start a new run")
+        with self.lock:
+            self._new_run(self.run.tasks if keep_plan else [])
+            self.workspace = self._fresh_workspace()
+            self.data_note = None
+            self.generation += 1
+            self.version += 1
+            self.results.clear()
+
+    def describe_device(self):
+        try:
+            return self.learner.describe_device()
+        except RerelrpError as exc:
+            return f"unavailable ({exc})"
+
+    # ------------------------------------------------------------ training jobs
+    @property
+    def busy(self):
+        return self.job is not None and self.job.running
+
+    def _check_idle(self, what):
+        if self.busy:
+            raise ConfigError(f"cannot {what} while a task is training; wait for it or press Stop")
+
+    def _working_copy(self):
+        """A run whose learner and metrics are copies; the planned tasks (images) are shared."""
+        from rerelrp.runner import SequenceRun
+
+        with self.lock, self.model_lock:
+            learner = copy.deepcopy(self.run.learner)
+            per_task = {k: v for k, v in self.settings.items() if not learner_settings.SETTINGS[k].fixed}
+            learner.set_params(**per_task).check_params()
+            return SequenceRun(learner, list(self.run.tasks), copy.deepcopy(self.run.metrics))
+
+    def _publish(self, work, generation):
+        """Make ``work`` the published run, unless the run was reset since the job started."""
+        with self.lock:
+            if self.generation != generation:
+                return False
+            work.tasks = list(self.run.tasks)
+            with self.model_lock:
+                self.run = work
+            self.version += 1
+            self.results.clear()
+            return True
+
+    def start_training(self, n_tasks=1):
+        """Learn the next ``n_tasks`` planned tasks (None: all remaining) in a background job.
+
+        Each task trains on a copy of the published run; the copy is published when the task is
+        learned and tested. Stop ends the job at the next batch; tasks finished before stay.
+        """
+        with self.lock:
+            self._check_idle("start another job")
+            if self.run.done:
+                raise ConfigError("every planned task is learned; plan another task on the Data page first")
+            total = len(self.pending) if n_tasks is None else min(n_tasks, len(self.pending))
+            learner_settings.check(self.settings)  # bad settings fail now, in the caller's thread
+            generation = self.generation
+
+            def target(callback, stop):
+                summaries = []
+                for _ in range(total):
+                    work = self._working_copy()
+                    i = work.n_learned
+                    job.note(f"task {i} ({work.tasks[i].name}): started")
+                    summary = work.step(callback=callback, stop=stop)
+                    self._save(work)
+                    if not self._publish(work, generation):
+                        raise StopRequested("the run was reset while training; the result was dropped")
+                    summaries.append(summary)
+                    job.add_result(summary)
+                    job.note(f"task {i} ({summary['name']}): learned in {sum(summary['seconds'].values()):.1f} s")
+                    if stop.is_set():
+                        break
+                return summaries
+
+            job = Job(target, name="next task" if total == 1 else f"{total} tasks")
+            self.job = job
+            job.start()
+            return job
+
+    # ------------------------------------------------------------ workspaces
+    def _fresh_workspace(self):
+        """A new workspace name for this session (saved to once the first task is learned)."""
+        stem = time.strftime("session-%Y%m%d-%H%M%S")
+        path, k = self.workspace_root / stem, 2
+        while path.exists() or path == getattr(self, "workspace", None):
+            path, k = self.workspace_root / f"{stem}-{k}", k + 1
+        return path
+
+    def set_workspace(self, name):
+        """Save to workspace ``name`` (a folder under the workspace root, or a path) from now on."""
+        from rerelrp.workspace import check_target, is_workspace, resolve_workspace
+
+        self._check_idle("change the workspace")
+        path = resolve_workspace(name, self.workspace_root)
+        if is_workspace(path) and path != self.workspace:
+            raise ConfigError(f"workspace {path} exists already: open it to continue it, or choose another name")
+        check_target(path)
+        self.workspace = path
+        return path
+
+    def _save(self, work):
+        from rerelrp.workspace import save_workspace
+
+        save_workspace(self.workspace, work.learner, work.metrics, tasks=work.tasks[: work.n_learned])
+
+    def open_workspace(self, path):
+        """Make the model saved in ``path`` the published run; later tasks are saved there too.
+
+        The learned tasks' images are loaded again from the files they came from (checked against
+        the fingerprints saved with them); uploads are not stored, so a workspace learned from
+        uploads opens for explaining, recognising and reports, but cannot learn further tasks.
+        """
+        from rerelrp.data import reload_tasks
+        from rerelrp.runner import SequenceRun
+        from rerelrp.workspace import check_sequence, load_workspace
+
+        self._check_idle("open a workspace")
+        learner, metrics, meta = load_workspace(path)
+        try:
+            tasks, note = reload_tasks(learner.tasks_), None
+            check_sequence(path, learner, meta, tasks)
+        except RerelrpError as exc:
+            tasks, note = [], f"the images of the learned tasks are not available ({exc})"
+        with self.lock:
+            with self.model_lock:
+                self.run = SequenceRun(learner, tasks, metrics)
+            self.settings = learner.get_params()
+            self.workspace, self.data_note = Path(path), note
+            self.generation += 1
+            self.version += 1
+            self.results.clear()
+        return learner
+
+    @property
+    def can_learn(self):
+        """False when an opened workspace's earlier tasks cannot be tested again (their images are gone)."""
+        return self.data_note is None
+
+    def report_meta(self):
+        """What a report says about where the model is kept (the session's workspace, once saved)."""
+        from rerelrp.runner import package_versions
+        from rerelrp.workspace import is_workspace, task_fingerprint, workspace_info
+
+        meta = {"name": self.workspace.name, "path": str(self.workspace), "versions": package_versions(),
+                "saved_device": self.learner.describe_device()}
+        if is_workspace(self.workspace):
+            info = workspace_info(self.workspace)
+            meta.update({k: info[k] for k in ("snapshot", "saved_at", "format_version")})
+        if self.can_learn:
+            meta["fingerprints"] = [task_fingerprint(t) for t in self.tasks[: self.n_learned]]
+        return meta
+
+    def stop_training(self):
+        if self.job is not None:
+            self.job.stop()
+
+    # ------------------------------------------------------------ using the model
+    def cached(self, key, compute, max_items=64):
+        """``compute()`` once per ``key`` and model version; LRU-bounded."""
+        full = (self.version, *key) if isinstance(key, tuple) else (self.version, key)
+        with self.lock:
+            if full in self.results:
+                self.results.move_to_end(full)
+                return self.results[full]
+        with self.model_lock:
+            value = compute()
+        with self.lock:
+            self.results[full] = value
+            while len(self.results) > max_items:
+                self.results.popitem(last=False)
+        return value

@@ -1,0 +1,164 @@
+"""Every learner setting, defined once: name, default, bounds, help text.
+
+The learner's constructor accepts exactly these names, ``rerelrp run`` gets one option per setting
+(:func:`add_options`), the app's Train page draws one widget per setting from the same table,
+and :func:`check` is the one place that says why a value is refused. A new setting is one more
+row in :data:`SETTINGS`.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass
+
+from rerelrp.errors import ConfigError
+
+NETS = ("vgg", "lenet", "resnet18")
+COMPOSITES = ("EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1Flat")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting. ``low``/``high`` are inclusive bounds unless ``open_high``; ``choices`` lists allowed values.
+
+    ``flag`` is the command-line option (default ``--name-with-dashes``); ``group`` orders the Train
+    page; ``fixed`` settings are fixed once the first task is learned (the network is built then,
+    and the recognisers read relevance of one composite throughout).
+    """
+
+    name: str
+    default: object
+    help: str
+    group: str
+    low: float | None = None
+    high: float | None = None
+    open_high: bool = False
+    choices: tuple | None = None
+    pattern: str | None = None  # a regular expression of further allowed values (e.g. cuda:1)
+    flag: str | None = None
+    fixed: bool = False
+    label: str | None = None  # what a form calls it (default: the name, capitalised)
+
+    @property
+    def kind(self):
+        return type(self.default)
+
+    @property
+    def title(self):
+        return self.label or self.name.replace("_", " ").capitalize()
+
+    @property
+    def option(self):
+        return "--" + (self.flag or self.name).replace("_", "-")
+
+    def check(self, value):
+        """``value`` converted to this setting's type, or a :class:`ConfigError` saying what is allowed."""
+        kind = self.kind
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{self.name} must be true or false, not {value!r}")
+            return value
+        if self.choices is not None:
+            if value not in self.choices and not (self.pattern and re.fullmatch(self.pattern, str(value))):
+                raise ConfigError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, not '{value}'")
+            return value
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+                raise ConfigError(f"{self.name} must be a whole number, not {value!r}")
+            value = int(value)
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{self.name} must be a number, not {value!r}")
+            value = float(value)
+        too_low = self.low is not None and value < self.low
+        too_high = self.high is not None and (value >= self.high if self.open_high else value > self.high)
+        if too_low or too_high:
+            raise ConfigError(f"{self.name} must be {self.range_text()}, not {value}")
+        return value
+
+    def range_text(self):
+        if self.low is not None and self.high is not None:
+            close = ")" if self.open_high else "]"
+            return f"in [{_num(self.low)}, {_num(self.high)}{close}"
+        if self.low is not None:
+            return f"at least {_num(self.low)}"
+        return f"at most {_num(self.high)}"
+
+
+def _num(v):
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+
+
+SETTINGS = {s.name: s for s in (
+    # the network (fixed by the first task)
+    Setting("net", "vgg", "backbone: a small VGG, LeNet or ResNet-18 for small inputs", "network",
+            choices=NETS, fixed=True, label="Network"),
+    Setting("input_size", 28, "side of the square network input in pixels; images are resized to it", "network",
+            low=8, high=512, fixed=True, label="Input size (px)"),
+    Setting("composite", "EpsilonPlusFlat", "zennit LRP composite for unit relevance and recognition", "network",
+            choices=COMPOSITES, fixed=True, label="LRP composite"),
+    Setting("device", "auto", "auto (CUDA, else Apple MPS, else CPU), cpu, cuda or mps", "network",
+            choices=DEVICES, pattern=r"cuda:\d+", fixed=True),
+    Setting("seed", 0, "seed of every random choice (weights, batches, samples, forests, splits)", "network",
+            low=0, high=2**32 - 1, fixed=True),
+    # training, per task
+    Setting("epochs", 10, "passes over each task's training images", "training", low=1, high=10_000),
+    Setting("batch_size", 64, "images per optimiser step", "training", low=2, high=65_536),
+    Setting("lr", 0.05, "SGD learning rate (cosine schedule to 0 over each task)", "training", low=1e-6, high=10.0,
+            label="Learning rate"),
+    Setting("momentum", 0.9, "SGD momentum", "training", low=0.0, high=1.0, open_high=True),
+    Setting("weight_decay", 5e-4, "L2 weight decay of free units", "training", low=0.0, high=1.0),
+    Setting("augment_shift", 2, "training images are shifted by up to this many pixels (0: off)", "training",
+            low=0, high=64, label="Shift augmentation (px)"),
+    # keeping and freeing units
+    Setting("acc_drop", 1.0, "validation accuracy points a task may lose when its least relevant units are dropped",
+            "capacity", low=0.0, high=100.0, label="acc_drop (points)"),
+    Setting("min_free", 0.2, "share of every layer kept free for later tasks", "capacity",
+            low=0.0, high=1.0, open_high=True, label="Minimum free share per layer"),
+    Setting("grow", True, "add units to layers whose free share falls below min_free", "capacity",
+            label="Grow full layers"),
+    # remembering and recognising tasks
+    Setting("relevance_samples", 512, "training images per task whose LRP ranks the units for pruning", "recognition",
+            low=1, high=1_000_000, label="Relevance samples per task"),
+    Setting("recognizer_samples", 512, "training images per task whose relevance rows are kept for the recognisers",
+            "recognition", low=2, high=1_000_000, label="Recogniser samples per task"),
+    Setting("n_features", 40, "relevance features (units) each recogniser reads", "recognition",
+            low=1, high=100_000, flag="features", label="Features per recogniser"),
+    Setting("n_trees", 300, "trees per recogniser forest", "recognition", low=1, high=10_000, flag="trees",
+            label="Trees per forest"),
+)}
+GROUPS = {"network": "Network (fixed by the first task)", "training": "Training", "capacity": "Capacity",
+          "recognition": "Remembering and recognising tasks"}
+
+
+def defaults():
+    """Every setting at its default."""
+    return {name: s.default for name, s in SETTINGS.items()}
+
+
+def check(values):
+    """Every setting of ``values`` converted and checked (unknown names refused); returns a new dict."""
+    unknown = sorted(set(values) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    return {name: SETTINGS[name].check(value) for name, value in values.items()}
+
+
+def add_options(parser):
+    """One command-line option per setting, with its default and help (``--grow/--no-grow`` for switches)."""
+    for s in SETTINGS.values():
+        extra = f"; {s.range_text()}" if s.low is not None or s.high is not None else ""
+        if s.choices:
+            extra = f"; one of {', '.join(s.choices)}"
+        if s.kind is bool:
+            parser.add_argument(s.option, dest=s.name, action=argparse.BooleanOptionalAction, default=s.default,
+                                help=s.help)
+        else:  # values are checked by check(), so that every refusal says the same thing everywhere
+            parser.add_argument(s.option, dest=s.name, type=s.kind, default=s.default, help=s.help + extra)
+
+
+def from_options(args):
+    """The settings an argparse namespace holds (see :func:`add_options`)."""
+    return {name: getattr(args, name) for name in SETTINGS}

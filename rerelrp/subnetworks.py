@@ -1,0 +1,186 @@
+"""Images through sub-networks: masked forward passes, batched LRP, and the task-agnostic answer.
+
+A sub-network is the shared network with every unit its task did not keep switched off, read
+through its task's head. Every image of a batch may go through a different sub-network in the
+same pass (per-sample unit masks), so predicting for T tasks costs one stacked forward and one
+LRP pass, not T of each. :class:`SubnetworkRunner` is a short-lived view of a learner's fitted
+state; it owns nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rerelrp.base import Prediction
+from rerelrp.inputs import to_input
+from rerelrp.recognition import chain_probabilities, in_task_probability, layer_starts
+from rerelrp.relevance import RelevanceReader, sample_masks, subnetwork_masks
+
+MAX_BATCH = 512  # rows per stacked pass (samples x sub-networks)
+
+
+@dataclass
+class Explanation:
+    """Input heatmaps and most relevant units of every sub-network, with the task-agnostic prediction.
+
+    ``prediction`` equals what ``ReReLRP.predict`` returns for the same images under the
+    default composite (the recognisers read relevance, so another composite may recognise differently).
+    """
+
+    heatmaps: np.ndarray  # (N, T, size, size) input relevance, summed over colour
+    subnet_class: np.ndarray  # (N, T) class each sub-network predicts (the LRP start)
+    subnet_prob: np.ndarray  # (N, T) softmax probability of that class within its head
+    top_units: list  # [n][m] -> list of (layer, unit, relevance), most relevant first
+    prediction: Prediction
+    composite: str = ""
+
+
+def _pad_to(part, width):
+    return F.pad(part, (0, width - part.shape[-1]), value=float("-inf"))
+
+
+class SubnetworkRunner:
+    """Runs images through the sub-networks of a network, its unit ledger and its class offsets."""
+
+    def __init__(self, net, ledger, offsets, composite, device):
+        self.net, self.ledger, self.offsets = net, ledger, offsets
+        self.composite, self.device = composite, device
+
+    @property
+    def n_tasks(self):
+        return len(self.offsets) - 1
+
+    @torch.no_grad()
+    def head_logits(self, x, t, kept=None):
+        """Logits of head t for x, through the full network or the sub-network keeping ``kept``.
+
+        ``kept`` maps layer name to a (1, units) float mask; batches are of fixed size so that
+        the same call gives the same bits whenever the weights are the same.
+        """
+        lo, hi = self.offsets[t], self.offsets[t + 1]
+        out = []
+        for start in range(0, len(x), MAX_BATCH):
+            xb = x[start : start + MAX_BATCH].to(self.device)
+            masks = None if kept is None else {k: m.expand(len(xb), -1) for k, m in kept.items()}
+            with subnetwork_masks(self.net, masks):
+                out.append(self.net(xb)[:, lo:hi].cpu())
+        return torch.cat(out) if out else torch.zeros((0, hi - lo))
+
+    def accuracy(self, x, y, t, kept=None):
+        """Accuracy (%) of head t, through the full network or the kept set ``kept``."""
+        if len(x) == 0:
+            return 0.0
+        return 100.0 * float((self.head_logits(x, t, kept).argmax(1) == y).float().mean())
+
+    def subnetwork_logits(self, x, t):
+        return self.head_logits(x, t, self.ledger.group_masks([t], self.device))
+
+    def lrp(self, x, groups, targets=None, heatmap=False, composite=None, report=None, phase="", full=False):
+        """Batched LRP of x where sample i goes through sub-network ``groups[i]`` and its head.
+
+        ``full=True`` reads every sample through the whole network (all units on) instead.
+        Returns logits, start classes, unit relevance and (with ``heatmap``) input relevance.
+        """
+        group_masks = None if full else self.ledger.group_masks(range(self.ledger.n_tasks), self.device)
+        logits, starts, units, heats = [], [], [], []
+        total = int(np.ceil(len(x) / MAX_BATCH))
+        with RelevanceReader(self.net, composite or self.composite, MAX_BATCH) as reader:
+            for i, start in enumerate(range(0, len(x), MAX_BATCH)):
+                sl = slice(start, start + MAX_BATCH)
+                g = groups[sl].to(self.device)
+                masks = None if group_masks is None else sample_masks(group_masks, g)
+                res = reader(x[sl].to(self.device), self.offsets, g, masks,
+                             None if targets is None else targets[sl].to(self.device), units=True, heatmap=heatmap)
+                logits.append(res.logits)
+                starts.append(res.start_class)
+                units.append(res.units)
+                if heatmap:
+                    heats.append(res.heatmap)
+                if report:
+                    report(phase, i + 1, total, f"LRP batch {i + 1}/{total}")
+
+        def cat(parts):
+            return torch.cat(parts) if parts else None
+
+        return cat(logits), cat(starts), cat(units), cat(heats) if heatmap else None
+
+    def stacked(self, images, input_size, heatmap=False, composite=None):
+        """Every image through every sub-network in stacked batches.
+
+        Returns each sub-network's class (N, T), logits (N, T, k), unit relevance (N, T, U) and,
+        with ``heatmap``, input relevance (N, T, H, W). Without heatmaps the newest sub-network
+        only needs its forward pass (it has no recogniser), so it skips LRP.
+        """
+        T = self.n_tasks
+        lrp_tasks = T if heatmap else T - 1
+        x = to_input(images, input_size)
+        per_chunk = max(1, MAX_BATCH // max(lrp_tasks, 1))
+        starts, logits, units, heats = [], [], [], []
+        for start in range(0, len(x), per_chunk):
+            xb = x[start : start + per_chunk]
+            n = len(xb)
+            lg = st = un = None
+            if lrp_tasks:
+                groups = torch.arange(lrp_tasks).repeat_interleave(n)
+                lg, st, un, ht = self.lrp(xb.repeat(lrp_tasks, 1, 1, 1), groups, heatmap=heatmap, composite=composite)
+                lg, st, un = lg.view(lrp_tasks, n, -1), st.view(lrp_tasks, n), un.view(lrp_tasks, n, -1)
+            if lrp_tasks < T:
+                newest = self.head_logits(xb, T - 1, self.ledger.group_masks([T - 1], self.device))[None]
+                no_units = torch.zeros((1, n, self.ledger.n_units))
+                if lg is None:
+                    lg, st, un = newest, newest.argmax(-1), no_units
+                else:
+                    width = max(lg.shape[-1], newest.shape[-1])
+                    lg = torch.cat([_pad_to(lg, width), _pad_to(newest, width)])
+                    st, un = torch.cat([st, newest.argmax(-1)]), torch.cat([un, no_units])
+            starts.append(st.T)
+            logits.append(lg.transpose(0, 1))
+            units.append(un.transpose(0, 1))
+            if heatmap:
+                heats.append(ht.view(T, n, *ht.shape[1:]).transpose(0, 1))
+        width = max(part.shape[-1] for part in logits)
+        logits = [_pad_to(part, width) for part in logits]
+        return (torch.cat(starts).numpy(), torch.cat(logits), torch.cat(units).numpy(),
+                torch.cat(heats).numpy() if heatmap else None)
+
+    def recognise(self, units, recognizers, store):
+        """P_T for (N, T, U) unit relevance through each sub-network."""
+        T = self.n_tasks
+        starts = layer_starts(self.ledger.layer_sizes)
+        p_r = np.stack(
+            [in_task_probability(recognizers[m], units[:, m, store.columns(m, starts)]) for m in range(T - 1)],
+            axis=1,
+        ) if T > 1 else np.zeros((len(units), 0))
+        return chain_probabilities(p_r)
+
+    def answer(self, subnet_class, units, recognizers, store, class_names):
+        """The task-agnostic :class:`Prediction` from each sub-network's class and unit relevance."""
+        p_task = self.recognise(units, recognizers, store)
+        task = p_task.argmax(1)
+        local = subnet_class[np.arange(len(task)), task]
+        glob = self.offsets[task] + local
+        return Prediction(task, local, glob, p_task, subnet_class, [class_names[g] for g in glob])
+
+    def predict(self, images, input_size, recognizers, store, class_names):
+        subnet_class, _, units, _ = self.stacked(images, input_size)
+        return self.answer(subnet_class, units, recognizers, store, class_names)
+
+    def explain(self, images, input_size, recognizers, store, class_names, composite, top_k):
+        subnet_class, logits, units, heats = self.stacked(images, input_size, heatmap=True, composite=composite)
+        prob = torch.softmax(logits, -1).gather(-1, torch.as_tensor(subnet_class)[..., None])[..., 0].numpy()
+        names = list(self.ledger.layer_sizes)
+        first_unit = np.cumsum([0] + [self.ledger.layer_sizes[n] for n in names])
+        top = []
+        for i in range(len(units)):
+            per_task = []
+            for m in range(self.n_tasks):
+                best = np.argsort(-units[i, m])[:top_k]
+                layer_of = np.searchsorted(first_unit, best, "right") - 1
+                per_task.append([(names[li], int(u - first_unit[li]), float(units[i, m, u]))
+                                 for li, u in zip(layer_of, best)])
+            top.append(per_task)
+        return Explanation(heats, subnet_class, prob, top,
+                           self.answer(subnet_class, units, recognizers, store, class_names), composite)
