@@ -26,14 +26,10 @@ def sniff(data: bytes):
         return "png"
     if data[:3] == JPEG_MAGIC:
         return "jpeg"
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "dicom"
-    if len(data) >= 8:
-        from rerelrp.data.dicom import DICOM_FIRST_GROUPS
+    from rerelrp.data.dicom import sniff_dicom
 
-        # a data set without the 128-byte preamble, as the DICOM loader accepts it
-        if int.from_bytes(data[0:2], "little") in DICOM_FIRST_GROUPS or int.from_bytes(data[0:2], "big") in DICOM_FIRST_GROUPS:
-            return "dicom"
+    if sniff_dicom(data):  # the DICM marker, or a data set without the 128-byte preamble: what the loader accepts
+        return "dicom"
     return None
 
 
@@ -104,7 +100,10 @@ def _read_pil(data, name, kind):
 
 
 def square(image, size=None):
-    """Pad to a square with 0 (nothing cropped), then resize to ``size`` x ``size`` (bilinear; None: no resize)."""
+    """Pad to a square with 0 (centred, nothing cropped), then resize to ``size`` x ``size`` (bilinear; None: no resize).
+
+    Returns uint8 (side, side, C): a 2D image gets a channel axis. Used for uploads, batches and DICOM frames alike.
+    """
     from PIL import Image
 
     image = np.asarray(image, dtype=np.uint8)

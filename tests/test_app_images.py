@@ -87,11 +87,39 @@ def test_dicom_single_image_through_the_loader_pipeline():
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/dicom is not present")
 def test_dicom_monochrome1_is_inverted():
+    import pydicom
+
     data = (SHARED / "dwv_gdcm-CR-MONO1-10-chest.dcm").read_bytes()
     out = read_image(data, "chest.dcm", dicom_size=64)
     assert out.shape == (64, 64, 1)
-    # a chest radiograph shown the right way: the padded border (0) is dark, lungs darker than the spine
-    assert out.mean() > 30
+    stored = pydicom.dcmread(io.BytesIO(data)).pixel_array.astype(np.float32)  # 440 x 440: no padding
+    stored = np.asarray(Image.fromarray(stored).resize((64, 64), Image.Resampling.BILINEAR))
+    assert np.corrcoef(out[..., 0].ravel().astype(float), stored.ravel())[0, 1] < -0.9  # bright where stored is low
+
+    # the same pixels declared MONOCHROME2 come out as the exact negative (at full size: no resampling)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    mono1 = read_image(data, "chest.dcm", dicom_size=440)
+    mono2 = read_image(buffer.getvalue(), "chest2.dcm", dicom_size=440)
+    assert mono1.std() > 30
+    np.testing.assert_array_equal(mono1, 255 - mono2)
+
+
+def test_dicom_without_preamble_is_recognised_by_content():
+    import pydicom
+
+    raw = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    del raw.file_meta
+    raw.preamble = None
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, raw, enforce_file_format=False, implicit_vr=True, little_endian=True)  # no preamble, no meta
+    data = buffer.getvalue()
+    assert data[128:132] != b"DICM" and sniff(data) == "dicom"
+    np.testing.assert_array_equal(read_image(data, "raw", dicom_size=32),
+                                  read_image((PYDICOM_FILES / "CT_small.dcm").read_bytes(), "ct", dicom_size=32))
+    assert sniff(b"\x30\x00" + bytes(200)) is None  # group 0x0030 cannot start a data set
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,13 @@ or patient attributes, so it can be written into workspaces and reports as it is
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rerelrp.errors import DataError
+from rerelrp.fileio import sha256_file
 
 SPLITS = ("train", "val", "test")
 
@@ -83,14 +83,6 @@ class ImageDataset:
         return {
             s: np.bincount(self.split(s).labels, minlength=self.n_classes).tolist() for s in SPLITS
         }
-
-
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_record(path, **extra):

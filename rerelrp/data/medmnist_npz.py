@@ -5,7 +5,6 @@ and a failure (offline, server down) becomes a :class:`DataError` that says so.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import zipfile
@@ -25,6 +24,7 @@ from rerelrp.data.core import (
     stratified_holdout,
 )
 from rerelrp.errors import DataError
+from rerelrp.fileio import sha256_bytes
 
 FLAG_RE = re.compile(r"^(?P<flag>[a-z]+mnist(?:3d)?)(?:_(?P<size>28|64|128|224))?$")
 VAL_FRACTION = 0.1
@@ -126,7 +126,7 @@ def load_medmnist(source, root="./data", download=False, seed=0, name=None):
         data = bytes(source) if isinstance(source, (bytes, bytearray)) else source.read()
         path = Path(name or getattr(source, "name", None) or "upload.npz")
         arrays = _read_npz(io.BytesIO(data), path)
-        record = {"path": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "upload": True}
+        record = {"path": path.name, "bytes": len(data), "sha256": sha256_bytes(data), "upload": True}
     else:
         path = resolve_source(source, root=root, download=download)
         arrays = _read_npz(path, path)
