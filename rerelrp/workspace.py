@@ -42,7 +42,6 @@ FORMAT = "rerelrp-workspace"
 FORMAT_VERSION = 2  # 2: files from the learner's export_state (rerelrp 0.2); 1: rerelrp 0.1
 DEFAULT_ROOT = "./workspaces"
 KEEP_SNAPSHOTS = 2  # the current snapshot and the one before it
-SKOPS_TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' default-trusted types; every tree is validated
 _SNAPSHOT_RE = re.compile(r"^snap-(\d{6})$")
 _FILE_RE = re.compile(r"^(manifest|learner|metrics)\.json$|^(network|arrays)\.safetensors$"
                       r"|^estimators/[a-z][a-z0-9-]{0,63}\.skops$")
@@ -176,8 +175,8 @@ def _serialise(learner, metrics, tasks, extra, path):
     """Every file of a snapshot as bytes, computed before anything is written."""
     import safetensors.numpy
     import safetensors.torch
-    import skops.io
 
+    from rerelrp import estimator_io
     from rerelrp.metrics import RunMetrics
     from rerelrp.runner import package_versions
 
@@ -214,7 +213,7 @@ def _serialise(learner, metrics, tasks, extra, path):
         "arrays.safetensors": safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in state["arrays"].items()}),
     }
     for name, estimator in state["estimators"].items():
-        files[f"estimators/{name}.skops"] = skops.io.dumps(estimator)
+        files[f"estimators/{name}.skops"] = estimator_io.dumps(estimator)
     return files
 
 
@@ -349,6 +348,7 @@ def _build_learner(path, where, record, files, device):
     import safetensors
     import safetensors.torch
 
+    from rerelrp import estimator_io
     from rerelrp.learner import ReReLRP
 
     if not isinstance(record, dict) or not isinstance(record.get("params"), dict) or not isinstance(record.get("meta"), dict):
@@ -362,7 +362,10 @@ def _build_learner(path, where, record, files, device):
     estimators = {}
     for rel, data in files.items():
         if rel.startswith("estimators/"):
-            estimators[rel[len("estimators/"):-len(".skops")]] = _load_forest(path, f"{where}/{rel}", data)
+            try:
+                estimators[rel[len("estimators/"):-len(".skops")]] = estimator_io.loads(data)
+            except ValueError as exc:
+                raise WorkspaceError(path, str(exc), f"{where}/{rel}") from None
     state = {"params": record["params"], "meta": record["meta"], "tensors": tensors, "arrays": arrays,
              "estimators": estimators}
     try:
@@ -381,65 +384,6 @@ def _load_arrays(path, name, data):
         return dict(safetensors.numpy.load(data))
     except (safetensors.SafetensorError, ValueError, RuntimeError, TypeError) as exc:
         raise WorkspaceError(path, f"is not a readable safetensors file ({exc})", name) from None
-
-
-def _load_forest(path, name, data):
-    """A recogniser from skops bytes: only the expected types, then every tree checked before any use."""
-    import skops.io
-    from sklearn.ensemble import RandomForestClassifier
-    from skops.io.exceptions import UntrustedTypesFoundException
-
-    try:  # skops audits every type in the file before it constructs anything
-        forest = skops.io.loads(data, trusted=SKOPS_TRUSTED)
-    except UntrustedTypesFoundException as exc:
-        found = str(exc).split("\n", 1)[0].replace("Untrusted types found in the file: ", "")
-        raise WorkspaceError(path, f"holds types a recogniser never contains: {found}; refused without loading it "
-                                   "(the file may be crafted to run code)", name) from None
-    except Exception as exc:  # noqa: BLE001 - not a zip, no schema, a broken schema: skops raises many kinds
-        raise WorkspaceError(path, f"is not a skops file or not a readable recogniser ({type(exc).__name__}: {exc}); "
-                                   "refused without running anything", name) from None
-    if type(forest) is not RandomForestClassifier:
-        raise WorkspaceError(path, f"holds a {type(forest).__name__}, expected a RandomForestClassifier", name)
-    try:
-        _check_forest(forest)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise WorkspaceError(path, f"holds an invalid recogniser: {exc}; refused", name) from None
-    return forest
-
-
-def _check_forest(forest):
-    """Bounds of every tree, so that predicting can never index outside its arrays (see skops' note on Tree)."""
-    from sklearn.tree import DecisionTreeClassifier
-
-    classes = np.asarray(forest.classes_)
-    if forest.n_outputs_ != 1 or classes.ndim != 1 or not set(classes.tolist()) <= {0, 1} or len(classes) < 1:
-        raise ValueError("it is not a binary single-output forest")
-    n_features = forest.n_features_in_
-    if not isinstance(n_features, int | np.integer) or n_features < 1:
-        raise ValueError("it reads no features")
-    if not forest.estimators_:
-        raise ValueError("it has no trees")
-    for est in forest.estimators_:
-        if type(est) is not DecisionTreeClassifier or est.n_features_in_ != n_features or est.n_outputs_ != 1:
-            raise ValueError("a tree does not match the forest")
-        tree = est.tree_
-        n = int(tree.node_count)
-        left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
-        feature, value = np.asarray(tree.feature), np.asarray(tree.value)
-        if n < 1 or tree.n_features != n_features or tree.n_outputs != 1 or list(tree.n_classes) != [len(classes)]:
-            raise ValueError("a tree's shape does not match the forest")
-        if left.shape != (n,) or right.shape != (n,) or feature.shape != (n,) or value.shape[:2] != (n, 1):
-            raise ValueError("a tree's node arrays have inconsistent lengths")
-        leaf = left == -1
-        if np.any(leaf != (right == -1)):
-            raise ValueError("a tree has a node with only one child")
-        index = np.arange(n)
-        inner = ~leaf
-        # sklearn creates children after their parent: child ids are larger (no cycles) and in range
-        if np.any((left[inner] <= index[inner]) | (left[inner] >= n) | (right[inner] <= index[inner]) | (right[inner] >= n)):
-            raise ValueError("a tree's child indices point outside the tree or backwards")
-        if np.any((feature[inner] < 0) | (feature[inner] >= n_features)):
-            raise ValueError("a tree splits on a feature that does not exist")
 
 
 # ---------------------------------------------------------------------------------------- listing
