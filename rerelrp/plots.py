@@ -276,13 +276,18 @@ def heatmap_rgb(heatmap, image=None, overlay=False, gamma=0.7):
     grayscale ``image`` (resized to the heatmap), opaque where relevance is strong and
     transparent where it is 0, so irrelevant pixels show the input unchanged.
     """
+    # zennit's colour maps (imported here: zennit imports torch). Not its "bwr" ("00f,80:fff,f00"):
+    # its white node sits at 128/255 instead of the middle, so 0 would come out (254, 254, 255).
+    # Its "wred" and "wblue" are exact: white -> pure red (blue), linear, one per sign.
+    from zennit.image import get_cmap
+
     h = np.nan_to_num(np.asarray(heatmap, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if h.ndim != 2:
         raise ValueError(f"heatmap must be 2D (H, W), not {h.shape}")
     scale = np.abs(h).max()
     v = h / scale if scale > 0 else np.zeros_like(h)
     pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
-    rgb = np.stack([1.0 - neg, 1.0 - pos - neg, 1.0 - pos], axis=-1)  # bwr, linear
+    rgb = np.where((v >= 0)[..., None], get_cmap("wred")(pos), get_cmap("wblue")(neg))
     if overlay and image is not None:
         gray = _as_rgb(image).astype(np.float64).mean(-1, keepdims=True) / 255.0
         gray = resize_nearest(gray, h.shape)

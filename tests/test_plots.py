@@ -25,6 +25,15 @@ def test_heatmap_rgb_zero_is_white_and_sign_maps_to_red_and_blue():
     assert rgb[1, 1].tolist() == [255, 128, 128]  # half way to red
 
 
+def test_heatmap_rgb_is_linear_white_to_red_and_to_blue():
+    v = np.linspace(-1, 1, 2001)
+    rgb = plots.heatmap_rgb(3.0 * v[None, :])[0].astype(float)
+    pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
+    expected = np.stack([1 - neg, 1 - pos - neg, 1 - pos], axis=-1) * 255
+    assert np.abs(rgb - expected).max() <= 0.5  # exact up to rounding to uint8
+    assert rgb[1000].tolist() == [255, 255, 255] and rgb[-1].tolist() == [255, 0, 0] and rgb[0].tolist() == [0, 0, 255]
+
+
 def test_heatmap_rgb_is_symmetric_around_zero_and_scale_free():
     rng = np.random.default_rng(0)
     h = rng.normal(size=(16, 16))
@@ -67,16 +76,18 @@ def test_accuracy_matrix_figure_is_lower_triangular_0_to_100():
     fig = plots.accuracy_matrix_figure(matrix, ["a", "b", "c"], "TAg")
     heat = fig.data[0]
     z = np.array(heat.z, dtype=float)
-    assert z.shape == (3, 3)
-    assert np.isnan(z[0, 1]) and np.isnan(z[0, 2]) and np.isnan(z[1, 2])
-    assert z[2, 0] == 70.0 and z[1, 1] == 95.0
+    nan = np.nan
+    np.testing.assert_array_equal(z, [[90.0, nan, nan], [80.0, 95.0, nan], [70.0, 85.0, 99.0]])
+    assert list(heat.y) == ["after 0: a", "after 1: b", "after 2: c"]
     assert heat.zmin == 0 and heat.zmax == 100
     assert heat.text[2][1] == "85.0" and heat.text[0][2] == ""
     assert list(heat.x) == ["0: a", "1: b", "2: c"]
     assert fig.layout.title.text == "TAg"
     # a square numpy matrix works too; the upper triangle is hidden
-    sq = plots.accuracy_matrix_figure(np.full((2, 2), 50.0), ["a", "b"], "x")
-    assert np.isnan(np.array(sq.data[0].z, dtype=float)[0, 1])
+    square = np.array([[50.0, 7.0], [40.0, 60.0]])
+    sq = plots.accuracy_matrix_figure(square, ["a", "b"], "x")
+    np.testing.assert_array_equal(np.array(sq.data[0].z, dtype=float), [[50.0, np.nan], [40.0, 60.0]])
+    assert square[0, 1] == 7.0  # the caller's array is not changed
 
 
 def test_capacity_figure_stacks_tasks_then_free_and_flags_low_layers():
@@ -93,10 +104,13 @@ def test_capacity_figure_stacks_tasks_then_free_and_flags_low_layers():
     colors = plots.task_colors(2)
     assert bars[0].marker.color == colors[0] and bars[1].marker.color == colors[1]
     assert bars[2].marker.color == plots.FREE_COLOR
-    # each bar adds up to the whole layer (100 %)
-    totals = np.sum([np.array(b.x, dtype=float) for b in bars], axis=0)
-    assert np.allclose(totals, 100.0)
-    assert list(bars[1].x) == [50.0, 15.0]
+    # in units: each task's bar is the units it kept first, free is the rest, and together the layer's units
+    units = np.array([r["units"] for r in rows])
+    counts = [np.array(b.x, dtype=float) * units / 100.0 for b in bars]
+    np.testing.assert_allclose(counts, [[4, 5], [5, 3], [1, 12]])
+    np.testing.assert_allclose(np.sum(counts, axis=0), units)
+    assert [list(np.asarray(b.customdata)[:, 0]) for b in bars] == [[4, 5], [5, 3], [1, 12]]  # hover says the same
+    assert list(np.asarray(bars[1].customdata)[:, 1]) == [5, 6]  # and how many units the task uses
     assert fig.layout.meta["warned_layers"] == ["conv1"]
     texts = [a.text for a in fig.layout.annotations]
     assert any(t.startswith("⚠") and "1/10" in t for t in texts)
@@ -116,6 +130,9 @@ def test_recognition_figure_highlights_the_chosen_task():
     fig = plots.recognition_figure([0.1, 0.7, 0.2], ["a", "b", "c"])
     bar = fig.data[0]
     assert list(bar.y) == [0.1, 0.7, 0.2]
+    assert list(bar.x) == ["0: a", "1: b", "2: c"]
+    assert list(bar.text) == ["0.10", "0.70", "0.20"]
+    assert list(bar.marker.line.color) == ["rgba(0,0,0,0)", "#222222", "rgba(0,0,0,0)"]  # the chosen one outlined
     assert list(bar.marker.opacity) == [0.45, 1.0, 0.45]
     assert list(bar.marker.color) == plots.task_colors(3)
 
@@ -158,9 +175,13 @@ def test_train_curve_and_sample_grid():
     assert list(fig.layout.yaxis.ticktext) == ["dark", "bright"]
 
 
-def test_figures_serialise_to_json():
-    """The report embeds the same figures: they must serialise."""
-    fig = plots.accuracy_matrix_figure([[50.0]], ["a"], "x")
-    assert fig.to_json()
+def test_heatmap_figure_colour_bar_matches_the_panels():
+    """The figure's colour bar is drawn by plotly, the panels by heatmap_rgb: -max, 0 and +max look the same."""
+    from plotly.colors import unlabel_rgb
+
     fig = plots.heatmap_figure(np.zeros((4, 4, 3), np.uint8), [np.ones((4, 4))], ["t"])
-    assert fig.to_json()
+    bar = next(d for d in fig.data if isinstance(d, go.Heatmap))
+    assert (bar.zmin, bar.zmax) == (-1, 1) and bar.showscale
+    stops = {float(at): [round(c) for c in unlabel_rgb(color)] for at, color in bar.colorscale}
+    panel = plots.heatmap_rgb(np.array([[-1.0, 0.0, 1.0]]))[0].tolist()
+    assert [stops[0.0], stops[0.5], stops[1.0]] == panel

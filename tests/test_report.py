@@ -104,7 +104,7 @@ def test_html_fetches_nothing_and_inlines_plotly_once(html_report):
     document = out.read_text(encoding="utf-8")
     page = parse(document)
     for tag, name, value in page.urls:
-        assert value.startswith("data:image/png;base64,") or value.startswith("#"), (tag, name, value[:80])
+        assert value.startswith(("data:image/png;base64,", "#")), (tag, name, value[:80])
     assert not {"link", "iframe", "frame", "object", "embed", "base", "audio", "video", "source"} & set(page.tags)
     bundle = plotly.offline.get_plotlyjs()
     assert sum(script == bundle for script in page.scripts) == 1  # inlined, exactly once
@@ -123,7 +123,7 @@ def figure_data(document):
     out, start = [], 0
     while (start := document.find("Plotly.newPlot(", start)) >= 0:
         pos = start + len("Plotly.newPlot(")
-        for part in range(2):  # the element id, then the data
+        for _ in range(2):  # the element id, then the data
             while document[pos] in " \n\t,":
                 pos += 1
             value, pos = decoder.raw_decode(document, pos)
@@ -155,6 +155,42 @@ def test_html_escapes_names_from_the_data(ws, tmp_path):
     page = parse(render_html(content))
     assert all(not value.startswith("http") for _, _, value in page.urls)
     assert len(page.images) == 1 + 2 * N_TASKS
+
+
+def test_html_shows_injected_markup_as_text(ws, tasks):
+    """Names from the data and the title are escaped in the page, and plotly's JSON holds them as text too."""
+    import html
+
+    learner, metrics, meta = load_workspace(ws)
+    script = "<script>alert(1)</script>"
+    classes = [script] + learner.tasks_[1]["classes"][1:]
+    learner.tasks_[1] = copy.deepcopy(learner.tasks_[1]) | {"name": f"t{script}", "classes": classes}
+    sample = Sample(tasks[1].test.images[0], f"upload {script}.png", task=1, label=0)
+    document = render_html(build_report(learner, metrics, meta, [sample], title="<b>x</b> report"))
+    bundle = __import__("plotly.offline").offline.get_plotlyjs()
+    assert document.count(bundle) == 1
+    page = document.replace(bundle, "")
+    assert script not in page and "<b>x</b>" not in page
+    assert "alert(1)</" not in page  # not even a closing tag of the injected script
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # task name, class name and origin, shown as text
+    assert "<title>&lt;b&gt;x&lt;/b&gt; report</title>" in page
+    assert "<h1>&lt;b&gt;x&lt;/b&gt; report</h1>" in page
+    assert "upload &lt;script&gt;alert(1)&lt;/script&gt;.png" in page
+    # plotly renders its strings as (limited) HTML: the figures get the escaped name, and plotly's
+    # JSON writes every "<" of the page as \u003c, so nothing in it can close the <script> it sits in
+    labels = [x for data in figure_data(page) for trace in data for x in (trace.get("x") or []) if isinstance(x, str)]
+    assert f"1: t{html.escape(script)}" in labels
+    assert not any("<script" in x for x in labels)
+    assert len(parse(document).scripts) == 1 + len(figure_data(page))  # plotly.js, then one script per figure
+
+
+def test_template_ships_with_the_package():
+    from importlib.resources import files
+
+    template = files("rerelrp.report") / "templates" / "report.html.j2"
+    assert template.is_file() and "{{ c.title }}" in template.read_text(encoding="utf-8")
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"rerelrp.report" = ["templates/*.j2"]' in pyproject  # package-data: the wheel holds it
 
 
 # --------------------------------------------------------------------------- PDF
@@ -215,6 +251,19 @@ def test_default_samples_and_none(ws):
     assert resolve_samples(["none"], learner, meta)[0] == []
 
 
+def test_workspace_saved_by_the_app_gets_default_samples(ws, tasks, tmp_path):
+    """The app saves without extra= (no data sources recorded): each task's provenance says how to reload it."""
+    from pypdf import PdfReader
+
+    learner, metrics, _ = load_workspace(ws)
+    path = save_workspace(tmp_path / "app-ws", learner, metrics, tasks=tasks)
+    assert not load_workspace(path)[2].get("extra")
+    result = make_report(path, tmp_path / "r.pdf", "pdf", samples=None)
+    assert result["n_samples"] == 2 * N_TASKS and "chosen by default" in result["notes"][0]
+    text = "\n".join(page.extract_text() for page in PdfReader(tmp_path / "r.pdf").pages)
+    assert f"exactly the {2 * N_TASKS} sample image(s)" in text and "test image" in text
+
+
 def test_bad_sample_specs(ws, tmp_path):
     learner, _, meta = load_workspace(ws)
     with pytest.raises(ConfigError, match="no task 9"):
@@ -228,18 +277,27 @@ def test_bad_sample_specs(ws, tmp_path):
         resolve_samples([str(tmp_path / "notes.png")], learner, meta)
 
 
-def test_samples_need_the_same_data(ws, tasks, tmp_path):
+def test_samples_need_the_same_data(ws, tasks, png_file, tmp_path):
     learner, metrics, meta = load_workspace(ws)
-    # the recorded source cannot be loaded: default gives no samples with a note, TASK:INDEX a clear error
+    original = learner.tasks_
+    # a task's data file was moved: default gives no samples with a note, TASK:INDEX a clear error
+    learner.tasks_ = copy.deepcopy(original)
+    learner.tasks_[1]["provenance"]["reload"] = {"loader": "medmnist", "source": str(tmp_path / "gone.npz")}
     moved = tmp_path / "moved"
-    save_workspace(moved, learner, metrics, extra={"data": {"sources": [str(tmp_path / "gone.npz")], "tasks": N_TASKS}})
+    save_workspace(moved, learner, metrics, tasks=tasks)
     learner2, _, meta2 = load_workspace(moved)
     samples, notes = resolve_samples(None, learner2, meta2)
-    assert samples == [] and "not available" in notes[0]
-    with pytest.raises(WorkspaceError, match="cannot be loaded"):
+    assert samples == [] and "not available" in notes[0] and "gone.npz" in notes[0]
+    with pytest.raises(WorkspaceError, match="cannot be loaded again"):
+        resolve_samples(["0:1"], learner2, meta2)
+    assert resolve_samples([str(png_file)], learner2, meta2)[0][0].origin == "file scan.png"  # files still work
+    # learned from an upload: its data were never stored
+    del learner2.tasks_[1]["provenance"]["reload"]
+    with pytest.raises(WorkspaceError, match="uploaded"):
         resolve_samples(["0:1"], learner2, meta2)
     # the source loads but gives other images than the workspace learned (fingerprints differ)
     other = build_sequence([load_dataset("demo", seed=1)], N_TASKS)
+    learner.tasks_ = original
     changed = tmp_path / "changed"
     save_workspace(changed, learner, metrics, tasks=other, extra=EXTRA)
     learner3, _, meta3 = load_workspace(changed)
@@ -273,3 +331,17 @@ def test_cli_report(ws, tmp_path, capsys):
     assert "--format" in capsys.readouterr().err
     assert main(["report", "--workspace", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_pdf_matrix_colours_are_the_figures_viridis():
+    from plotly.colors import hex_to_rgb
+
+    from rerelrp.plots import accuracy_matrix_figure
+    from rerelrp.report.pdf import viridis
+
+    scale = accuracy_matrix_figure([[50.0]], ["a"]).data[0].colorscale
+    assert len(scale) >= 5
+    for at, color in scale:
+        assert viridis(100 * at)[0] == hex_to_rgb(color), at
+    assert viridis(-5) == viridis(0) and viridis(120) == viridis(100)  # clipped to 0..100
+    assert viridis(20)[1] and not viridis(90)[1]  # white text on the dark end only

@@ -1,0 +1,75 @@
+"""Explanation reports of a saved workspace: one self-contained HTML file or a PDF.
+
+The content is built once (:mod:`.content`, plain data) and rendered twice, so both formats say
+the same: :mod:`.html` fills a Jinja2 template that inlines plotly.js once and every image as a
+``data:`` URI, so the file opens offline and fetches nothing; :mod:`.pdf` draws tables, bars and
+images with fpdf2 (no browser). The only images a report holds are the samples the user chose
+(and the heatmaps computed from them); they are never written anywhere else, not even to a
+temporary file. :func:`make_report` does it all in one call (the ``rerelrp report`` command).
+"""
+from __future__ import annotations
+
+import time
+
+from rerelrp.errors import ConfigError
+from rerelrp.fileio import write_bytes_atomic
+from rerelrp.report.content import (
+    DEFAULT_MAX_SAMPLES,
+    DEFAULT_PER_TASK,
+    SECTIONS,
+    TITLES,
+    Sample,
+    build_report,
+    default_sample_refs,
+    learned_tasks,
+    resolve_samples,
+    test_sample,
+)
+from rerelrp.report.fonts import find_unicode_font
+from rerelrp.report.html import render_html
+from rerelrp.report.pdf import render_pdf
+
+__all__ = [
+    "DEFAULT_MAX_SAMPLES",
+    "DEFAULT_PER_TASK",
+    "SECTIONS",
+    "TITLES",
+    "Sample",
+    "build_report",
+    "default_sample_refs",
+    "find_unicode_font",
+    "learned_tasks",
+    "make_report",
+    "render_html",
+    "render_pdf",
+    "resolve_samples",
+    "test_sample",
+]
+
+
+def make_report(workspace, out, fmt="html", samples=None, composite=None, device=None, data_root=None, title=None,
+                per_task=DEFAULT_PER_TASK, limit=DEFAULT_MAX_SAMPLES):
+    """Open ``workspace``, pick the samples, build and write the report to ``out`` (atomically).
+
+    ``samples``: None (a few test images per task when the tasks' data can be loaded again), a list
+    of specs (``"TASK:INDEX"``, image paths, ``["none"]``) or a list of :class:`Sample`. Returns a
+    summary dict. ``data_root`` is accepted for compatibility and not used: each learned task
+    records the file its data came from (see :func:`rerelrp.data.reload_tasks`).
+    """
+    from rerelrp.workspace import load_workspace, resolve_workspace
+
+    del data_root
+    if fmt not in ("html", "pdf"):
+        raise ConfigError(f"report format must be html or pdf, not '{fmt}'")
+    clock = time.perf_counter()
+    path = resolve_workspace(workspace)
+    learner, metrics, meta = load_workspace(path, device=device)
+    if samples is not None and all(isinstance(s, Sample) for s in samples):
+        chosen, notes = list(samples), []
+    else:
+        chosen, notes = resolve_samples(samples, learner, meta, per_task, limit)
+    content = build_report(learner, metrics, meta, chosen, composite=composite, title=title, notes=notes)
+    data = render_html(content).encode("utf-8") if fmt == "html" else render_pdf(content)
+    write_bytes_atomic(out, data)
+    return {"path": str(out), "workspace": str(path), "format": fmt, "bytes": len(data), "n_samples": len(chosen),
+            "notes": notes, "seconds": time.perf_counter() - clock}

@@ -1,0 +1,109 @@
+"""The report as one self-contained HTML file, rendered from a Jinja2 template.
+
+The markup lives in ``templates/report.html.j2`` and the template engine escapes every value
+(``autoescape``), so a task or class name from someone's data cannot inject markup. Only what this
+module made itself is marked safe: plotly.js (inlined once), the figures' ``<div>``/``<script>``
+snippets (plotly escapes the strings in its JSON) and PNG ``data:`` URIs, so the file opens offline
+and fetches nothing.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from functools import cache
+
+from markupsafe import Markup
+
+from rerelrp.report import content as text
+from rerelrp.report.content import SECTIONS
+
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+@cache
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    env = Environment(loader=PackageLoader("rerelrp.report", "templates"), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = text.pct
+    return env
+
+
+def _figure(figure, **config):
+    """A plotly figure as an HTML snippet that uses the page's single copy of plotly.js."""
+    return Markup(figure.to_html(include_plotlyjs=False, full_html=False, config=CONFIG | config))
+
+
+def _data_uri(rgb):
+    from rerelrp.images import encode_png
+
+    return "data:image/png;base64," + base64.b64encode(encode_png(rgb)).decode()
+
+
+def _figures(content):
+    """Every plotly figure of the report, by the place it takes in the template."""
+    from rerelrp import plots
+
+    # plotly shows its strings as (limited) HTML: names from the data are escaped before they reach it
+    names = [html.escape(n) for n in content["task_names"]]
+    acc, cap = content["accuracy"], content["capacity"]
+    figures = dict.fromkeys(("tag", "taw", "capacity", "history", "timings"), "")
+    if acc["tag"]:
+        figures["tag"] = _figure(plots.accuracy_matrix_figure(acc["tag"], names, "TAg accuracy (%)"))
+        figures["taw"] = _figure(plots.accuracy_matrix_figure(acc["taw"], names, "TAw accuracy (%)"))
+    if cap["rows"]:
+        figure = plots.capacity_figure(cap["rows"], names, min_free=cap["min_free"])
+        figure.update_layout(legend=dict(y=-0.32))  # keep the legend clear of the axis title
+        figures["capacity"] = _figure(figure)
+    if cap["rows"] and len(cap["history"]) > 1:
+        figures["history"] = _figure(plots.capacity_history_figure(cap["history"], names, min_free=cap["min_free"]))
+    if content["seconds"]:
+        figures["timings"] = _figure(plots.timings_figure(content["seconds"], names))
+    figures["recognition"] = []
+    for smp in content["samples"]:
+        recognition = plots.recognition_figure(smp["p_task"], names, "Task recognition P<sub>T</sub>")
+        recognition.update_layout(height=210, width=min(640, max(320, 75 * len(names) + 80)))
+        figures["recognition"].append(_figure(recognition, displayModeBar=False))
+    return figures
+
+
+def _samples(content):
+    """Per sample: the input and, per sub-network, its heatmap and overlay as data: URIs."""
+    from rerelrp.plots import heatmap_rgb
+
+    out = []
+    for smp in content["samples"]:
+        subnets = [sub | {"heatmap_uri": _data_uri(heatmap_rgb(sub["heatmap"])),
+                          "overlay_uri": _data_uri(heatmap_rgb(sub["heatmap"], smp["input"], overlay=True)),
+                          "p": smp["p_task"][sub["task"]]}
+                   for sub in smp["subnets"]]
+        out.append(smp | {"input_uri": _data_uri(smp["input"]), "subnets": subnets})
+    return out
+
+
+def render_html(content):
+    """One self-contained HTML document: plotly.js inlined once, images as data: URIs, no external reference."""
+    import plotly.offline
+
+    from rerelrp.plots import task_colors
+
+    settings = list(content["settings"].items())
+    half = (len(settings) + 1) // 2
+    return _environment().get_template("report.html.j2").render(
+        c=content,
+        sections=SECTIONS,
+        plotlyjs=Markup(plotly.offline.get_plotlyjs()),
+        figures=_figures(content),
+        samples=_samples(content),
+        colors=task_colors(len(content["task_names"])),
+        cards=text.cards(content["summary"]),
+        files=[text.short_files(t["files"]) for t in content["tasks"]],
+        sizes=[text.sizes(t) for t in content["tasks"]],
+        settings=(settings[:half], settings[half:]),
+        growth=text.growth(content["capacity"]["grown"]),
+        versions=text.versions(content["software"]),
+        seeds=text.seeds(content["software"]),
+        forgetting=text.FORGETTING,
+        samples_intro=text.SAMPLES_INTRO,
+    )

@@ -1,0 +1,427 @@
+"""The report as a PDF drawn with fpdf2: A4 portrait, no browser, written in one piece.
+
+Tables use fpdf2's own ``table()`` (cells wrap, headings repeat after a page break); what plotly
+draws in the HTML report is drawn here with rectangles in the same colours (viridis for the
+accuracy matrices, the task colours of :mod:`rerelrp.plots` for the capacity and recognition
+bars), and images are PNGs made in memory, enlarged with nearest neighbours so pixels stay sharp.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from rerelrp.report import content as text
+from rerelrp.report.content import SECTIONS
+from rerelrp.report.fonts import use_font
+
+ACCENT = (76, 120, 168)
+GREY = (217, 217, 217)
+BORDER = (210, 210, 210)
+HEADING_FILL = (238, 241, 245)
+INK = (34, 34, 34)
+IMAGE_PX = 160  # images are enlarged to about this many pixels per side
+
+
+def viridis(value):
+    """Colour of an accuracy 0..100 on plotly's viridis (the app's figures' scale), and whether it needs white text."""
+    from plotly.colors import sample_colorscale, unlabel_rgb
+
+    x = min(max(float(value) / 100.0, 0.0), 1.0)
+    return tuple(round(c) for c in unlabel_rgb(sample_colorscale("Viridis", [x])[0])), x < 0.55
+
+
+def _png(rgb, enlarge=True):
+    """PNG bytes for fpdf2, enlarged with nearest neighbours so that viewers show sharp pixels."""
+    from rerelrp.images import encode_png
+
+    scale = max(1, round(IMAGE_PX / max(np.shape(rgb)[:2]))) if enlarge else 1
+    return io.BytesIO(encode_png(rgb, scale=scale))
+
+
+def _pdf_class():
+    from fpdf import FPDF
+
+    class ReportPDF(FPDF):
+        header_text = ""
+        font_name = "helvetica"
+        t = None
+
+        def header(self):
+            if self.page_no() == 1:
+                return
+            self.set_font(self.font_name, "", 7.5)
+            self.set_text_color(120, 120, 120)
+            self.set_xy(self.l_margin, 8)
+            self.cell(0, 4, self.t(self.header_text), align="R")
+            self.set_draw_color(200, 200, 200)
+            self.line(self.l_margin, 13, self.w - self.r_margin, 13)
+            self.set_y(17)
+
+        def footer(self):
+            self.set_y(-12)
+            self.set_font(self.font_name, "", 7.5)
+            self.set_text_color(120, 120, 120)
+            self.cell(0, 5, self.t(f"rerelrp explanation report · page {self.page_no()}/{{nb}}"), align="C")
+
+    return ReportPDF
+
+
+class _PdfReport:
+    """Draws each section of the content with fpdf2 (A4 portrait, mm): tables, bars and images."""
+
+    def __init__(self, content, font=True):
+        from plotly.colors import hex_to_rgb
+
+        from rerelrp.plots import task_colors
+
+        self.c = content
+        pdf = self.pdf = _pdf_class()(orientation="P", unit="mm", format="A4")
+        pdf.set_margins(15, 17, 15)
+        pdf.set_auto_page_break(True, margin=16)
+        self.t = pdf.t = use_font(pdf, font)
+        pdf.header_text = content["title"]
+        pdf.set_title(self.t(content["title"]))
+        pdf.set_creator("rerelrp")
+        pdf.alias_nb_pages()
+        self.W = pdf.w - pdf.l_margin - pdf.r_margin
+        self.names = content["task_names"]
+        self.colors = [hex_to_rgb(c) for c in task_colors(len(self.names))]
+
+    # ---------------------------------------------------------------- drawing helpers
+    def text(self, size=9, style="", color=INK):
+        self.pdf.set_font(self.pdf.font_name, style, size)
+        self.pdf.set_text_color(*color)
+
+    def heading(self, title):
+        pdf = self.pdf
+        if pdf.get_y() > pdf.h - 60:
+            pdf.add_page()
+        pdf.ln(4)
+        pdf.start_section(self.t(title))
+        self.text(13, "B", ACCENT)
+        pdf.cell(0, 8, self.t(title), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_draw_color(*ACCENT)
+        pdf.set_line_width(0.4)
+        pdf.line(pdf.l_margin, pdf.get_y(), pdf.l_margin + self.W, pdf.get_y())
+        pdf.set_line_width(0.2)
+        pdf.ln(2.5)
+
+    def subheading(self, title):
+        self.text(10, "B")
+        self.pdf.cell(0, 6, self.t(title), new_x="LMARGIN", new_y="NEXT")
+
+    def para(self, s, size=8.5, color=(60, 60, 60), style="", align="J"):
+        self.text(size, style, color)
+        self.pdf.multi_cell(self.W, size * 0.47, self.t(s), align=align, new_x="LMARGIN", new_y="NEXT")
+
+    def table(self, header, rows, widths, aligns=None, size=7.5, line=4.2):
+        """A table with a shaded heading row (fpdf2's table(): cells wrap, headings repeat after a page break)."""
+        from fpdf.fonts import FontFace
+
+        pdf = self.pdf
+        self.text(size, "", INK)
+        pdf.set_draw_color(*BORDER)
+        pdf.set_fill_color(255, 255, 255)  # body cells take the current fill colour: white, as the page
+        with pdf.table(width=min(sum(widths), pdf.epw), col_widths=widths, align="LEFT", text_align=aligns or "LEFT",
+                       v_align="TOP", line_height=line, padding=(0.5, 1),
+                       headings_style=FontFace(emphasis="BOLD", color=INK, fill_color=HEADING_FILL)) as table:
+            for cells in [header, *rows]:
+                table.row([self.t(cell) for cell in cells])
+        pdf.ln(2)
+
+    def image(self, rgb, x, y, size):
+        self.pdf.image(_png(rgb), x=x, y=y, w=size, h=size)
+
+    # ---------------------------------------------------------------- sections
+    def render(self):
+        self.title_block()
+        for key, title in SECTIONS:
+            self.heading(title)
+            getattr(self, key)()
+        return bytes(self.pdf.output())
+
+    def title_block(self):
+        pdf, c, t = self.pdf, self.c, self.t
+        pdf.add_page()
+        pdf.set_fill_color(*ACCENT)
+        pdf.rect(0, 0, pdf.w, 32, style="F")
+        pdf.set_xy(pdf.l_margin, 8)
+        self.text(18, "B", (255, 255, 255))
+        pdf.cell(self.W, 9, t(c["title"]), new_x="LMARGIN", new_y="NEXT")
+        self.text(8.5, "", (230, 236, 245))
+        ws = c["workspace"]
+        pdf.cell(self.W, 4.5, t("ReReLRP: replay-free continual learning that remembers and recognises tasks with "
+                                "layer-wise relevance propagation"), new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(self.W, 4.5, t(f"workspace {ws.get('name')} · snapshot {ws.get('snapshot')} saved {ws.get('saved_at')} "
+                                f"· report generated {c['generated_at']}"), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_y(36)
+        for note in c["notes"]:
+            self.para("Note: " + note, 8, (140, 100, 0))
+
+    def summary(self):
+        pdf, s = self.pdf, self.c["summary"]
+        cards = text.cards(s)
+        cw, y = (self.W - 3 * (len(cards) - 1)) / len(cards), pdf.get_y()
+        for i, (label, value) in enumerate(cards):
+            x = pdf.l_margin + i * (cw + 3)
+            pdf.set_fill_color(246, 248, 252)
+            pdf.set_draw_color(215, 222, 235)
+            pdf.rect(x, y, cw, 16, style="DF", round_corners=True, corner_radius=1.5)
+            pdf.set_xy(x + 2, y + 1.5)
+            self.text(7, "", (100, 100, 100))
+            pdf.cell(cw - 4, 4, self.t(label))
+            pdf.set_xy(x + 2, y + 6.5)
+            self.text(13, "B", (30, 30, 30))
+            pdf.cell(cw - 4, 7, self.t(value))
+        pdf.set_y(y + 19)
+        self.para(f"Network {s['net']}, trained on {s['device']}. TAg: task-agnostic accuracy (the model recognises the "
+                  "task itself, then the class); TAw: task-aware accuracy (the task is given). Both in % of the test "
+                  "images, averaged over tasks.")
+
+    def tasks(self):
+        rows = []
+        for r in self.c["tasks"]:
+            shown, more = text.short_files(r["files"], 2)
+            files = "\n".join(f"{f['path']} ({f['bytes']} B)\nsha256 {f['sha256']}" for f in shown)
+            files += f"\n... and {more} more file(s)" if more else ""
+            if r["test_fingerprint"]:
+                files += ("\n" if files else "") + f"test pixels sha256 {r['test_fingerprint']}"
+            origin = r["origin"] or r["kind"]
+            rows.append([str(r["index"]), r["name"], ", ".join(r["classes"]), r["source"] + (f"\n{origin}" if origin else ""),
+                         text.sizes(r), files or "-"])
+        self.table(["#", "task", "classes", "source", "train / val / test", "input files and hashes"], rows,
+                   [7, 24, 30, 38, 20, self.W - 119], ["R", "L", "L", "L", "C", "L"], size=6.8, line=3.4)
+
+    def settings(self):
+        items = [(k, str(v)) for k, v in self.c["settings"].items()]
+        half = (len(items) + 1) // 2
+        left, right = items[:half], items[half:] + [("", "")] * (2 * half - len(items))
+        W = self.W
+        self.table(["setting", "value", "setting", "value"], [[a, b, c, d] for (a, b), (c, d) in zip(left, right)],
+                   [W * 0.22, W * 0.28, W * 0.22, W * 0.28])
+
+    def accuracy(self):
+        pdf, acc = self.pdf, self.c["accuracy"]
+        if not acc["tag"]:
+            self.para("No metrics were saved with this workspace.")
+            return
+        self.para("Row i: after learning task i; column j: test split of task j (%). Cell colours follow the viridis "
+                  "scale of the app's figures.")
+        gap, h = 6, 6
+        half = (self.W - gap) / 2
+        cell = min(15, (half - 16) / max(1, len(self.names)))
+        y0 = pdf.get_y() + 1
+        if y0 + (len(acc["tag"]) + 2) * h > pdf.page_break_trigger:
+            pdf.add_page()
+            y0 = pdf.get_y()
+        for k, (key, label) in enumerate((("tag", "TAg"), ("taw", "TAw"))):
+            self.matrix(acc[key], f"{label} accuracy (%)", pdf.l_margin + k * (half + gap), y0, cell, h)
+        pdf.set_y(y0 + 5 + (len(acc["tag"]) + 1) * h + 4)
+        self.subheading("Forgetting")
+        f, pct = acc["final"], text.pct
+        self.table(["", "final accuracy (%)", "forgetting (points)"],
+                   [["TAg", pct(f.get("tag")), pct(f.get("forgetting_tag"))],
+                    ["TAw", pct(f.get("taw")), pct(f.get("forgetting_taw"))]], [20, 40, 40], ["L", "R", "R"])
+        self.para(text.FORGETTING, 7.5)
+        if acc["recognized"]:
+            last = acc["recognized"][-1]
+            pdf.ln(1)
+            self.subheading("Task recognition after the last task")
+            w = min(28, (self.W - 30) / max(1, len(last)))
+            self.table(["task"] + [f"{i}: {n}" for i, n in enumerate(self.names)],
+                       [["recognised (%)"] + [pct(v) for v in last]], [30] + [w] * len(last), ["L"] + ["R"] * len(last),
+                       size=7)
+
+    def matrix(self, matrix, title, x0, y0, cell, h):
+        """A lower-triangular accuracy matrix with viridis cell colours."""
+        pdf, t = self.pdf, self.t
+        self.text(8.5, "B")
+        pdf.set_xy(x0, y0)
+        pdf.cell(cell * len(self.names) + 16, 5, t(title))
+        self.text(6.5, "B", (90, 90, 90))
+        for j in range(len(self.names)):
+            pdf.set_xy(x0 + 16 + j * cell, y0 + 5)
+            pdf.cell(cell, h, t(f"task {j}"), align="C")
+        for i, row in enumerate(matrix):
+            y = y0 + 5 + (i + 1) * h
+            pdf.set_xy(x0, y)
+            self.text(6.5, "B", (90, 90, 90))
+            pdf.cell(16, h, t(f"after {i}"))
+            for j, value in enumerate(row):
+                x = x0 + 16 + j * cell
+                rgb, white = viridis(value)
+                pdf.set_fill_color(*rgb)
+                pdf.set_draw_color(255, 255, 255)
+                pdf.rect(x, y, cell, h, style="DF")
+                pdf.set_xy(x, y)
+                self.text(6.8, "", (255, 255, 255) if white else (20, 20, 20))
+                pdf.cell(cell, h, f"{value:.1f}", align="C")
+
+    def capacity(self):
+        pdf, t, cap = self.pdf, self.t, self.c["capacity"]
+        rows = cap["rows"]
+        if not rows:
+            self.para("No capacity information.")
+            return
+        self.para(f"Share of each layer's units first kept (and frozen) by each task, and the free share (grey). The "
+                  f"dashed line marks the minimum free share ({cap['min_free']:.0%}) below which a layer grows before the "
+                  "next task.")
+        label_w, bar_h, gap = 22, 5.2, 2.2
+        bar_w = self.W - label_w - 52
+        if pdf.get_y() + len(rows) * (bar_h + gap) + 14 > pdf.page_break_trigger:
+            pdf.add_page()
+        top = y = pdf.get_y() + 1
+        x0 = pdf.l_margin + label_w
+        for r in rows:
+            self.text(7.2, "", (40, 40, 40))
+            pdf.set_xy(pdf.l_margin, y)
+            pdf.cell(label_w - 1, bar_h, t(r["layer"]), align="R")
+            x = x0
+            for k, n in enumerate(r["new_by_task"]):
+                if n:
+                    pdf.set_fill_color(*self.colors[k])
+                    pdf.rect(x, y, bar_w * n / r["units"], bar_h, style="F")
+                x += bar_w * n / r["units"]
+            pdf.set_fill_color(*GREY)
+            pdf.rect(x, y, x0 + bar_w - x, bar_h, style="F")
+            warn = r["free_share"] < cap["min_free"]
+            self.text(6.8, "B" if warn else "", (192, 57, 43) if warn else (70, 70, 70))
+            pdf.set_xy(x0 + bar_w + 1.5, y)
+            pdf.cell(50, bar_h, t(f"{r['units']} units · free {r['free']} ({r['free_share']:.0%}) · shared {r['shared']}"))
+            y += bar_h + gap
+        xm = x0 + bar_w * (1 - cap["min_free"])
+        pdf.set_draw_color(192, 57, 43)
+        pdf.set_dash_pattern(dash=1, gap=1)
+        pdf.line(xm, top - 1, xm, y - gap + 1)
+        pdf.set_dash_pattern()
+        y += 1
+        x = x0
+        for k, name in enumerate(self.names + ["free"]):
+            label = t(f"task {k}: {name}" if k < len(self.names) else "free")
+            self.text(6.8, "", (60, 60, 60))
+            lw = pdf.get_string_width(label) + 7
+            if x + lw > pdf.l_margin + self.W:
+                x, y = x0, y + 4.5
+            pdf.set_fill_color(*(self.colors[k] if k < len(self.names) else GREY))
+            pdf.rect(x, y + 0.8, 3, 3, style="F")
+            pdf.set_xy(x + 3.8, y)
+            pdf.cell(lw - 4, 4.6, label)
+            x += lw
+        pdf.set_y(y + 7)
+        grown = text.growth(cap["grown"])
+        if grown:
+            self.para(grown, 7.5)
+
+    def samples(self):
+        if not self.c["samples"]:
+            self.para("No sample images were chosen for this report.")
+            return
+        self.para(text.SAMPLES_INTRO)
+        for k, smp in enumerate(self.c["samples"]):
+            self.sample(k, smp)
+
+    def sample(self, k, smp):
+        """Header line; columns: the input, then per sub-network P_T, its class, heatmap and overlay."""
+        pdf, t, W = self.pdf, self.t, self.W
+        T = len(self.names)
+        per_row = min(T, 5)
+        col = min(30, (W - 30) / max(1, per_row))
+        img = col - 3
+        row_h = 14 + 2 * img + 4
+        n_rows = (T + per_row - 1) // per_row
+        if pdf.get_y() + 10 + n_rows * row_h > pdf.page_break_trigger:
+            pdf.add_page()
+        y = pdf.get_y() + 1
+        pdf.set_draw_color(215, 222, 235)
+        pdf.set_fill_color(246, 248, 252)
+        pdf.rect(pdf.l_margin, y, W, 6.5, style="DF")
+        pdf.set_xy(pdf.l_margin + 2, y + 0.6)
+        self.text(8.5, "B")
+        pdf.cell(W * 0.45, 5.3, t(f"Sample {k + 1}: {smp['origin']}"))
+        verdict = "" if smp["correct"] is None else ("  (correct)" if smp["correct"] else "  (wrong)")
+        truth = "" if smp["true_task"] is None else f"true: task {smp['true_task']}, class {smp['true_class']} · "
+        color = (60, 60, 60) if smp["correct"] is None else (46, 125, 50) if smp["correct"] else (192, 57, 43)
+        self.text(7.5, "B" if smp["correct"] is False else "", color)
+        pdf.set_xy(pdf.l_margin + W * 0.45, y + 0.6)
+        pdf.cell(W * 0.55 - 2, 5.3, t(f"{truth}predicted: task {smp['pred_task']}, class {smp['pred_class']}{verdict}"),
+                 align="R")
+        y += 8.5
+        x = pdf.l_margin
+        self.text(7, "B", (60, 60, 60))
+        pdf.set_xy(x, y)
+        pdf.cell(28, 3.6, t("input"))
+        self.text(6.2, "", (110, 110, 110))
+        pdf.set_xy(x, y + 3.8)
+        size = smp["input"].shape
+        pdf.multi_cell(28, 3, t(f"as the network sees it ({size[0]} x {size[1]} px)"), align="L")
+        self.image(smp["input"], x, y + 14, img)
+        self.relevance_key(x, y + 14 + img + 1, img)
+        for m, sub in enumerate(smp["subnets"]):
+            r, c = divmod(m, per_row)
+            self.subnet(sub, smp["p_task"][m], m == smp["pred_task"], smp["input"],
+                        pdf.l_margin + 30 + c * col, y + r * row_h, img)
+        pdf.set_y(y + n_rows * row_h)
+
+    def subnet(self, sub, p, chosen, image, x, y, img):
+        from rerelrp.plots import heatmap_rgb
+
+        pdf, t, m = self.pdf, self.t, sub["task"]
+        self.text(6.8, "B", (30, 30, 30))
+        pdf.set_xy(x, y)
+        pdf.cell(img, 3.6, t(f"sub-net {m}: {sub['task_name']}"))
+        self.text(6.4, "B" if chosen else "", (30, 30, 30))
+        pdf.set_xy(x, y + 3.8)
+        pdf.cell(img, 3.2, t(f"P_T = {p:.2f}"))
+        pdf.set_fill_color(235, 235, 235)
+        pdf.rect(x, y + 7.3, img, 2, style="F")
+        if p > 0:
+            pdf.set_fill_color(*self.colors[m])
+            pdf.rect(x, y + 7.3, img * p, 2, style="F")
+        if chosen:
+            pdf.set_draw_color(30, 30, 30)
+            pdf.rect(x, y + 7.3, img, 2, style="D")
+        self.text(6.4, "", (50, 50, 50))
+        pdf.set_xy(x, y + 10)
+        pdf.cell(img, 3.2, t(f"predicts {sub['class']} (p {sub['prob']:.2f})"))
+        self.image(heatmap_rgb(sub["heatmap"]), x, y + 14, img)
+        self.image(heatmap_rgb(sub["heatmap"], image, overlay=True), x, y + 14 + img + 1, img)
+
+    def relevance_key(self, x, y, w):
+        """What the two image rows show, and the colour key of relevance, under the input."""
+        from rerelrp.plots import heatmap_rgb
+
+        pdf, t = self.pdf, self.t
+        self.text(6.2, "", (110, 110, 110))
+        pdf.set_xy(x, y)
+        pdf.multi_cell(w, 2.9, t("above: relevance heatmap\nbelow: heatmap over the input\n\nrelevance colour key"),
+                       align="L")
+        key = np.linspace(-1, 1, 101)[None, :].repeat(6, 0)
+        pdf.image(_png(heatmap_rgb(key), enlarge=False), x=x, y=pdf.get_y() + 0.5, w=w, h=3)
+        pdf.set_xy(x, pdf.get_y() + 3.8)
+        for label, align in (("-max", "L"), ("0", "C"), ("+max", "R")):
+            pdf.cell(w / 3, 3, t(label), align=align)
+
+    def software(self):
+        W, sw = self.W, self.c["software"]
+        self.table(["package", "saved with", "report made with"], [list(v) for v in text.versions(sw)],
+                   [W * 0.22, W * 0.39, W * 0.39], size=7)
+        self.table(["seed / setting", "value"], [list(v) for v in text.seeds(sw)], [W * 0.4, W * 0.6], size=7)
+
+    def privacy(self):
+        pv = self.c["privacy"]
+        self.para("The workspace stores:", 8.5, (30, 30, 30), "B")
+        for x in pv["stored"]:
+            self.para("•  " + x, 8, align="L")
+        self.pdf.ln(1)
+        self.para("It does not store:", 8.5, (30, 30, 30), "B")
+        for x in pv["not_stored"]:
+            self.para("•  " + x, 8, align="L")
+        self.pdf.ln(1)
+        self.para("This report: " + pv["report"] + ". The PDF was made without a browser and written in one piece; no "
+                  "image was written anywhere else.", 8, (30, 30, 30))
+
+
+def render_pdf(content, font=True):
+    """The report as PDF bytes (fpdf2, no browser). ``font=False`` forces latin-1 core fonts."""
+    return _PdfReport(content, font).render()
