@@ -51,8 +51,6 @@ def build_parser():
     report.add_argument("--composite", choices=COMPOSITES, default=None,
                         help="LRP composite for the heatmaps (default: the workspace's)")
     report.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the workspace's)")
-    report.add_argument("--data-root", default=None,
-                        help="where MedMNIST flags are looked up (default: as recorded by the run, else ./data)")
     report.add_argument("--title", default=None, help="report title")
     report.set_defaults(handler=cmd_report)
     parser.subcommands = {"run": run, "report": report}
@@ -130,7 +128,7 @@ def cmd_run(args):
         write_json_atomic(args.out / "metrics.json", run.metrics.to_dict())
         print(f"workspace {workspace}: {run.n_learned} task(s) already learned, "
               + (f"{len(tasks) - run.n_learned} to go" if not run.done else "every task of the sequence is already learned"))
-    extra = {"data": {"sources": list(args.data), "tasks": args.tasks, "data_root": str(args.data_root)}}
+    extra = {"data": {"sources": list(args.data), "tasks": args.tasks}}
     bars = PhaseBars(not args.quiet)
     try:
         while not run.done:
@@ -191,7 +189,7 @@ def cmd_report(args):
     if fmt is None:
         raise ConfigError(f"cannot tell the report format from '{args.out}': add --format html or --format pdf")
     result = make_report(args.workspace, args.out, fmt, samples=args.samples, composite=args.composite,
-                         device=args.device, data_root=args.data_root, title=args.title)
+                         device=args.device, title=args.title)
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"{fmt.upper()} report of {result['workspace']} with {result['n_samples']} sample image(s): {result['path']} "

@@ -173,7 +173,7 @@ def load_medmnist(source, root="./data", download=False, seed=0, name=None):
         val=splits["val"],
         test=splits["test"],
         provenance={"kind": "medmnist", "flag": flag, "files": [record]}
-        | ({} if record.get("upload") else {"reload": {"loader": "medmnist", "source": str(path), "seed": seed}}),
+        | ({} if record.get("upload") else {"reload": {"loader": "medmnist", "source": str(path.resolve()), "seed": seed}}),
         report=report,
     )
     return check_dataset(ds, path)

@@ -47,18 +47,17 @@ __all__ = [
 ]
 
 
-def make_report(workspace, out, fmt="html", samples=None, composite=None, device=None, data_root=None, title=None,
+def make_report(workspace, out, fmt="html", samples=None, composite=None, device=None, title=None,
                 per_task=DEFAULT_PER_TASK, limit=DEFAULT_MAX_SAMPLES):
     """Open ``workspace``, pick the samples, build and write the report to ``out`` (atomically).
 
     ``samples``: None (a few test images per task when the tasks' data can be loaded again), a list
     of specs (``"TASK:INDEX"``, image paths, ``["none"]``) or a list of :class:`Sample`. Returns a
-    summary dict. ``data_root`` is accepted for compatibility and not used: each learned task
-    records the file its data came from (see :func:`rerelrp.data.reload_tasks`).
+    summary dict. Each learned task records the file its data came from (see
+    :func:`rerelrp.data.reload_tasks`), so no data source needs to be given.
     """
     from rerelrp.workspace import load_workspace, resolve_workspace
 
-    del data_root
     if fmt not in ("html", "pdf"):
         raise ConfigError(f"report format must be html or pdf, not '{fmt}'")
     clock = time.perf_counter()

@@ -34,6 +34,7 @@ raises for a file it cannot use.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -123,7 +124,7 @@ def load_dicom(
     report.dropped_identifiers = sorted(identifiers)
     ds = assemble(loaded, items, classes, opts, group_by, seed, report, source_record, ds_name, error_path)
     if isinstance(source, (str, os.PathLike)):  # a file on disk can be read again; an upload cannot
-        ds.provenance["reload"] = {"loader": "dicom", "source": str(source), "size": opts.size,
+        ds.provenance["reload"] = {"loader": "dicom", "source": str(Path(source).resolve()), "size": opts.size,
                                    "window": ds.provenance["settings"]["window"], "frames": opts.frames,
                                    "max_frames": opts.max_frames, "group_by": group_by, "seed": seed,
                                    "manifest": None if manifest is None else str(manifest), "name": name}
