@@ -180,7 +180,7 @@ with tab_tasks:
             "#": h["task"],
             "task": h["name"],
             "classes": ", ".join(h["classes"]),
-            "val acc (%)": round(prune["val_acc_unpruned"], 1),
+            "val acc (%)": round(prune["val_acc_full"], 1),
             "after pruning (%)": round(prune["val_acc_kept"], 1),
             "units kept": sum(prune["kept_units"].values()),
             "grown": ", ".join(f"{k} +{v}" for k, v in h["grown"].items()) or "–",

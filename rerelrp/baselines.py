@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from rerelrp.base import Prediction, TaskSequenceLearner
+from rerelrp.device import flush_denormals
 from rerelrp.errors import ConfigError
 from rerelrp.inputs import ImageSource, to_input
 from rerelrp.nets import build_net
@@ -58,8 +59,9 @@ class BaselineLearner(TaskSequenceLearner):
         source = ImageSource([images for images, _ in parts], self.input_size, device)
         labels = torch.as_tensor(np.concatenate([labels for _, labels in parts]), device=device)
         generator = torch.Generator().manual_seed(self.seed * 10007 + t)
-        curve = train(self.net_, list(self.net_.parameters()), source, labels, Schedule.of(self.get_params()),
-                      head_loss(columns), generator, report)
+        with flush_denormals():
+            curve = train(self.net_, list(self.net_.parameters()), source, labels, Schedule.of(self.get_params()),
+                          head_loss(columns), generator, report)
         self.history_.append({
             "task": t, "name": task.name, "classes": list(task.class_names), "train_curve": curve,
             "seconds": {"train": time.perf_counter() - clock},

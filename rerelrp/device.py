@@ -1,9 +1,10 @@
 """One device rule for the whole package: ``auto`` = CUDA, else Apple MPS, else CPU."""
+from contextlib import contextmanager
+
 import torch
 
 from rerelrp.errors import ConfigError
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from rerelrp.settings import DEVICES
 
 
 def resolve_device(name="auto"):
@@ -27,3 +28,18 @@ def describe_device(device):
     if device.type == "mps":
         return "Apple MPS"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+@contextmanager
+def flush_denormals():
+    """Treat denormal floats as zero on the CPU for the duration of the block.
+
+    Near the end of training, losses near 0 leave gradients and momentum in the denormal range,
+    where x86 CPUs run many times slower (measured: 1.45 s instead of 0.06 s per optimiser step on
+    the digits demo). Values below 1e-38 do not change any result that matters here.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)

@@ -3,7 +3,7 @@
 Every unit layer ends in a :class:`UnitMask`, the single place where a sub-network switches
 units off. BatchNorm sits before the mask, so a switched-off unit outputs exactly zero, and
 zennit's canonizers still find each (conv, BatchNorm) pair next to each other and merge them.
-Heads are not units: each task gets its own ``nn.Linear`` on the shared feature vector.
+Heads are not units: each task gets its own linear layer on the shared feature vector.
 """
 from __future__ import annotations
 
@@ -17,6 +17,35 @@ from rerelrp.errors import ConfigError
 from rerelrp.settings import NETS
 
 IN_CHANNELS = 3  # gray images are repeated to three channels so gray and RGB tasks share one network
+
+
+class GrowingLinear(nn.Linear):
+    """A linear layer whose inputs may grow, computed block by block in the order the blocks came.
+
+    BLAS sums a longer row in another order, so appending input columns changes the last bits of
+    every output even where the new inputs are zero. Computing the first block exactly as before
+    and adding each later block's product (exactly zero for a sub-network older than that block)
+    keeps every earlier sub-network bit for bit. ``blocks`` lists each block's end column.
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__(in_features, out_features, bias)
+        self.blocks = [in_features]
+
+    def forward(self, x):
+        if len(self.blocks) == 1:
+            return super().forward(x)
+        first = self.blocks[0]  # a strided slice of x would take another BLAS path: copy it
+        out = F.linear(x[:, :first].contiguous(), self.weight[:, :first], self.bias)
+        for lo, hi in zip(self.blocks, self.blocks[1:]):
+            out = out + F.linear(x[:, lo:hi].contiguous(), self.weight[:, lo:hi])
+        return out
+
+    def grow_inputs(self, n_new, frozen_rows, generator):
+        """Append ``n_new`` input columns as a new block (zero in ``frozen_rows``)."""
+        self.weight = _extend_columns(self.weight, n_new, frozen_rows, generator)
+        self.in_features += n_new
+        self.blocks.append(self.in_features)
 
 
 class UnitMask(nn.Module):
@@ -105,13 +134,28 @@ class UnitNet(nn.Module):
         return self.unit_layers[-1].n_units
 
     def add_head(self, n_classes):
-        head = nn.Linear(self.feature_dim, n_classes)
+        head = GrowingLinear(self.feature_dim, n_classes)
         device = next(self.body.parameters()).device
         self.heads.append(head.to(device))
         return head
 
     def features(self, x):
         return self.body(x)
+
+    def input_blocks(self):
+        """Block ends of every linear layer whose inputs grew, by module name (saved with the network)."""
+        return {name: list(m.blocks) for name, m in self.named_modules()
+                if isinstance(m, GrowingLinear) and len(m.blocks) > 1}
+
+    def set_input_blocks(self, blocks):
+        """Restore :meth:`input_blocks`; raises ValueError if a block list does not fit its layer."""
+        modules = dict(self.named_modules())
+        for name, ends in blocks.items():
+            m = modules.get(name)
+            if not isinstance(m, GrowingLinear) or not isinstance(ends, list) or not all(
+                    isinstance(e, int) for e in ends) or ends != sorted(set(ends)) or ends[0] < 1 or ends[-1] != m.in_features:
+                raise ValueError(f"input blocks {ends!r} do not fit layer {name!r}")
+            m.blocks = list(ends)
 
     def forward(self, x):
         f = self.body(x)
@@ -155,7 +199,7 @@ def _vgg_body(input_size, sizes=None):
         units.append(UnitLayer(name, conv, norm, mask))
         channels = w
     layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
-    linear = nn.Linear(channels * 4, sizes["fc1"])
+    linear = GrowingLinear(channels * 4, sizes["fc1"])
     mask = UnitMask()
     layers += [linear, mask, nn.ReLU()]
     units.append(UnitLayer("fc1", linear, None, mask))
@@ -171,7 +215,7 @@ def _lenet_body(input_size, sizes=None):
     with torch.no_grad():
         out_hw = conv_part(torch.zeros(1, IN_CHANNELS, input_size, input_size)).shape[-2:]
     spatial = int(out_hw[0] * out_hw[1])
-    fc1, fc2 = nn.Linear(sizes["conv2"] * spatial, sizes["fc1"]), nn.Linear(sizes["fc1"], sizes["fc2"])
+    fc1, fc2 = GrowingLinear(sizes["conv2"] * spatial, sizes["fc1"]), GrowingLinear(sizes["fc1"], sizes["fc2"])
     m3, m4 = UnitMask(), UnitMask()
     body = nn.Sequential(*conv_part, nn.Flatten(), fc1, m3, nn.ReLU(), fc2, m4, nn.ReLU())
     units = [
@@ -292,14 +336,12 @@ def grow_layer(net, name, n_new, consumer_frozen, generator=None):
     columns = n_new * layer.inputs_per_unit
     if layer.consumer is None:
         for head in net.heads:  # every existing head belongs to a learned task: new columns stay zero
-            head.weight = _extend_columns(head.weight, columns, torch.ones(head.out_features, dtype=torch.bool), generator)
-            head.in_features += columns
+            head.grow_inputs(columns, torch.ones(head.out_features, dtype=torch.bool), generator)
     else:
         consumer = layer.consumer
         rows = torch.as_tensor(consumer_frozen, dtype=torch.bool)
-        if isinstance(consumer, nn.Conv2d):
+        if isinstance(consumer, nn.Conv2d):  # oneDNN sums channels in order: zero inputs appended change no bit
             consumer.weight = _extend_columns(consumer.weight, columns, rows, generator)
             consumer.in_channels += columns
         else:
-            consumer.weight = _extend_columns(consumer.weight, columns, rows, generator)
-            consumer.in_features += columns
+            consumer.grow_inputs(columns, rows, generator)

@@ -19,11 +19,12 @@ import numpy as np
 @dataclass
 class PruneResult:
     kept: np.ndarray  # bool, flat over all unit layers
-    base_acc: float  # validation accuracy of the unpruned network, %
-    kept_acc: float  # validation accuracy of the kept sub-network, %
+    base_acc: float  # accuracy of the unpruned network on the images judged, %
+    kept_acc: float  # accuracy of the kept sub-network on them, %
     threshold: float  # lowest accuracy the search accepted, %
     tolerance: float  # accuracy points allowed to be lost
     evaluations: int  # validation passes the search ran
+    n_images: int  # images each pass judged
     shortfall: dict = field(default_factory=dict)  # layer -> free units missing to reach min_free
 
 
@@ -99,4 +100,4 @@ def search_cut(scores, frozen, slices, evaluate, acc_drop, n_val, min_free, on_s
         missing = math.ceil(min_free * len(idx)) - int((~frozen[idx] & ~base_kept[idx]).sum())
         if missing > 0:
             shortfall[name] = missing
-    return PruneResult(base_kept, base, acc_of(base_kept), threshold, tol, evaluations, shortfall)
+    return PruneResult(base_kept, base, acc_of(base_kept), threshold, tol, evaluations, n_val, shortfall)

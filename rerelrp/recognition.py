@@ -2,7 +2,9 @@
 
 Instead of replaying images, every task leaves behind the relevance patterns its samples
 produce in each sub-network (the relevance data set D_R), restricted to the few units each
-recogniser reads. Recogniser m tells "task m" (in-distribution) from "a later task" (out of
+recogniser reads, together with the activations of the units the sub-network keeps (read in the
+same forward pass; they raised task recognition on one data set by 3-5 points, see
+docs/method-notes.md). Recogniser m tells "task m" (in-distribution) from "a later task" (out of
 distribution) and is refitted whenever a new task adds out-of-distribution rows.
 """
 from __future__ import annotations
@@ -23,32 +25,48 @@ def layer_starts(layer_sizes):
     return np.concatenate([[0], np.cumsum(list(layer_sizes.values()))[:-1]]).astype(np.int64)
 
 
-class RelevanceStore:
-    """The replay-free memory: selected units per recogniser and the relevance rows kept for it.
+def unit_pairs(flat, starts):
+    """Flat unit indices as int32 (layer number, unit) pairs."""
+    flat = np.asarray(flat, dtype=np.int64)
+    layer = np.searchsorted(starts, flat, side="right") - 1
+    return np.stack([layer, flat - starts[layer]], axis=1).astype(np.int32).reshape(-1, 2)
 
-    ``features[m]`` lists recogniser m's units as (layer number, unit) pairs, which stay valid when
-    a layer grows (new units are appended). ``rows[m][t]`` holds rows of task ``t``'s samples read
-    through sub-network ``m`` (only the columns recogniser ``m`` uses). ``t == m`` rows are
-    in-distribution, ``t > m`` rows are not.
+
+class RelevanceStore:
+    """The replay-free memory: the units each recogniser reads and the feature rows kept for it.
+
+    A recogniser reads two things about an image in its sub-network: the relevance of a few
+    selected units (``features[m]``) and the activation of every unit the sub-network keeps
+    (``active[m]``; empty when activation features are off). Both list (layer number, unit)
+    pairs, which stay valid when a layer grows (new units are appended). Signals arrive as one
+    (n, 2 * units) array per sub-network, relevance first, then activations (:func:`signals`).
+    ``rows[m][t]`` holds rows of task ``t``'s samples read through sub-network ``m``, only the
+    columns recogniser ``m`` uses; ``t == m`` rows are in-distribution, ``t > m`` rows are not.
     """
 
     def __init__(self):
-        self.features = []  # per recogniser m: int32 (k, 2) of (layer number, unit)
-        self.rows = []  # per m: {t: float32 (n, k)}
+        self.features = []  # per recogniser m: int32 (k, 2) of (layer number, unit), relevance
+        self.active = []  # per m: int32 (a, 2), activations
+        self.rows = []  # per m: {t: float32 (n, k + a)}
 
-    def columns(self, m, starts):
-        """Recogniser m's units as indices into the flat unit vector whose layers start at ``starts``."""
-        f = self.features[m]
-        return starts[f[:, 0]] + f[:, 1]
+    def columns(self, m, layer_sizes):
+        """Recogniser m's columns in a :func:`signals` array of a network with these layer sizes."""
+        starts, total = layer_starts(layer_sizes), sum(layer_sizes.values())
+        rel, act = self.features[m], self.active[m]
+        return np.concatenate([starts[rel[:, 0]] + rel[:, 1], total + starts[act[:, 0]] + act[:, 1]])
 
-    def add_task(self, m, id_rows_full, n_features, starts):
-        flat = select_features(id_rows_full, n_features)
-        layer = np.searchsorted(starts, flat, side="right") - 1
-        self.features.append(np.stack([layer, flat - starts[layer]], axis=1).astype(np.int32))
-        self.rows.append({m: id_rows_full[:, flat].astype(np.float32)})
+    def n_columns(self, m):
+        return len(self.features[m]) + len(self.active[m])
 
-    def add_ood(self, m, t, rows_full, starts):
-        self.rows[m][t] = rows_full[:, self.columns(m, starts)].astype(np.float32)
+    def add_task(self, m, id_signals, n_features, layer_sizes, kept_flat=None):
+        """Start recogniser m from task m's own signals; it reads the activations of ``kept_flat`` units."""
+        starts, total = layer_starts(layer_sizes), sum(layer_sizes.values())
+        self.features.append(unit_pairs(select_features(id_signals[:, :total], n_features), starts))
+        self.active.append(unit_pairs(np.flatnonzero(kept_flat) if kept_flat is not None else [], starts))
+        self.rows.append({m: id_signals[:, self.columns(m, layer_sizes)].astype(np.float32)})
+
+    def add_ood(self, m, t, signals_m, layer_sizes):
+        self.rows[m][t] = signals_m[:, self.columns(m, layer_sizes)].astype(np.float32)
 
     def training_set(self, m):
         """All rows of recogniser m with labels 1 (task m) and 0 (later tasks)."""
@@ -58,48 +76,56 @@ class RelevanceStore:
         return X, y
 
     def nbytes_of_task(self, t):
-        """Bytes kept because of task t: its rows in every recogniser plus its feature indices."""
+        """Bytes kept because of task t: its rows in every recogniser plus its unit lists."""
         rows = sum(r[t].nbytes for r in self.rows if t in r)
-        return rows + (self.features[t].nbytes if t < len(self.features) else 0)
+        return rows + (self.features[t].nbytes + self.active[t].nbytes if t < len(self.features) else 0)
 
     @property
     def n_rows(self):
-        """Relevance rows kept in all (a privacy statement counts them)."""
+        """Feature rows kept in all (a privacy statement counts them)."""
         return sum(len(block) for rows in self.rows for block in rows.values())
 
     def to_arrays(self):
         """Every array of the store by name (for saving)."""
         out = {f"features/{m}": f for m, f in enumerate(self.features)}
+        out.update({f"active/{m}": a for m, a in enumerate(self.active)})
         out.update({f"rows/{m}/{t}": block for m, rows in enumerate(self.rows) for t, block in rows.items()})
         return out
 
     @classmethod
     def from_arrays(cls, arrays, n_tasks, layer_sizes):
         """The store saved by :meth:`to_arrays`; raises ValueError naming the first array that does not fit."""
-        store, sizes = cls(), list(layer_sizes.values())
+        store, sizes = cls(), np.asarray(list(layer_sizes.values()))
         for m in range(n_tasks):
-            f = arrays.get(f"features/{m}")
-            if f is None or f.dtype != np.int32 or f.ndim != 2 or f.shape[1] != 2 or len(f) == 0:
-                raise ValueError(f"features/{m} is missing or not a list of (layer, unit) pairs")
-            if f[:, 0].min() < 0 or f[:, 0].max() >= len(sizes) or f[:, 1].min() < 0 or np.any(
-                    f[:, 1] >= np.asarray(sizes)[f[:, 0]]):
-                raise ValueError(f"features/{m} points outside the network's layers")
-            store.features.append(f.copy())
-            rows = {}
+            for name, allow_empty in ((f"features/{m}", False), (f"active/{m}", True)):
+                f = arrays.get(name)
+                if f is None or f.dtype != np.int32 or f.ndim != 2 or f.shape[1] != 2 or (len(f) == 0 and not allow_empty):
+                    raise ValueError(f"{name} is missing or not a list of (layer, unit) pairs")
+                if len(f) and (f[:, 0].min() < 0 or f[:, 0].max() >= len(sizes) or f[:, 1].min() < 0
+                               or np.any(f[:, 1] >= sizes[f[:, 0]])):
+                    raise ValueError(f"{name} points outside the network's layers")
+            store.features.append(arrays[f"features/{m}"].copy())
+            store.active.append(arrays[f"active/{m}"].copy())
+            width, rows = store.n_columns(m), {}
             for t in range(m, n_tasks):
                 block = arrays.get(f"rows/{m}/{t}")
                 if block is None:
                     continue
-                if block.dtype != np.float32 or block.ndim != 2 or block.shape[1] != len(f):
-                    raise ValueError(f"rows/{m}/{t} is {block.dtype} {block.shape}, expected float32 (n, {len(f)})")
+                if block.dtype != np.float32 or block.ndim != 2 or block.shape[1] != width:
+                    raise ValueError(f"rows/{m}/{t} is {block.dtype} {block.shape}, expected float32 (n, {width})")
                 rows[t] = block.copy()
             if m not in rows:
-                raise ValueError(f"rows/{m}/{m} (task {m}'s own relevance rows) is missing")
+                raise ValueError(f"rows/{m}/{m} (task {m}'s own rows) is missing")
             store.rows.append(rows)
         extra = set(arrays) - set(store.to_arrays())
         if extra:
             raise ValueError(f"unexpected arrays: {', '.join(sorted(extra)[:5])}")
         return store
+
+
+def signals(result):
+    """One row per sample of an :class:`~rerelrp.relevance.LrpResult`: unit relevance, then unit activations."""
+    return np.concatenate([result.units.numpy(), result.activations.numpy()], axis=-1)
 
 
 def fit_recognizer(X, y, n_trees=300, seed=0):

@@ -83,6 +83,8 @@ class LrpResult:
     start_class: torch.Tensor  # (N,) local class the explanation started at
     units: torch.Tensor | None  # (N, total units) relevance per unit, L1-normalised per sample and layer
     heatmap: torch.Tensor | None  # (N, H, W) input relevance summed over colour channels
+    layer_norms: torch.Tensor | None = None  # (N, layers) L1 size of each layer's relevance before normalising
+    activations: torch.Tensor | None = None  # (N, total units) mean post-ReLU output of each unit (same pass)
 
 
 def own_head_logits(all_logits, offsets, head_of):
@@ -153,12 +155,27 @@ class RelevanceReader:
             names = [layer.name for layer in self.net.unit_layers] if units else []
             inputs = [self._stored[n] for n in names] + ([x] if heatmap else [])
             grads = torch.autograd.grad(all_logits, inputs, grad_outputs=start_vec)
-        unit_rel = None
+        unit_rel = norms = acts = None
         if units:
-            per_layer = []
+            per_layer, sizes = [], []
             for g in grads[: len(names)]:
                 r = g.sum(dim=(2, 3)) if g.dim() == 4 else g
-                per_layer.append(r / (r.abs().sum(1, keepdim=True) + NORM_EPS))
+                size = r.abs().sum(1, keepdim=True)
+                per_layer.append(r / (size + NORM_EPS))
+                sizes.append(size)
             unit_rel = torch.cat(per_layer, 1).detach().cpu()
+            norms = torch.cat(sizes, 1).detach().cpu()
+            acts = torch.cat([unit_activation(self._stored[n]) for n in names], 1).detach().cpu()
         heat = grads[-1].sum(1).detach().cpu() if heatmap else None
-        return LrpResult(logits.detach().cpu(), start.detach().cpu(), unit_rel, heat)
+        return LrpResult(logits.detach().cpu(), start.detach().cpu(), unit_rel, heat, norms, acts)
+
+
+def unit_activation(output):
+    """What a unit says about an image in one number: its post-ReLU output, averaged over space.
+
+    In the plain backbones every mask feeds a ReLU, so this is what the next layer reads (in
+    ResNet-18 the residual sum comes first: it is the unit's own rectified share). A unit switched
+    off in the sub-network reads 0.
+    """
+    out = torch.relu(output)
+    return out.mean(dim=(2, 3)) if out.dim() == 4 else out

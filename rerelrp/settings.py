@@ -112,11 +112,22 @@ SETTINGS = {s.name: s for s in (
     Setting("weight_decay", 5e-4, "L2 weight decay of free units", "training", low=0.0, high=1.0),
     Setting("augment_shift", 2, "training images are shifted by up to this many pixels (0: off)", "training",
             low=0, high=64, label="Shift augmentation (px)"),
+    Setting("min_steps", 200, "at least this many optimiser steps per task: small tasks get more epochs", "training",
+            low=0, high=1_000_000, label="Minimum steps per task"),
+    Setting("class_balance", True, "weigh the loss inversely to class frequency (imbalanced folders)", "training",
+            label="Class-balanced loss"),
+    Setting("best_epoch", True, "keep the weights of the epoch with the best validation accuracy (then loss)",
+            "training", label="Keep the best epoch"),
+    Setting("recalibrate", True, "recompute BatchNorm statistics on the training images after training and for the "
+            "pruned sub-network, so that evaluation sees what training saw", "training",
+            label="Recompute BatchNorm statistics"),
     # keeping and freeing units
     Setting("acc_drop", 1.0, "validation accuracy points a task may lose when its least relevant units are dropped",
             "capacity", low=0.0, high=100.0, label="acc_drop (points)"),
     Setting("min_free", 0.2, "share of every layer kept free for later tasks", "capacity",
             low=0.0, high=1.0, open_high=True, label="Minimum free share per layer"),
+    Setting("prune_samples", 512, "training images judged with the validation images when units are dropped "
+            "(0: validation images only)", "capacity", low=0, high=1_000_000, label="Pruning images from train"),
     Setting("grow", True, "add units to layers whose free share falls below min_free", "capacity",
             label="Grow full layers"),
     # remembering and recognising tasks
@@ -126,6 +137,8 @@ SETTINGS = {s.name: s for s in (
             "recognition", low=2, high=1_000_000, label="Recogniser samples per task"),
     Setting("n_features", 40, "relevance features (units) each recogniser reads", "recognition",
             low=1, high=100_000, flag="features", label="Features per recogniser"),
+    Setting("activation_features", True, "recognisers also read the activation of every unit the task's sub-network "
+            "keeps (from the same forward pass)", "recognition", label="Unit activations as features"),
     Setting("n_trees", 300, "trees per recogniser forest", "recognition", low=1, high=10_000, flag="trees",
             label="Trees per forest"),
 )}

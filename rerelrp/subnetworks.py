@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from rerelrp.base import Prediction
 from rerelrp.inputs import to_input
-from rerelrp.recognition import chain_probabilities, in_task_probability, layer_starts
-from rerelrp.relevance import RelevanceReader, sample_masks, subnetwork_masks
+from rerelrp.recognition import chain_probabilities, in_task_probability, signals
+from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, subnetwork_masks
 
 MAX_BATCH = 512  # rows per stacked pass (samples x sub-networks)
 
@@ -75,6 +75,14 @@ class SubnetworkRunner:
             return 0.0
         return 100.0 * float((self.head_logits(x, t, kept).argmax(1) == y).float().mean())
 
+    def scores(self, x, y, t, kept=None):
+        """Validation accuracy (%) and mean cross-entropy of head t (what the best epoch is chosen by)."""
+        if len(x) == 0:
+            return {"val_acc": 0.0, "val_loss": 0.0}
+        logits = self.head_logits(x, t, kept)
+        return {"val_acc": 100.0 * float((logits.argmax(1) == y).float().mean()),
+                "val_loss": float(F.cross_entropy(logits, y))}
+
     def subnetwork_logits(self, x, t):
         return self.head_logits(x, t, self.ledger.group_masks([t], self.device))
 
@@ -82,36 +90,34 @@ class SubnetworkRunner:
         """Batched LRP of x where sample i goes through sub-network ``groups[i]`` and its head.
 
         ``full=True`` reads every sample through the whole network (all units on) instead.
-        Returns logits, start classes, unit relevance and (with ``heatmap``) input relevance.
+        Returns one :class:`~rerelrp.relevance.LrpResult` for all of x (heatmaps only with ``heatmap``).
         """
         group_masks = None if full else self.ledger.group_masks(range(self.ledger.n_tasks), self.device)
-        logits, starts, units, heats = [], [], [], []
+        parts = []
         total = int(np.ceil(len(x) / MAX_BATCH))
         with RelevanceReader(self.net, composite or self.composite, MAX_BATCH) as reader:
             for i, start in enumerate(range(0, len(x), MAX_BATCH)):
                 sl = slice(start, start + MAX_BATCH)
                 g = groups[sl].to(self.device)
                 masks = None if group_masks is None else sample_masks(group_masks, g)
-                res = reader(x[sl].to(self.device), self.offsets, g, masks,
-                             None if targets is None else targets[sl].to(self.device), units=True, heatmap=heatmap)
-                logits.append(res.logits)
-                starts.append(res.start_class)
-                units.append(res.units)
-                if heatmap:
-                    heats.append(res.heatmap)
+                parts.append(reader(x[sl].to(self.device), self.offsets, g, masks,
+                                    None if targets is None else targets[sl].to(self.device), heatmap=heatmap))
                 if report:
                     report(phase, i + 1, total, f"LRP batch {i + 1}/{total}")
 
-        def cat(parts):
-            return torch.cat(parts) if parts else None
+        def cat(name):
+            values = [getattr(p, name) for p in parts]
+            return torch.cat(values) if values and values[0] is not None else None
 
-        return cat(logits), cat(starts), cat(units), cat(heats) if heatmap else None
+        return LrpResult(cat("logits"), cat("start_class"), cat("units"), cat("heatmap"), cat("layer_norms"),
+                         cat("activations"))
 
     def stacked(self, images, input_size, heatmap=False, composite=None):
         """Every image through every sub-network in stacked batches.
 
-        Returns each sub-network's class (N, T), logits (N, T, k), unit relevance (N, T, U) and,
-        with ``heatmap``, input relevance (N, T, H, W). Without heatmaps the newest sub-network
+        Returns each sub-network's class (N, T), logits (N, T, k), unit signals (N, T, 2U: relevance,
+        then activations; see :func:`~rerelrp.recognition.signals`) and, with ``heatmap``, input
+        relevance (N, T, H, W). Without heatmaps the newest sub-network
         only needs its forward pass (it has no recogniser), so it skips LRP.
         """
         T = self.n_tasks
@@ -125,11 +131,12 @@ class SubnetworkRunner:
             lg = st = un = None
             if lrp_tasks:
                 groups = torch.arange(lrp_tasks).repeat_interleave(n)
-                lg, st, un, ht = self.lrp(xb.repeat(lrp_tasks, 1, 1, 1), groups, heatmap=heatmap, composite=composite)
+                res = self.lrp(xb.repeat(lrp_tasks, 1, 1, 1), groups, heatmap=heatmap, composite=composite)
+                lg, st, un, ht = res.logits, res.start_class, torch.from_numpy(signals(res)), res.heatmap
                 lg, st, un = lg.view(lrp_tasks, n, -1), st.view(lrp_tasks, n), un.view(lrp_tasks, n, -1)
             if lrp_tasks < T:
                 newest = self.head_logits(xb, T - 1, self.ledger.group_masks([T - 1], self.device))[None]
-                no_units = torch.zeros((1, n, self.ledger.n_units))
+                no_units = torch.zeros((1, n, 2 * self.ledger.n_units))
                 if lg is None:
                     lg, st, un = newest, newest.argmax(-1), no_units
                 else:
@@ -147,17 +154,17 @@ class SubnetworkRunner:
                 torch.cat(heats).numpy() if heatmap else None)
 
     def recognise(self, units, recognizers, store):
-        """P_T for (N, T, U) unit relevance through each sub-network."""
+        """P_T for (N, T, 2U) unit signals through each sub-network."""
         T = self.n_tasks
-        starts = layer_starts(self.ledger.layer_sizes)
+        sizes = self.ledger.layer_sizes
         p_r = np.stack(
-            [in_task_probability(recognizers[m], units[:, m, store.columns(m, starts)]) for m in range(T - 1)],
+            [in_task_probability(recognizers[m], units[:, m, store.columns(m, sizes)]) for m in range(T - 1)],
             axis=1,
         ) if T > 1 else np.zeros((len(units), 0))
         return chain_probabilities(p_r)
 
     def answer(self, subnet_class, units, recognizers, store, class_names):
-        """The task-agnostic :class:`Prediction` from each sub-network's class and unit relevance."""
+        """The task-agnostic :class:`Prediction` from each sub-network's class and unit signals."""
         p_task = self.recognise(units, recognizers, store)
         task = p_task.argmax(1)
         local = subnet_class[np.arange(len(task)), task]
@@ -170,6 +177,7 @@ class SubnetworkRunner:
 
     def explain(self, images, input_size, recognizers, store, class_names, composite, top_k):
         subnet_class, logits, units, heats = self.stacked(images, input_size, heatmap=True, composite=composite)
+        relevance = units[..., : self.ledger.n_units]
         prob = torch.softmax(logits, -1).gather(-1, torch.as_tensor(subnet_class)[..., None])[..., 0].numpy()
         names = list(self.ledger.layer_sizes)
         first_unit = np.cumsum([0] + [self.ledger.layer_sizes[n] for n in names])
@@ -177,9 +185,9 @@ class SubnetworkRunner:
         for i in range(len(units)):
             per_task = []
             for m in range(self.n_tasks):
-                best = np.argsort(-units[i, m])[:top_k]
+                best = np.argsort(-relevance[i, m])[:top_k]
                 layer_of = np.searchsorted(first_unit, best, "right") - 1
-                per_task.append([(names[li], int(u - first_unit[li]), float(units[i, m, u]))
+                per_task.append([(names[li], int(u - first_unit[li]), float(relevance[i, m, u]))
                                  for li, u in zip(layer_of, best)])
             top.append(per_task)
         return Explanation(heats, subnet_class, prob, top,

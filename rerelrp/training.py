@@ -5,6 +5,11 @@ batch order and shift augmentation. What differs between methods comes in as arg
 loss (cross-entropy on one head, plus a method's own terms), the parameters that may move,
 and ``hooks`` that run around each optimiser step (ReReLRP's freezer zeroes the gradients of
 frozen units before the step and puts them back bit for bit after it).
+
+Small data sets get the same care as large ones: a floor on optimiser steps (a folder of 100
+images gets as many steps as it needs, not 20), class weights against imbalance, the epoch
+with the best validation result, and BatchNorm statistics recomputed on the training images
+(:func:`recalibrate_batchnorm`), so that evaluation sees what training saw.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ class Schedule:
     momentum: float
     weight_decay: float
     augment_shift: int
+    min_steps: int
+    best_epoch: bool
 
     @classmethod
     def of(cls, params):
@@ -43,24 +50,31 @@ class NoHooks:
         pass
 
 
+def epochs_for(schedule, n):
+    """Epochs to run over ``n`` images: ``schedule.epochs``, more if that gives fewer than ``min_steps`` steps."""
+    steps_per_epoch = max(1, int(np.ceil(n / schedule.batch_size)))
+    return max(schedule.epochs, int(np.ceil(schedule.min_steps / steps_per_epoch))), steps_per_epoch
+
+
 def train(net, parameters, source, labels, schedule, loss_fn, generator, report=None, hooks=None, validate=None):
     """Train ``net`` on ``source`` (an :class:`~rerelrp.inputs.ImageSource`) with ``labels`` (LongTensor).
 
     ``loss_fn(net, x, y, index)`` returns ``(loss, logits)`` for a batch (``index``: the batch's
     positions in ``source``; logits of the classes ``y`` indexes, for the running accuracy).
-    ``validate()`` (optional) returns the validation accuracy after each epoch. ``report`` receives
-    progress events (phase "train"). Returns the training curve, one dict per epoch.
+    ``validate()`` (optional) returns ``{"val_acc": %, "val_loss": ...}`` after each epoch; with
+    ``schedule.best_epoch`` the weights of the best epoch (accuracy, then loss) are kept.
+    ``report`` receives progress events (phase "train"). Returns the training curve, one dict per epoch.
     """
     hooks = hooks or NoHooks()
     n = len(source)
     device = labels.device
     optimizer = torch.optim.SGD(parameters, lr=schedule.lr, momentum=schedule.momentum,
                                 weight_decay=schedule.weight_decay)
-    steps_per_epoch = max(1, int(np.ceil(n / schedule.batch_size)))
-    total = schedule.epochs * steps_per_epoch
+    epochs, steps_per_epoch = epochs_for(schedule, n)
+    total = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
-    curve = []
-    for epoch in range(schedule.epochs):
+    curve, best, best_state, best_index = [], None, None, None
+    for epoch in range(epochs):
         net.train()
         order = torch.randperm(n, generator=generator).to(device)
         total_loss, correct = 0.0, 0
@@ -80,27 +94,79 @@ def train(net, parameters, source, labels, schedule, loss_fn, generator, report=
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.argmax(1) == y).sum())
             if report:
-                report("train", epoch * steps_per_epoch + step + 1, total, f"epoch {epoch + 1}/{schedule.epochs}")
+                report("train", epoch * steps_per_epoch + step + 1, total, f"epoch {epoch + 1}/{epochs}")
         net.eval()
         point = {"epoch": epoch + 1, "loss": total_loss / n, "train_acc": 100.0 * correct / n}
         if validate is not None:
-            point["val_acc"] = validate()
+            point.update(validate())
+            score = (point["val_acc"], -point.get("val_loss", 0.0))
+            if schedule.best_epoch and (best is None or score >= best):  # ties: the later epoch
+                best, best_index = score, epoch
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         curve.append(point)
         if report:
-            message = f"epoch {epoch + 1}/{schedule.epochs}: loss {point['loss']:.3f}"
+            message = f"epoch {epoch + 1}/{epochs}: loss {point['loss']:.3f}"
             if "val_acc" in point:
                 message += f", val acc {point['val_acc']:.1f}%"
             report("train", (epoch + 1) * steps_per_epoch, total, message, **point)
+    if best_state is not None:
+        net.load_state_dict(best_state)
+        curve[best_index]["kept"] = True
     net.eval()
     return curve
 
 
-def head_loss(columns):
-    """Cross-entropy over the logits in ``columns`` (a slice of the heads side by side)."""
+@torch.no_grad()
+def recalibrate_batchnorm(net, source, hooks=None, masks=None, limit=2048, batch_size=256, generator=None):
+    """Recompute BatchNorm running statistics as the average over up to ``limit`` images of ``source``.
+
+    A few dozen optimiser steps leave running statistics far from the data (momentum 0.1), so
+    evaluation would not see what training saw. Statistics of frozen units never change:
+    ``hooks.after_step()`` (the freezer) puts them back after every batch. ``masks`` selects a
+    sub-network (per-layer (1, units) masks), so a pruned sub-network gets its own statistics.
+    """
+    from rerelrp.relevance import subnetwork_masks
+
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(source) < 2:
+        return
+    hooks = hooks or NoHooks()
+    order = torch.randperm(len(source), generator=generator)[:limit]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    hooks.after_step()
+    net.train()
+    try:
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            if len(index) < 2:
+                continue
+            x = source.batch(index)
+            batch_masks = None if masks is None else {k: v.expand(len(x), -1) for k, v in masks.items()}
+            with subnetwork_masks(net, batch_masks):
+                net.features(x)
+            hooks.after_step()
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        net.eval()
+
+
+def class_weights(labels, n_classes):
+    """Cross-entropy weights inverse to class frequency (1 for every class of a balanced set)."""
+    counts = np.bincount(np.asarray(labels), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def head_loss(columns, weights=None):
+    """Cross-entropy over the logits in ``columns`` (a slice of the heads side by side), optionally class-weighted."""
     import torch.nn.functional as F
 
     def loss_fn(net, x, y, index):
         logits = net(x)[:, columns]
-        return F.cross_entropy(logits, y), logits
+        return F.cross_entropy(logits, y, weight=None if weights is None else weights.to(logits.device)), logits
 
     return loss_fn

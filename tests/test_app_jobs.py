@@ -10,7 +10,8 @@ from rerelrp.jobs import Job, ordered_phases, phase_fraction
 from rerelrp.progress import Progress
 from rerelrp.session import AppState
 
-FAST = {"epochs": 1, "n_trees": 20, "relevance_samples": 64, "recognizer_samples": 64, "device": "cpu"}
+FAST = {"epochs": 1, "min_steps": 0, "prune_samples": 64,
+        "n_trees": 20, "relevance_samples": 64, "recognizer_samples": 64, "device": "cpu"}
 
 
 def test_job_keeps_latest_event_per_phase_curve_and_result():

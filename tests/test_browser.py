@@ -128,12 +128,11 @@ def test_add_task_then_explain_in_chromium(server, tmp_path):
 
             page.get_by_role("link", name="Train", exact=True).click()
             page.get_by_role("heading", name="Train", exact=True).wait_for(timeout=30_000)
-            epochs = page.get_by_label("Epochs")
-            epochs.fill(str(EPOCHS))
-            epochs.press("Tab")
-            batch = page.get_by_label("Batch size")
-            batch.fill(str(BATCH))
-            batch.press("Tab")
+            # the number inputs by role: each widget's help tooltip is a button labelled "Help for <label>"
+            for label, value in (("Epochs", EPOCHS), ("Batch size", BATCH), ("Minimum steps per task", 0)):
+                field = page.get_by_role("spinbutton", name=label, exact=True)
+                field.fill(str(value))
+                field.press("Tab")
             for t in range(TASKS):
                 page.get_by_role("button", name="Add next task").click()
                 if t == TASKS - 1:  # the live progress, if this machine is slow enough to show it

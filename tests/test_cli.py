@@ -7,7 +7,8 @@ import pytest
 from conftest import shared_file
 from rerelrp.cli import main
 
-FAST_ARGS = ["--epochs", "1", "--relevance-samples", "64", "--recognizer-samples", "64", "--trees", "20", "--quiet"]
+FAST_ARGS = ["--epochs", "1", "--min-steps", "0", "--prune-samples", "64",
+             "--relevance-samples", "64", "--recognizer-samples", "64", "--trees", "20", "--quiet"]
 
 
 def test_run_on_the_demo_writes_the_documented_metrics(tmp_path, capsys):

@@ -11,14 +11,14 @@ from rerelrp.inputs import to_input
 from rerelrp.learner import ReReLRP
 from rerelrp.nets import build_net, grow_layer
 from rerelrp.pruning import search_cut, tolerance_points
-from rerelrp.recognition import RelevanceStore, chain_probabilities, layer_starts, select_features
+from rerelrp.recognition import RelevanceStore, chain_probabilities, select_features, signals
 from rerelrp.relevance import RelevanceReader
 
 
 @pytest.fixture(scope="module")
 def three_task_learner(demo_tasks):
     """Three demo tasks with a min_free so high that layers must grow on the way."""
-    learner = ReReLRP(**FAST, min_free=0.9)
+    learner = ReReLRP(**FAST, min_free=0.5)
     logits = {}
     for t, task in enumerate(demo_tasks[:3]):
         learner.add_task(task)
@@ -41,12 +41,16 @@ def test_frozen_units_never_move_under_momentum_and_weight_decay(demo_tasks):
     stats = {u.name: u.norm.running_mean.clone() for u in learner.net_.unit_layers if u.norm is not None}
     head0 = learner.net_.heads[0].weight.detach().clone()
     learner.add_task(demo_tasks[1])
+    learned = 0
     for layer in learner.net_.unit_layers:
         rows = torch.as_tensor(kept[layer.name])
         assert torch.equal(layer.module.weight[rows], before[layer.name][rows])
-        assert not torch.equal(layer.module.weight[~rows], before[layer.name][~rows]), "free units should learn"
+        if (~rows).any():  # a layer task 0 kept whole has no free units to learn
+            assert not torch.equal(layer.module.weight[~rows], before[layer.name][~rows]), "free units should learn"
+            learned += 1
         if layer.norm is not None:
             assert torch.equal(layer.norm.running_mean[rows], stats[layer.name][rows])
+    assert learned >= 3, "the test should cover layers with free units"
     assert torch.equal(learner.net_.heads[0].weight, head0)
 
 
@@ -89,7 +93,6 @@ def test_predict_equals_one_image_through_one_subnetwork_at_a_time(three_task_le
     images = np.concatenate([demo_tasks[t].test.images[:4] for t in range(3)])
     pred = learner.predict(images)
     ledger, store, offsets = learner.ledger_, learner.store_, learner.offsets_
-    starts = layer_starts(ledger.layer_sizes)
     x = to_input(images, learner.input_size)
     for i in range(len(images)):
         p_r = []
@@ -102,7 +105,8 @@ def test_predict_equals_one_image_through_one_subnetwork_at_a_time(three_task_le
             with RelevanceReader(learner.net_, learner.composite) as reader:
                 res = reader(x[i : i + 1], offsets, torch.tensor([m]), masks)
             assert int(res.start_class[0]) == pred.subnet_class[i, m]
-            features = res.units[0].numpy()[store.columns(m, starts)]
+            features = signals(res)[0][store.columns(m, ledger.layer_sizes)]
+            assert len(store.active[m]) == sum(k.sum() for k in ledger.task(m).values())  # every kept unit's activation
             forest = learner.recognizers_[m]
             p_r.append(forest.predict_proba(features[None])[0, list(forest.classes_).index(1)])
         chain = [p_r[0], (1 - p_r[0]) * p_r[1], (1 - p_r[0]) * (1 - p_r[1])]
@@ -244,19 +248,26 @@ def test_chain_probabilities_follow_the_classifier_chain():
 
 
 def test_relevance_store_keeps_only_selected_columns_and_follows_growth():
-    rows = np.zeros((5, 10), np.float32)
+    rows = np.zeros((5, 20), np.float32)  # 10 units: relevance columns 0-9, activation columns 10-19
     rows[:, [2, 7]] = [1.0, -3.0]
+    rows[:, 10:] = np.arange(10)
     store = RelevanceStore()
-    starts = layer_starts({"a": 5, "b": 5})
-    store.add_task(0, rows, n_features=2, starts=starts)
-    assert store.features[0].tolist() == [[0, 2], [1, 2]] and store.rows[0][0].shape == (5, 2)
-    assert store.rows[0][0][0].tolist() == [1.0, -3.0]
-    store.add_ood(0, 1, np.ones((4, 10), np.float32), starts)
+    sizes = {"a": 5, "b": 5}
+    kept = np.zeros(10, bool)
+    kept[[1, 6]] = True
+    store.add_task(0, rows, n_features=2, layer_sizes=sizes, kept_flat=kept)
+    assert store.features[0].tolist() == [[0, 2], [1, 2]] and store.active[0].tolist() == [[0, 1], [1, 1]]
+    assert store.rows[0][0].shape == (5, 4) and store.rows[0][0][0].tolist() == [1.0, -3.0, 1.0, 6.0]
+    store.add_ood(0, 1, np.ones((4, 20), np.float32), sizes)
     X, y = store.training_set(0)
-    assert X.shape == (9, 2) and y.tolist() == [1] * 5 + [0] * 4
-    grown = layer_starts({"a": 8, "b": 5})  # layer a grew by 3 units at its end: b's units move, features follow
-    assert store.columns(0, grown).tolist() == [2, 10]
-    assert select_features(rows, 1).tolist() == [7]
+    assert X.shape == (9, 4) and y.tolist() == [1] * 5 + [0] * 4
+    grown = {"a": 8, "b": 5}  # layer a grew by 3 units at its end: b's units move, features follow
+    assert store.columns(0, grown).tolist() == [2, 10, 13 + 1, 13 + 9]
+    assert select_features(rows[:, :10], 1).tolist() == [7]
+    store.add_task(1, rows, n_features=1, layer_sizes=sizes)  # activation features off: relevance only
+    assert store.active[1].shape == (0, 2) and store.rows[1][1].shape == (5, 1)
+    again = RelevanceStore.from_arrays(store.to_arrays(), 2, sizes)
+    assert all(np.array_equal(a, b) for a, b in zip(again.active, store.active))
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -339,7 +350,7 @@ def test_other_backbones_learn_two_tasks_exactly(demo_tasks, arch, size):
     from dataclasses import replace
 
     few = [replace(t, train=t.train.subset(slice(0, 96))) for t in demo_tasks[:2]]  # ResNet-18 is slow on a CPU
-    learner = ReReLRP(**FAST, net=arch, input_size=size, min_free=0.9)
+    learner = ReReLRP(**FAST, net=arch, input_size=size, min_free=0.5)
     learner.add_task(few[0])
     first = learner.subnetwork_logits(demo_tasks[0].test.images, 0)
     learner.add_task(few[1])
@@ -350,8 +361,8 @@ def test_other_backbones_learn_two_tasks_exactly(demo_tasks, arch, size):
         learner.add_task(few[0])  # every layer full: reported, not grown
         assert learner.history_[-1]["grown"] == {}
         warnings = learner.history_[-1]["warnings"]
-        assert len(warnings) == len(learner.ledger_.layer_sizes)
-        assert all("only reuse frozen units" in w for w in warnings)
+        full = [w for w in warnings if "only reuse frozen units" in w]  # besides, perhaps, "learned nothing"
+        assert len(full) == len(learner.ledger_.layer_sizes) and len(warnings) - len(full) <= 1
 
 
 def test_direct_forest_probabilities_equal_sklearns_bit_for_bit():

@@ -1,0 +1,112 @@
+"""Where does accuracy go? Runs a sequence with given settings and measures each phase's cost in accuracy.
+
+For every task: validation and test accuracy of the full network right after training and of the
+pruned sub-network (task-aware), so the gap between TAw and 100 splits into "training" and
+"pruning"; then the usual TAg / TAw / recognition after the last task. Test images only measure
+here: nothing is chosen on them. Prints one JSON line per run (and appends it to --log).
+
+    .venv/bin/python bench/study.py --data demo --seeds 0 1 2 --set min_steps=0 --set recalibrate=false
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rerelrp.data import build_sequence, load_dataset  # noqa: E402
+from rerelrp.inputs import to_input  # noqa: E402
+from rerelrp.learner import ReReLRP  # noqa: E402
+from rerelrp.metrics import RunMetrics, evaluate_tasks  # noqa: E402
+
+
+class StudyLearner(ReReLRP):
+    """ReReLRP that also measures (never chooses on) test accuracy of the full and the pruned network per task."""
+
+    def __init__(self, tests=(), **params):
+        super().__init__(**params)
+        self._tests = list(tests)
+        self.study_ = []
+
+    def _test_acc(self, t, kept=None):
+        images, labels = self._tests[t]
+        return self._runner().accuracy(to_input(images, self.input_size), torch.as_tensor(labels), t, kept)
+
+    def _prune(self, task, t, scores, rng, report):
+        self._full = self._test_acc(t)  # before the search moves BatchNorm statistics
+        return super()._prune(task, t, scores, rng, report)
+
+    def _settle(self, task, t, kept_flat):
+        full = self._full
+        kept_val = super()._settle(task, t, kept_flat)
+        masks = {name: torch.tensor(k, dtype=torch.float32)[None] for name, k in self.ledger_.unflat(kept_flat).items()}
+        self.study_.append({"task": t, "test_full": full, "test_pruned": self._test_acc(t, masks),
+                            "val_pruned": kept_val, "kept_share": float(np.mean(kept_flat))})
+        return kept_val
+
+
+def parse_value(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def run(data, n_tasks, seed, settings, data_root):
+    datasets = [load_dataset(d, root=data_root, seed=seed) for d in data]
+    tasks = build_sequence(datasets, n_tasks)
+    learner = StudyLearner(tests=[(t.test.images, t.test.labels) for t in tasks], seed=seed, **settings)
+    metrics = RunMetrics()
+    clock = time.perf_counter()
+    for task in tasks:
+        learner.add_task(task)
+        summary = learner.history_[-1]
+        learner.study_[-1]["val_full"] = summary["prune"]["val_acc_full"]
+        eval_clock = time.perf_counter()
+        row = evaluate_tasks(learner, tasks[: learner.n_tasks])
+        metrics.add(summary, row, time.perf_counter() - eval_clock, learner.capacity())
+    wall = time.perf_counter() - clock
+    final = metrics.final()
+    return {
+        "data": data, "tasks": n_tasks, "seed": seed, "settings": settings,
+        "tag": final["tag"], "taw": final["taw"], "recognition": metrics.task_recognition[-1],
+        "recognition_per_task": metrics.recognized[-1], "taw_per_task": metrics.acc_taw[-1],
+        "tag_after_each_task": metrics.tag_after_each_task(), "forgetting_taw": final["forgetting_taw"],
+        "per_task": learner.study_, "seconds": metrics.seconds, "wall": wall,
+        "warnings": [w for h in learner.history_ for w in h["warnings"] if "learned nothing" in w],
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--tasks", type=int, default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a learner setting")
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "medmnist"))
+    parser.add_argument("--label", default="")
+    parser.add_argument("--log", default=None, help="append each result as a JSON line to this file")
+    args = parser.parse_args()
+    settings = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    for seed in args.seeds:
+        result = run(args.data, args.tasks, seed, settings, args.data_root) | {"label": args.label}
+        line = json.dumps(result)
+        print(line, flush=True)
+        if args.log:
+            with open(args.log, "a") as handle:
+                handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
