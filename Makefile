@@ -18,6 +18,7 @@ run: install
 	$(VENV)/bin/streamlit run app.py
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: install

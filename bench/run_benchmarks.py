@@ -1,46 +1,92 @@
-"""`make bench`: the measured runs behind the README's tables.
+"""`make bench`: the measured runs behind the README's tables (bench/RESULTS.md).
 
-Runs, with default settings on whatever device `auto` picks:
-  1. the digits demo (5 tasks of 2 digits),
-  2. the real MedMNIST files as a cross-domain sequence (pneumonia -> breast -> retina),
-  3. class-incremental splits (RetinaMNIST into 2 tasks, digits into 5) beside fine-tuning
-     (lower bound) and joint training (upper bound) with the same epochs,
-  4. inference latency per image (forward + LRP on every sub-network + the chain) at batch 1 and 256.
-Each run's metrics.json and run.json go to bench/out/<run>/; the tables go to bench/RESULTS.md.
+Parts (all by default; ``--part`` picks some):
+  runs      the issue-13 acceptance runs, default settings, seeds 0, 1, 2: the real CT-vs-MR DICOM
+            folder, the digits demo, BloodMNIST in 4 tasks (the paper's protocol) and the real
+            MedMNIST files as a cross-domain sequence (pneumonia -> breast -> retina)
+  ablation  each change of issue 13 switched off alone, digits demo and BloodMNIST 4x2, seed 0
+  bounds    class-incremental digits beside fine-tuning (lower bound) and joint training (upper)
+  latency   inference per image (forward + LRP on every sub-network + the chain), batch 1 and 256
+
+Every run appends one JSON line to bench/out/results.jsonl (and keeps its metrics.json under
+bench/out/<part>/<run>/); ``--report`` rebuilds RESULTS.md from that file alone, so parts can be
+run on different days or in parallel (``--threads 1`` each; the thread count is recorded).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rerelrp.baselines import BaselineLearner
 from rerelrp.data import build_sequence, load_dataset
 from rerelrp.fileio import write_json_atomic
 from rerelrp.learner import ReReLRP
-from rerelrp.runner import SequenceRun, run_record
+from rerelrp.runner import SequenceRun
 
 HERE = Path(__file__).resolve().parent
-MEDMNIST = HERE.parent.parent / "shared" / "data" / "medmnist"
-CROSS_DOMAIN = [MEDMNIST / f"{name}.npz" for name in ("pneumoniamnist", "breastmnist", "retinamnist")]
+SHARED = HERE.parent.parent / "shared" / "data"
+MEDMNIST = SHARED / "medmnist"
+RESULTS = HERE / "out" / "results.jsonl"
+SEEDS = (0, 1, 2)
+RUNS = {  # name: (sources, number of tasks or None for one task per source)
+    "ct_vs_mr": ([SHARED / "dicom" / "ct_vs_mr"], None),
+    "digits": (["demo"], None),
+    "blood4x2": ([MEDMNIST / "bloodmnist.npz"], 4),
+    "cross_domain": ([MEDMNIST / f"{n}.npz" for n in ("pneumoniamnist", "breastmnist", "retinamnist")], None),
+}
+ABLATION = {  # label: the settings that switch one change off
+    "defaults": {},
+    "no step floor": {"min_steps": 0},
+    "no class-balanced loss": {"class_balance": False},
+    "no best epoch": {"best_epoch": False},
+    "no BatchNorm recalibration": {"recalibrate": False},
+    "pruning judged on validation only": {"prune_samples": 0},
+    "acc_drop 1.0 (the old default)": {"acc_drop": 1.0},
+    "relevance features only": {"activation_features": False},
+    "512 recogniser rows": {"recognizer_samples": 512},
+}
+# BloodMNIST runs take minutes each: the changes aimed at small data sets are ablated on digits only
+SKIP = {("blood4x2", label) for label in ("no step floor", "no class-balanced loss", "no best epoch")}
 
 
-def learn(name, sources, method="rerelrp", n_tasks=None, **config):
-    datasets = [load_dataset(s) for s in sources]
-    tasks = build_sequence(datasets, n_tasks)
+def cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def learn(part, name, run, seed, method="rerelrp", **settings):
+    """One run; its metrics and phase timings go to results.jsonl."""
+    sources, n_tasks = RUNS[run]
+    tasks = build_sequence([load_dataset(str(s), seed=seed) for s in sources], n_tasks)
+    config = {"seed": seed, **settings}
     learner = ReReLRP(**config) if method == "rerelrp" else BaselineLearner(method, **config)
-    run = SequenceRun(learner, tasks)
+    sequence = SequenceRun(learner, tasks)
     clock = time.perf_counter()
-    run.run()
+    sequence.run()
     wall = time.perf_counter() - clock
-    out = HERE / "out" / name
-    write_json_atomic(out / "metrics.json", run.metrics.to_dict() | {"wall_seconds": wall})
-    write_json_atomic(out / "run.json", run_record(learner, tasks, [str(s) for s in sources], method=method))
-    print(f"{name}: {wall:.1f}s, final {run.metrics.final()}", flush=True)
-    return run, wall
+    m = sequence.metrics
+    record = {"part": part, "name": name, "run": run, "seed": seed, "method": method, "settings": settings,
+              **m.final(), "recognition": m.task_recognition[-1] if m.task_recognition else None,
+              "tag_after_each_task": m.tag_after_each_task(), "wall_seconds": wall, "seconds": m.seconds,
+              "warnings": [w for h in getattr(learner, "history_", []) for w in h.get("warnings", [])],
+              "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    write_json_atomic(HERE / "out" / part / f"{name}-s{seed}".replace(" ", "_") / "metrics.json", m.to_dict())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+    print(f"{part} {name} seed {seed}: TAg {record['tag']:.2f} TAw {record['taw']:.2f} recognition "
+          f"{record['recognition'] or 0:.1f} wall {wall:.0f}s", flush=True)
+    return sequence
 
 
 def latency(learner, images, repeats):
@@ -54,64 +100,109 @@ def latency(learner, images, repeats):
     return float(np.median(times)) / len(images)
 
 
-def pct(values):
-    return " / ".join(f"{v:.1f}" for v in values)
+def part_latency():
+    sequence = learn("latency", "digits", "digits", 0)
+    images = np.concatenate([t.test.images for t in sequence.tasks])[:256]
+    record = {"part": "latency", "name": "digits demo, 5 tasks", "batch1_ms": 1e3 * latency(sequence.learner, images[:1], 20),
+              "batch256_ms": 1e3 * latency(sequence.learner, images, 3), "cpu": cpu_name(),
+              "threads": torch.get_num_threads()}
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
-def phase_table(rows):
-    lines = ["| run | task | train | relevance | prune | recognizer | eval |", "|---|---|---|---|---|---|---|"]
-    for name, run in rows:
-        for i, s in enumerate(run.metrics.seconds):
-            lines.append(f"| {name} | {i} | " + " | ".join(f"{s[p]:.1f}" for p in
-                                                          ("train", "relevance", "prune", "recognizer", "eval")) + " |")
-    return lines
+def mean_sd(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+
+
+def report():
+    """RESULTS.md from results.jsonl (the latest record of every part, name and seed)."""
+    latest = {}
+    for line in RESULTS.read_text().splitlines():
+        r = json.loads(line)
+        latest[r["part"], r["name"], r.get("seed"), r.get("method")] = r
+    records = list(latest.values())
+    machines = sorted({f"{r['cpu']}, {r['threads']} thread(s)" for r in records})
+    lines = ["# Benchmarks (`make bench`, CPU, default settings)", "",
+             "Machines: " + "; ".join(machines) + ". Runs are deterministic on one CPU and thread count; on another "
+             "CPU the same seed lands elsewhere (see the README).", ""]
+    runs = [r for r in records if r["part"] == "runs"]
+    if runs:
+        lines += ["## Runs: mean ± sd over seeds", "",
+                  "| run | seeds | TAg | TAw | TAw forgetting | task recognition | wall s | seed 0: TAg / TAw / recognition |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name in RUNS:
+            rs = sorted((r for r in runs if r["name"] == name), key=lambda r: r["seed"])
+            if not rs:
+                continue
+            s0 = next((r for r in rs if r["seed"] == 0), None)
+            first = f"{s0['tag']:.2f} / {s0['taw']:.2f} / {s0['recognition'] or 0:.1f}" if s0 else "–"
+            lines.append(f"| {name} | {len(rs)} | {mean_sd([r['tag'] for r in rs])} | {mean_sd([r['taw'] for r in rs])} | "
+                         f"{mean_sd([r['forgetting_taw'] for r in rs])} | {mean_sd([r['recognition'] for r in rs])} | "
+                         f"{mean_sd([r['wall_seconds'] for r in rs])} | {first} |")
+        lines += ["", "### Phase seconds, seed 0 (summed over tasks)", "",
+                  "| run | train | relevance | prune | recognizer | eval |", "|---|---|---|---|---|---|"]
+        for r in sorted((r for r in runs if r["seed"] == 0), key=lambda r: list(RUNS).index(r["name"])):
+            sums = {p: sum(s.get(p, 0.0) for s in r["seconds"]) for p in ("train", "relevance", "prune", "recognizer", "eval")}
+            lines.append(f"| {r['name']} | " + " | ".join(f"{v:.1f}" for v in sums.values()) + " |")
+    ablation = [r for r in records if r["part"] == "ablation"]
+    if ablation:
+        lines += ["", "## Ablation: each change switched off alone (seed 0)", "",
+                  "| setting | digits TAg | digits TAw | digits recognition | Blood TAg | Blood TAw | Blood recognition |",
+                  "|---|---|---|---|---|---|---|"]
+        for label in ABLATION:
+            cells = []
+            for run in ("digits", "blood4x2"):
+                r = next((r for r in ablation if r["name"] == f"{run}: {label}"), None) if ABLATION[label] else next(
+                    (r for r in runs if r["name"] == run and r["seed"] == 0), None)
+                cells += [f"{r['tag']:.2f}", f"{r['taw']:.2f}", f"{r['recognition'] or 0:.1f}"] if r else ["–"] * 3
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    bounds = [r for r in records if r["part"] == "bounds"]
+    if bounds:
+        lines += ["", "## Class-incremental digits: TAg after each task beside the bounds (seed 0, same epochs)", "",
+                  "| method | TAg after each task |", "|---|---|"]
+        for r in bounds:
+            lines.append(f"| {r['method']} | " + " / ".join(f"{v:.1f}" for v in r["tag_after_each_task"]) + " |")
+    for r in (r for r in records if r["part"] == "latency" and "batch1_ms" in r):
+        lines += ["", "## Inference latency per image (forward + LRP on every sub-network + chain)", "",
+                  f"{r['name']}: {r['batch1_ms']:.1f} ms at batch 1, {r['batch256_ms']:.2f} ms at batch 256."]
+    lines += ["", "Commands: `make bench` (everything); `python bench/run_benchmarks.py --part runs --threads 1` (one "
+              "part); `python bench/run_benchmarks.py --report` (this file from bench/out/results.jsonl).", ""]
+    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    print("\n".join(lines))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--part", action="append", choices=["runs", "ablation", "bounds", "latency"])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--report", action="store_true", help="only rebuild RESULTS.md from bench/out/results.jsonl")
     args = parser.parse_args(argv)
-    cfg = {"device": args.device}
-    if not all(p.exists() for p in CROSS_DOMAIN):
-        sys.exit(f"the real MedMNIST files are needed in {MEDMNIST} (see ../shared/data/SOURCES.md)")
-
-    demo, demo_wall = learn("demo", ["demo"], **cfg)
-    cross, cross_wall = learn("medmnist_cross_domain", CROSS_DOMAIN, **cfg)
-    cil = {}
-    for data, sources, n_tasks in (("retinamnist", [CROSS_DOMAIN[2]], 2), ("digits", ["demo"], 5)):
-        for method in ("finetune", "rerelrp", "joint"):
-            run = demo if (data, method) == ("digits", "rerelrp") else learn(f"{data}_{method}", sources, method,
-                                                                               n_tasks, **cfg)[0]
-            cil[data, method] = run
-
-    device = demo.learner.describe_device()
-    lines = [f"# Benchmarks (`make bench`, {device}, default settings)", ""]
-    lines += ["## Runs", "", "| run | tasks | final TAg | final TAw | TAw forgetting | TAg forgetting | "
-              "task recognition after last task | TAg after each task | wall s |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, run, wall in (("digits demo", demo, demo_wall), ("MedMNIST pneumonia→breast→retina", cross, cross_wall)):
-        f = run.metrics.final()
-        lines.append(f"| {name} | {len(run.tasks)} | {f['tag']:.2f} | {f['taw']:.2f} | {f['forgetting_taw']:.2f} | "
-                     f"{f['forgetting_tag']:.2f} | {run.metrics.task_recognition[-1]:.1f} % | "
-                     f"{pct(run.metrics.tag_after_each_task())} | {wall:.0f} |")
-    lines += ["", "## Class-incremental: TAg after each task beside the bounds (same epochs)", "",
-              "| data set | fine-tuning (lower) | ReReLRP | joint (upper) |", "|---|---|---|---|"]
-    for data in ("retinamnist", "digits"):
-        lines.append(f"| {data} | " + " | ".join(pct(cil[data, m].metrics.tag_after_each_task())
-                                                  for m in ("finetune", "rerelrp", "joint")) + " |")
-    lines += ["", "## Phase timings (seconds)", ""] + phase_table([("digits demo", demo), ("MedMNIST", cross)])
-    lines += ["", "## Inference latency per image (forward + LRP on every sub-network + chain)", "",
-              "| model | batch 1 | batch 256 |", "|---|---|---|"]
-    for name, run in (("digits demo, 5 tasks", demo), ("MedMNIST, 3 tasks", cross)):
-        images = np.concatenate([t.test.images if t.test.images.shape[-1] == 3 else np.repeat(t.test.images, 3, -1)
-                                 for t in run.tasks])[:256]
-        one = latency(run.learner, images[:1], repeats=20)
-        many = latency(run.learner, images, repeats=3)
-        lines.append(f"| {name} | {one * 1e3:.1f} ms | {many * 1e3:.2f} ms |")
-    lines += ["", "Commands: `make bench` (this file); single runs: `rerelrp run --data demo --out runs/demo`, "
-              "`rerelrp run --data pneumoniamnist --data breastmnist --data retinamnist --data-root ../shared/data/medmnist "
-              "--out runs/cross`, `rerelrp run --data retinamnist --tasks 2 --method finetune|joint ...`.", ""]
-    (HERE / "RESULTS.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.report:
+        missing = [str(s) for sources, _ in RUNS.values() for s in sources if s != "demo" and not Path(s).exists()]
+        if missing:
+            sys.exit(f"benchmark data missing (see ../shared/data/SOURCES.md): {', '.join(missing)}")
+        parts = args.part or ["runs", "ablation", "bounds", "latency"]
+        if "runs" in parts:
+            for seed in SEEDS:
+                for run in RUNS:
+                    learn("runs", run, run, seed)
+        if "ablation" in parts:
+            for run in ("digits", "blood4x2"):
+                for label, settings in ABLATION.items():
+                    if settings and (run, label) not in SKIP:  # "defaults" is the seed-0 run of the runs part
+                        learn("ablation", f"{run}: {label}", run, 0, **settings)
+        if "bounds" in parts:
+            for method in ("finetune", "rerelrp", "joint"):
+                learn("bounds", f"digits {method}", "digits", 0, method=method)
+        if "latency" in parts:
+            part_latency()
+    report()
 
 
 if __name__ == "__main__":

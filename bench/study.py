@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from recognition_study import parse_value  # bench/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,13 +54,6 @@ class StudyLearner(ReReLRP):
         return kept_val
 
 
-def parse_value(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def run(data, n_tasks, seed, settings, data_root):

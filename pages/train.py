@@ -57,6 +57,7 @@ if not state.can_learn:
 # one widget per learner setting, drawn from rerelrp.settings (the CLI's options come from the same table)
 s = state.settings
 locked = learned > 0
+PER_ROW = 5
 devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
     ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
 with st.form("settings", border=True):
@@ -65,10 +66,12 @@ with st.form("settings", border=True):
     for group, title in GROUPS.items():
         members = [x for x in SETTINGS.values() if x.group == group]
         place = st if group in ("network", "training") else st.expander(title)
-        columns = place.columns(len(members))
-        for column, setting in zip(columns, members):
-            choices = devices if setting.name == "device" else None
-            values[setting.name] = setting_widget(column, setting, s[setting.name], locked and setting.fixed, choices)
+        for row in range(0, len(members), PER_ROW):  # rows of at most PER_ROW widgets stay readable
+            chunk = members[row : row + PER_ROW]
+            for column, setting in zip(place.columns(PER_ROW), chunk):
+                choices = devices if setting.name == "device" else None
+                values[setting.name] = setting_widget(column, setting, s[setting.name], locked and setting.fixed,
+                                                      choices)
     f1, f2, _ = st.columns([1, 1, 3])
     add_one = f1.form_submit_button("Add next task", type="primary", icon=":material/add_circle:",
                                     disabled=busy or next_task is None or not state.can_learn)

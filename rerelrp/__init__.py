@@ -2,7 +2,7 @@
 from rerelrp.errors import ConfigError, DataError, RerelrpError, StopRequested
 
 __all__ = ["ConfigError", "DataError", "RerelrpError", "StopRequested", "ReReLRP"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name):

@@ -96,6 +96,7 @@ class ReReLRP(TaskSequenceLearner):
             "seconds": seconds,
             "grown": grown,
             "train_curve": curve,
+            "recalibrated": self._recalibrated,
             "prune": {
                 "val_acc_full": val_full,
                 "val_acc_kept": kept_acc,
@@ -162,9 +163,27 @@ class ReReLRP(TaskSequenceLearner):
         curve = train(self.net_, self._freezer.trainable(self.net_), source, labels, Schedule.of(self.get_params()),
                       head_loss(slice(lo, hi), weights), generator, report, hooks=self._freezer,
                       validate=lambda: runner.scores(x_val, y_val, t))
+        self._recalibrated = False
         if self.recalibrate:
-            recalibrate_batchnorm(self.net_, source, self._freezer, generator=generator)
+            self._recalibrated = self._recalibrate_if_better(source, generator, lambda: runner.scores(x_val, y_val, t))
         return curve
+
+    def _recalibrate_if_better(self, source, generator, scores):
+        """BatchNorm statistics recomputed on training images, kept only if validation agrees.
+
+        After a few dozen steps the running statistics are far from the data (the 28 CT : 150 MR
+        folder stays at the majority share without this); after hundreds of augmented steps they
+        can fit the trained weights better than the plain average does (BloodMNIST task 0: 99.8 %
+        validation accuracy with them, 98.2 % recomputed). Validation decides (ties: recomputed).
+        """
+        before = scores()
+        saved = {k: v.clone() for k, v in self.net_.state_dict().items() if "running_" in k or "num_batches" in k}
+        recalibrate_batchnorm(self.net_, source, self._freezer, generator=generator)
+        after = scores()
+        if (after["val_acc"], -after["val_loss"]) >= (before["val_acc"], -before["val_loss"]):
+            return True
+        self.net_.load_state_dict(saved, strict=False)
+        return False
 
     def _check_learned(self, task, t):
         """Validation accuracy of the trained network, and a warning if it is no better than guessing.
@@ -189,7 +208,7 @@ class ReReLRP(TaskSequenceLearner):
         """BatchNorm statistics of task t's pruned sub-network, from its own activations; its validation accuracy."""
         masks = {name: torch.tensor(k, dtype=torch.float32, device=self._torch_device())[None]
                  for name, k in self.ledger_.unflat(kept_flat).items()}
-        if self.recalibrate:
+        if self._recalibrated:
             source = ImageSource([task.train.images], self.input_size, self._torch_device())
             generator = torch.Generator().manual_seed(self.seed * 10007 + t)
             recalibrate_batchnorm(self.net_, source, self._freezer, masks=masks, generator=generator)
@@ -218,11 +237,13 @@ class ReReLRP(TaskSequenceLearner):
         return units.abs().sum(0).numpy()
 
     def _prune(self, task, t, scores, rng, report):
-        """The kept set of task t: the cut is judged on the validation images plus ``prune_samples``
-        training images, so that a validation set of 27 images does not decide alone."""
+        """The kept set of task t, judged on at least ``prune_samples`` images: the validation images,
+        topped up with training images when there are fewer, so that 27 validation images do not
+        decide alone (training images flatter a cut, so a large validation split decides alone)."""
         x_eval, y_eval = to_input(task.val.images, self.input_size), torch.as_tensor(task.val.labels)
-        if self.prune_samples:
-            x_train, y_train = self._sample(task.train, self.prune_samples, rng)
+        top_up = self.prune_samples - len(y_eval)
+        if top_up > 0:
+            x_train, y_train = self._sample(task.train, top_up, rng)
             x_eval, y_eval = torch.cat([x_eval, x_train]), torch.cat([y_eval, y_train])
         slices, runner, device = self.ledger_.slices, self._runner(), self._torch_device()
         source = ImageSource([task.train.images], self.input_size, device)
@@ -230,7 +251,7 @@ class ReReLRP(TaskSequenceLearner):
         def evaluate(kept):
             masks = {name: torch.tensor(kept[sl], dtype=torch.float32, device=device)[None]
                      for name, sl in slices.items()}
-            if self.recalibrate:  # judge each candidate with its own BatchNorm statistics, as it will be used
+            if self._recalibrated:  # judge each candidate with its own BatchNorm statistics, as it will be used
                 generator = torch.Generator().manual_seed(self.seed * 10007 + t)  # the same images for every cut
                 recalibrate_batchnorm(self.net_, source, self._freezer, masks=masks, generator=generator,
                                       limit=SEARCH_RECALIBRATION)

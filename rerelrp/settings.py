@@ -122,24 +122,25 @@ SETTINGS = {s.name: s for s in (
             "pruned sub-network, so that evaluation sees what training saw", "training",
             label="Recompute BatchNorm statistics"),
     # keeping and freeing units
-    Setting("acc_drop", 1.0, "validation accuracy points a task may lose when its least relevant units are dropped",
+    Setting("acc_drop", 0.5, "accuracy points a task may lose when its least relevant units are dropped",
             "capacity", low=0.0, high=100.0, label="acc_drop (points)"),
     Setting("min_free", 0.2, "share of every layer kept free for later tasks", "capacity",
             low=0.0, high=1.0, open_high=True, label="Minimum free share per layer"),
-    Setting("prune_samples", 512, "training images judged with the validation images when units are dropped "
-            "(0: validation images only)", "capacity", low=0, high=1_000_000, label="Pruning images from train"),
+    Setting("prune_samples", 512, "a cut of units is judged on at least this many images: the validation images, "
+            "topped up with training images (0: validation images only)", "capacity", low=0, high=1_000_000,
+            label="Images judging a cut"),
     Setting("grow", True, "add units to layers whose free share falls below min_free", "capacity",
             label="Grow full layers"),
     # remembering and recognising tasks
     Setting("relevance_samples", 512, "training images per task whose LRP ranks the units for pruning", "recognition",
             low=1, high=1_000_000, label="Relevance samples per task"),
-    Setting("recognizer_samples", 512, "training images per task whose relevance rows are kept for the recognisers",
+    Setting("recognizer_samples", 2048, "training images per task whose relevance rows are kept for the recognisers",
             "recognition", low=2, high=1_000_000, label="Recogniser samples per task"),
     Setting("n_features", 40, "relevance features (units) each recogniser reads", "recognition",
             low=1, high=100_000, flag="features", label="Features per recogniser"),
     Setting("activation_features", True, "recognisers also read the activation of every unit the task's sub-network "
             "keeps (from the same forward pass)", "recognition", label="Unit activations as features"),
-    Setting("n_trees", 300, "trees per recogniser forest", "recognition", low=1, high=10_000, flag="trees",
+    Setting("n_trees", 100, "trees per recogniser forest", "recognition", low=1, high=10_000, flag="trees",
             label="Trees per forest"),
 )}
 GROUPS = {"network": "Network (fixed by the first task)", "training": "Training", "capacity": "Capacity",
