@@ -180,6 +180,8 @@ def main(argv=None):
     parser.add_argument("--part", action="append", choices=["runs", "ablation", "bounds", "latency"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--report", action="store_true", help="only rebuild RESULTS.md from bench/out/results.jsonl")
+    parser.add_argument("--runs", nargs="*", choices=list(RUNS), help="runs part: only these runs (default: all)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS), help="runs part: seeds (default: 0 1 2)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,8 +191,8 @@ def main(argv=None):
             sys.exit(f"benchmark data missing (see ../shared/data/SOURCES.md): {', '.join(missing)}")
         parts = args.part or ["runs", "ablation", "bounds", "latency"]
         if "runs" in parts:
-            for seed in SEEDS:
-                for run in RUNS:
+            for seed in args.seeds:
+                for run in args.runs or RUNS:
                     learn("runs", run, run, seed)
         if "ablation" in parts:
             for run in ("digits", "blood4x2"):

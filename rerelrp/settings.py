@@ -117,10 +117,10 @@ SETTINGS = {s.name: s for s in (
     Setting("class_balance", True, "weigh the loss inversely to class frequency (imbalanced folders)", "training",
             label="Class-balanced loss"),
     Setting("best_epoch", True, "keep the weights of the epoch with the best validation accuracy (then loss)",
-            "training", label="Keep the best epoch"),
+            "training", label="Best epoch"),
     Setting("recalibrate", True, "recompute BatchNorm statistics on the training images after training and for the "
             "pruned sub-network, so that evaluation sees what training saw", "training",
-            label="Recompute BatchNorm statistics"),
+            label="Recompute BN stats"),
     # keeping and freeing units
     Setting("acc_drop", 0.5, "accuracy points a task may lose when its least relevant units are dropped",
             "capacity", low=0.0, high=100.0, label="acc_drop (points)"),
