@@ -140,6 +140,8 @@ def cmd_run(args):
 
                 save_workspace(workspace, learner, run.metrics, tasks=tasks, extra=extra)
             i = summary["task"]
+            for warning in summary.get("warnings", []):  # printed even with --quiet
+                print(f"WARNING task {i}: {warning}", file=sys.stderr)
             seconds = " ".join(f"{k} {v:.1f}s" for k, v in run.metrics.seconds[-1].items())
             print(f"task {i} {summary['name']}: TAg {run.metrics.tag_after_each_task()[-1]:.2f}  "
                   f"TAw {sum(run.metrics.acc_taw[-1]) / (i + 1):.2f}  "

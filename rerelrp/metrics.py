@@ -39,6 +39,7 @@ class RunMetrics:
         self.tasks = []
         self.acc_tag, self.acc_taw, self.recognized, self.task_recognition = [], [], [], []
         self.seconds, self.capacity, self.stored_bytes, self.prune = [], [], [], []
+        self.warnings = []  # per task: what the learner warned about (a task that learned nothing, full layers)
 
     def add(self, task_summary, row, eval_seconds, capacity):
         self.tasks.append({"name": task_summary["name"], "classes": task_summary["classes"]})
@@ -51,6 +52,7 @@ class RunMetrics:
         self.capacity.append(capacity)
         self.stored_bytes.append(task_summary["stored_bytes"])
         self.prune.append(task_summary["prune"])
+        self.warnings.append(list(task_summary.get("warnings", [])))
 
     def final(self):
         if not self.acc_tag:
@@ -78,6 +80,7 @@ class RunMetrics:
             "capacity": self.capacity,
             "stored_bytes": self.stored_bytes,
             "prune": self.prune,
+            "warnings": self.warnings,
         }
 
     @classmethod
@@ -89,4 +92,5 @@ class RunMetrics:
         m.task_recognition = data.get("task_recognition", [])
         m.seconds, m.capacity = data.get("seconds", []), data.get("capacity", [])
         m.stored_bytes, m.prune = data.get("stored_bytes", []), data.get("prune", [])
+        m.warnings = data.get("warnings", [[] for _ in m.tasks])
         return m

@@ -100,3 +100,13 @@ def test_run_on_a_real_dicom_folder_ct_vs_mr_reports_every_skipped_file(tmp_path
     assert len(files) == 12 and files["ct/693_J2KI.dcm"]["modality"] == "CT"
     assert "PatientName" in record["load_reports"][0]["dropped_identifiers"]
     assert "PatientName" not in json.dumps(record["data"]) and "PatientID" not in json.dumps(record["data"])
+
+
+def test_a_task_that_learned_nothing_is_warned_about_loudly(tmp_path, capsys):
+    """An untrained network (a learning rate of 1e-6 for one epoch) must not pass silently."""
+    out = tmp_path / "run"
+    args = ["run", "--data", "demo", "--tasks", "2", "--out", str(out), *FAST_ARGS, "--lr", "1e-6"]
+    assert main(args) == 0
+    warnings = json.loads((out / "metrics.json").read_text())["warnings"]
+    assert len(warnings) == 2 and all(any("learned nothing" in w for w in per_task) for per_task in warnings)
+    assert "WARNING task 0:" in capsys.readouterr().err  # printed although --quiet
