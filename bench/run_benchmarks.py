@@ -7,6 +7,9 @@ Parts (all by default; ``--part`` picks some):
   ablation  each change of issue 13 switched off alone, digits demo and BloodMNIST 4x2, seed 0
   bounds    class-incremental digits beside fine-tuning (lower bound) and joint training (upper)
   latency   inference per image (forward + LRP on every sub-network + the chain), batch 1 and 256
+  scope     "none of the learned tasks": AUROC of the scope score, test images of the learned tasks
+            against data sets of none of them (pneumonia -> breast against retina and blood cells,
+            seeds 0-2; BloodMNIST 4x2 against pneumonia, seed 0)
 
 Every run appends one JSON line to bench/out/results.jsonl (and keeps its metrics.json under
 bench/out/<part>/<run>/); ``--report`` rebuilds RESULTS.md from that file alone, so parts can be
@@ -26,10 +29,11 @@ import numpy as np
 import torch
 
 from rerelrp.baselines import BaselineLearner
-from rerelrp.data import build_sequence, load_dataset
+from rerelrp.data import build_sequence, load_dataset, medical_demo_paths
 from rerelrp.fileio import write_json_atomic
 from rerelrp.learner import ReReLRP
 from rerelrp.runner import SequenceRun
+from rerelrp.scope import evaluate_scope
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
@@ -41,6 +45,12 @@ RUNS = {  # name: (sources, number of tasks or None for one task per source)
     "digits": (["demo"], None),
     "blood4x2": ([MEDMNIST / "bloodmnist.npz"], 4),
     "cross_domain": ([MEDMNIST / f"{n}.npz" for n in ("pneumoniamnist", "breastmnist", "retinamnist")], None),
+    "medical_demo": (medical_demo_paths(), None),  # bundled: what `make run` opens on
+    "pneumonia_breast": ([MEDMNIST / f"{n}.npz" for n in ("pneumoniamnist", "breastmnist")], None),  # scope part only
+}
+SCOPE = {  # run: (seeds, data sets of none of its tasks)
+    "pneumonia_breast": (SEEDS, [MEDMNIST / "retinamnist.npz", MEDMNIST / "bloodmnist.npz"]),
+    "blood4x2": ((0,), [MEDMNIST / "pneumoniamnist.npz"]),
 }
 ABLATION = {  # label: the settings that switch one change off
     "defaults": {},
@@ -64,8 +74,8 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def learn(part, name, run, seed, method="rerelrp", **settings):
-    """One run; its metrics and phase timings go to results.jsonl."""
+def learn(part, name, run, seed, method="rerelrp", ood=(), **settings):
+    """One run; its metrics and phase timings (and AUROC blocks against ``ood``) go to results.jsonl."""
     sources, n_tasks = RUNS[run]
     tasks = build_sequence([load_dataset(str(s), seed=seed) for s in sources], n_tasks)
     config = {"seed": seed, **settings}
@@ -80,6 +90,9 @@ def learn(part, name, run, seed, method="rerelrp", **settings):
               "tag_after_each_task": m.tag_after_each_task(), "wall_seconds": wall, "seconds": m.seconds,
               "warnings": [w for h in getattr(learner, "history_", []) for w in h.get("warnings", [])],
               "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if ood:
+        foreign = {Path(s).stem: load_dataset(str(s), seed=seed).test.images for s in ood}
+        m.out_of_scope = record["out_of_scope"] = evaluate_scope(learner, tasks, foreign)
     write_json_atomic(HERE / "out" / part / f"{name}-s{seed}".replace(" ", "_") / "metrics.json", m.to_dict())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as f:
@@ -134,7 +147,7 @@ def report():
         lines += ["## Runs: mean ± sd over seeds", "",
                   "| run | seeds | TAg | TAw | TAw forgetting | task recognition | wall s | seed 0: TAg / TAw / recognition |",
                   "|---|---|---|---|---|---|---|---|"]
-        for name in RUNS:
+        for name in (n for n in RUNS if n != "pneumonia_breast"):
             rs = sorted((r for r in runs if r["name"] == name), key=lambda r: r["seed"])
             if not rs:
                 continue
@@ -160,6 +173,18 @@ def report():
                     (r for r in runs if r["name"] == run and r["seed"] == 0), None)
                 cells += [f"{r['tag']:.2f}", f"{r['taw']:.2f}", f"{r['recognition'] or 0:.1f}"] if r else ["–"] * 3
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    scope = [r for r in records if r["part"] == "scope"]
+    if scope:
+        lines += ["", "## None of the learned tasks: the scope score (mean ± sd over seeds)", "",
+                  "| run | out-of-scope set | seeds | AUROC | out-of-scope flagged (%) | in-scope test images flagged (%) |",
+                  "|---|---|---|---|---|---|"]
+        for run in SCOPE:
+            rs = [r for r in scope if r["name"] == run]
+            for source in (rs[0]["out_of_scope"] if rs else []):
+                blocks = [b for r in rs for b in r["out_of_scope"] if b["source"] == source["source"]]
+                lines.append(f"| {run} | {source['source']} | {len(blocks)} | {mean_sd([b['auroc'] for b in blocks])} | "
+                             f"{mean_sd([100 * b['flagged_out_of_scope'] for b in blocks])} | "
+                             f"{mean_sd([100 * b['flagged_in_scope'] for b in blocks])} |")
     bounds = [r for r in records if r["part"] == "bounds"]
     if bounds:
         lines += ["", "## Class-incremental digits: TAg after each task beside the bounds (seed 0, same epochs)", "",
@@ -177,7 +202,7 @@ def report():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", action="append", choices=["runs", "ablation", "bounds", "latency"])
+    parser.add_argument("--part", action="append", choices=["runs", "ablation", "bounds", "latency", "scope"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--report", action="store_true", help="only rebuild RESULTS.md from bench/out/results.jsonl")
     parser.add_argument("--runs", nargs="*", choices=list(RUNS), help="runs part: only these runs (default: all)")
@@ -187,13 +212,19 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if not args.report:
         missing = [str(s) for sources, _ in RUNS.values() for s in sources if s != "demo" and not Path(s).exists()]
+        missing += [str(s) for _, ood in SCOPE.values() for s in ood if not Path(s).exists()]
         if missing:
             sys.exit(f"benchmark data missing (see ../shared/data/SOURCES.md): {', '.join(missing)}")
-        parts = args.part or ["runs", "ablation", "bounds", "latency"]
+        parts = args.part or ["runs", "ablation", "bounds", "latency", "scope"]
         if "runs" in parts:
             for seed in args.seeds:
-                for run in args.runs or RUNS:
+                for run in args.runs or [r for r in RUNS if r != "pneumonia_breast"]:
                     learn("runs", run, run, seed)
+        if "scope" in parts:
+            for run, (seeds, ood) in SCOPE.items():
+                for seed in seeds:
+                    if args.runs is None or run in args.runs:
+                        learn("scope", run, run, seed, ood=ood)
         if "ablation" in parts:
             for run in ("digits", "blood4x2"):
                 for label, settings in ABLATION.items():

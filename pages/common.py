@@ -4,7 +4,8 @@ The state (data sets, task plan, trained run, background job) is one
 :class:`rerelrp.session.AppState` kept by ``st.cache_resource``, so a browser reload (a new
 Streamlit session) finds the trained model again. ``RERELRP_APP_KEY`` selects another state
 (tests use a fresh one); ``RERELRP_APP_SETTINGS`` (JSON) overrides learner defaults, e.g.
-``{"epochs": 1}``; ``RERELRP_WORKSPACES`` is where workspaces are saved (default ``./workspaces``).
+``{"epochs": 1}``; ``RERELRP_WORKSPACES`` is where workspaces are saved (default ``./workspaces``);
+``RERELRP_APP_DEMO`` is the demo the app opens on: ``medical`` (default), ``digits`` or ``none``.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def env_settings():
 
 @st.cache_resource(show_spinner="Starting ReReLRP: loading the demo data …", max_entries=4)
 def _state(key: str) -> AppState:
-    return AppState(settings=env_settings(), workspace_root=os.environ.get("RERELRP_WORKSPACES") or None)
+    demo = os.environ.get("RERELRP_APP_DEMO", "medical").strip().lower()
+    return AppState(settings=env_settings(), demo=None if demo in ("", "none") else demo,
+                    workspace_root=os.environ.get("RERELRP_WORKSPACES") or None)
 
 
 def get_state() -> AppState:

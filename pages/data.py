@@ -11,7 +11,7 @@ from rerelrp.plots import sample_grid_figure
 
 DATA_ROOT = Path("./data")
 SOURCES = {
-    "demo": "Bundled demo (digits)",
+    "demo": "Bundled demos",
     "npz_local": "MedMNIST .npz in ./data",
     "npz_upload": "Upload MedMNIST .npz",
     "download": "Download MedMNIST",
@@ -50,9 +50,16 @@ with st.container(border=True):
                                   required=True)
     try:
         if source == "demo":
-            st.write("scikit-learn's handwritten digits (1,797 real 8×8 scans, 10 classes); no file, no download.")
-            if st.button("Load demo", key="load_demo"):
-                _added(load_dataset("demo"))
+            st.write("**Medical** (the app opens on it): real MedMNIST images, CC BY 4.0, 28×28, one task each: "
+                     "chest X-rays (pneumonia or normal), breast ultrasound (malignant or not), blood-cell "
+                     "microscopy (8 cell types). **Digits**: scikit-learn's handwritten digits (1,797 real 8×8 "
+                     "scans) in 5 tasks of 2. Both are bundled: no file, no download. Loading one replaces the "
+                     "tasks not learned yet.")
+            c1, c2 = st.columns(2)
+            for column, kind, label in ((c1, "medical", "Load medical demo"), (c2, "digits", "Load digits demo")):
+                if column.button(label, key=f"load_demo_{kind}"):
+                    for ds in state.load_demo(kind):
+                        _added(ds)
         elif source == "npz_local":
             files = sorted(p.name for p in DATA_ROOT.glob("*.npz")) if DATA_ROOT.is_dir() else []
             if not files:

@@ -76,11 +76,15 @@ for m in range(T):
 recognised = getattr(ex, "prediction", None)  # the task-agnostic answer from the same LRP pass
 with view:
     st.markdown(f"Input: {label}. Composite **{ex.composite}**.")
-    if recognised is not None and T > 1:
+    if recognised is not None and recognised.out_of_scope[0]:
+        st.error(f"**None of the learned tasks**: scope score {recognised.scope_score[0]:.2f} > 1, no sub-network "
+                 "has seen images like this one. The heatmaps show what each sub-network would look at, but no "
+                 "answer below is to be trusted.", icon=":material/block:")
+    elif recognised is not None and T > 1:
         r = int(recognised.task[0])
         st.markdown(f"Without the task label the model answers **task {r} ({names[r]}), class "
                     f"{learner.tasks_[r]['classes'][int(recognised.local_class[0])]}** "
-                    f"(P_T = {recognised.p_task[0, r]:.2f})"
+                    f"(P_T = {recognised.p_task[0, r]:.2f}, scope score {recognised.scope_score[0]:.2f})"
                     + ("" if ex.composite == learner.composite else
                        f"; read with {ex.composite}, the recognisers were fitted with {learner.composite}")
                     + ".")

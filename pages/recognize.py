@@ -11,7 +11,8 @@ from rerelrp.plots import heatmap_figure, recognition_figure
 state = model_page(
     "Recognize",
     "Without being told the task, the recognisers' chain gives every task a confidence P_T; the most "
-    "confident task's sub-network names the class.",
+    "confident task's sub-network names the class. The scope score asks whether the image belongs to any "
+    "learned task at all: above 1, none of the learned tasks claims it.",
     "Recognition is available",
 )
 
@@ -61,6 +62,7 @@ if not items:
     st.stop()
 
 # ------------------------------------------------------------------------------ recognition
+NONE_OF_THEM = "none of the learned tasks"
 batch = stack_images([im for _, im, _, _ in items], size)
 
 
@@ -85,6 +87,8 @@ for k, (label, _, true_task, true_class) in enumerate(items):
     t = int(pred.task[k])
     row = {
         "file": label,
+        "answer": NONE_OF_THEM if pred.out_of_scope[k] else f"task {t}",
+        "scope score": round(float(pred.scope_score[k]), 2),
         "task": t,
         "task name": names[t],
         "class": learner.tasks_[t]["classes"][int(pred.local_class[k])],
@@ -104,6 +108,12 @@ if "true task" in table:
     if len(learned_rows):
         hit = (learned_rows["true task"] == learned_rows["task"]).mean()
         st.caption(f"Test images of learned tasks: task recognised for {hit:.0%} of {len(learned_rows)}.")
+flagged = int(pred.out_of_scope.sum())
+if flagged:
+    st.warning(f"{flagged} of {len(items)} image(s): **{NONE_OF_THEM}** (scope score above 1). Their task and "
+               "class below are only the closest guess; do not trust them.", icon=":material/help:")
+elif np.isnan(pred.scope_score).all():
+    st.caption("No scope check: this model was saved without it (rerelrp 0.2.0) or without activation features.")
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={f"P_T {m}": st.column_config.ProgressColumn(f"P_T {m}", min_value=0.0, max_value=1.0,
                                                                         format="%.2f") for m in range(T)})
@@ -120,8 +130,14 @@ t = int(pred.task[choice])
 cls = rows[choice]["class"]
 c1, c2 = st.columns([2, 3], gap="medium")
 with c1:
-    st.markdown(f"**{items[choice][0]}** → task **{t}: {names[t]}**, class **{cls}** "
-                f"(P_T = {pred.p_task[choice, t]:.2f})")
+    score = float(pred.scope_score[choice])
+    if pred.out_of_scope[choice]:
+        st.error(f"**{items[choice][0]}**: **{NONE_OF_THEM}** (scope score {score:.2f} > 1: no learned task's "
+                 f"sub-network has seen images like it). Closest guess: task {t}: {names[t]}, class {cls}.",
+                 icon=":material/block:")
+    else:
+        st.markdown(f"**{items[choice][0]}** → task **{t}: {names[t]}**, class **{cls}** "
+                    f"(P_T = {pred.p_task[choice, t]:.2f}, scope score {score:.2f})")
     plot(recognition_figure(pred.p_task[choice], names), key="rec_bars")
 with c2:
     image = batch[choice]

@@ -27,6 +27,8 @@ class Prediction:
     p_task: np.ndarray  # (N, T) recognition confidence P_T per task
     subnet_class: np.ndarray  # (N, T) the class each sub-network (or head) predicts
     class_name: list = field(default_factory=list)
+    scope_score: np.ndarray | None = None  # (N,) > 1: no learned task claims the image (rerelrp.scope); NaN: unknown
+    out_of_scope: np.ndarray | None = None  # (N,) bool, scope_score > 1
 
 
 class TaskSequenceLearner:

@@ -1,5 +1,6 @@
 """The command line: ``rerelrp run`` learns a task sequence headless and writes its metrics (and, with
-``--workspace``, the model); ``rerelrp report`` writes an explanation report of a saved workspace."""
+``--workspace``, the model); ``rerelrp predict`` classifies image files with a saved workspace;
+``rerelrp report`` writes an explanation report of a saved workspace."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,8 @@ def build_parser():
     run = sub.add_parser("run", help="learn a task sequence and write metrics.json and run.json",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run.add_argument("--data", action="append", required=True,
-                     help="'demo', a MedMNIST .npz path or flag (bloodmnist, bloodmnist_64), or a DICOM folder/zip; "
+                     help="'medical-demo' (bundled: chest X-ray, breast ultrasound, blood cells), 'demo' (digits), "
+                          "a MedMNIST .npz path or flag (bloodmnist, bloodmnist_64), or a DICOM folder/zip; "
                           "repeat for a cross-domain sequence (one task per data set)")
     run.add_argument("--tasks", type=int, default=None,
                      help="split a single data set into this many tasks of consecutive classes (default: 2 classes per task)")
@@ -30,10 +32,32 @@ def build_parser():
     run.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")
     run.add_argument("--download", action="store_true", help="download missing MedMNIST files (network access)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--ood", action="append", default=[], metavar="DATA",
+                     help="a data set of none of the tasks (same kinds as --data; its test split): after the last task "
+                          "metrics.json gets an 'out_of_scope' block with the AUROC of the scope score; repeatable")
     run.add_argument("--workspace", default=None,
                      help="save the model here after every task (a bare name means ./workspaces/NAME); if it exists, "
                           "continue it: the data must give its tasks first, and its settings are used")
     run.set_defaults(handler=cmd_run)
+
+    predict = sub.add_parser("predict", help="classify PNG, JPEG or DICOM files, folders or an .npz with a saved "
+                             "workspace; one CSV row per image",
+                             description="One CSV row per image: source, index, task, task_name, class_index, "
+                                         "class_name, out_of_scope, scope_score and p_task_<k> for every task. Files "
+                                         "that cannot be read are listed with the reason and skipped.")
+    predict.add_argument("--workspace", required=True, help="workspace folder, or a bare name under ./workspaces")
+    predict.add_argument("paths", nargs="+", metavar="PATH",
+                         help="image files, folders of them (recursive), or .npz data sets (their --split)")
+    predict.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    predict.add_argument("--split", choices=("train", "val", "test"), default="test", help="the split of an .npz")
+    predict.add_argument("--explain", type=Path, default=None, metavar="DIR",
+                         help="also write every image's heatmap (one PNG per sub-network) into DIR")
+    predict.add_argument("--scope-rate", type=float, default=None,
+                         help="share of a task's own validation images the out-of-scope check may reject "
+                              "(default: the workspace's)")
+    predict.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the workspace's)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(handler=cmd_predict)
 
     report = sub.add_parser("report", help="write an explanation report (HTML or PDF) of a saved workspace",
                             description="Write one self-contained HTML file or a PDF: task sequence and data "
@@ -53,7 +77,7 @@ def build_parser():
     report.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the workspace's)")
     report.add_argument("--title", default=None, help="report title")
     report.set_defaults(handler=cmd_report)
-    parser.subcommands = {"run": run, "report": report}
+    parser.subcommands = {"run": run, "predict": predict, "report": report}
     return parser
 
 
@@ -96,7 +120,7 @@ class PhaseBars:
 def cmd_run(args):
     from rerelrp import settings
     from rerelrp.baselines import BaselineLearner
-    from rerelrp.data import build_sequence, load_dataset
+    from rerelrp.data import build_sequence, expand_sources, load_dataset
     from rerelrp.learner import ReReLRP
     from rerelrp.runner import SequenceRun, run_record
 
@@ -109,7 +133,7 @@ def cmd_run(args):
     learner.check_params()  # bad settings fail before any data is read
     seed = learner.seed  # a continued workspace splits its data with the seed it was made with
     datasets = []
-    for source in args.data:
+    for source in expand_sources(args.data):
         ds = load_dataset(source, root=args.data_root, download=args.download, seed=seed)
         for skipped in (ds.report.skipped if ds.report else []):
             print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
@@ -148,12 +172,51 @@ def cmd_run(args):
                   f"recognition {run.metrics.task_recognition[-1]:.1f}%  ({seconds})")
     finally:
         bars.close()
+    if args.ood and run.n_learned:
+        run.metrics.out_of_scope = scope_blocks(learner, tasks, args, seed)
+        write_json_atomic(args.out / "metrics.json", run.metrics.to_dict())
+        for block in run.metrics.out_of_scope:
+            print(f"out of scope {block['source']}: AUROC {block['auroc']:.4f}, flagged {block['flagged_out_of_scope']:.1%} "
+                  f"of {block['n_out_of_scope']} (in scope: {block['flagged_in_scope']:.1%} of {block['n_in_scope']})")
     final = run.metrics.final()
     if final:
         print(f"final: TAg {final['tag']:.2f}  TAw {final['taw']:.2f}  forgetting TAg {final['forgetting_tag']:.2f}  "
               f"TAw {final['forgetting_taw']:.2f}  -> {args.out / 'metrics.json'}")
     if workspace is not None:
         print(f"workspace: {workspace} ({learner.n_tasks} task(s))")
+    return 0
+
+
+def scope_blocks(learner, tasks, args, seed):
+    """The AUROC block of each ``--ood`` data set against the test images of the learned tasks."""
+    from rerelrp.data import load_dataset
+    from rerelrp.scope import evaluate_scope
+
+    foreign = {source: load_dataset(source, root=args.data_root, download=args.download, seed=seed).test.images
+               for source in args.ood}
+    return evaluate_scope(learner, tasks, foreign)
+
+
+def cmd_predict(args):
+    from tqdm import tqdm
+
+    from rerelrp.batch_predict import collect, predict_files
+    from rerelrp.workspace import load_workspace, resolve_workspace
+
+    learner, _, _ = load_workspace(resolve_workspace(args.workspace), device=args.device)
+    if args.scope_rate is not None:
+        learner.set_params(scope_rate=args.scope_rate).check_params()
+    items, skipped = collect(args.paths, args.split)
+    for skip in skipped:
+        print(f"skipped {skip.path}: {skip.reason}", file=sys.stderr)
+    if not items:
+        raise ConfigError(f"no readable image among {len(args.paths)} path(s); nothing written")
+    with tqdm(total=len(items), desc="predict", unit="img", disable=args.quiet, file=sys.stderr) as bar:
+        rows = predict_files(learner, items, args.out, args.explain, progress=bar.update)
+    flagged = sum(row["out_of_scope"] for row in rows)
+    print(f"{len(rows)} image(s) -> {args.out}: {flagged} out of scope (none of the {learner.n_tasks} learned tasks)"
+          + (f"; {len(skipped)} file(s) skipped" if skipped else "")
+          + (f"; heatmaps in {args.explain}" if args.explain else ""))
     return 0
 
 

@@ -21,6 +21,7 @@ from rerelrp.nets import build_net, grow_layer
 from rerelrp.progress import Reporter
 from rerelrp.pruning import search_cut
 from rerelrp.recognition import RelevanceStore, fit_recognizer, signals
+from rerelrp.scope import knn_distance
 from rerelrp.subnetworks import Explanation, SubnetworkRunner
 from rerelrp.training import Schedule, class_weights, head_loss, recalibrate_batchnorm, train
 from rerelrp.units import Freezer, UnitLedger
@@ -275,6 +276,7 @@ class ReReLRP(TaskSequenceLearner):
         sizes = self.ledger_.layer_sizes
         kept = self.ledger_.flat(self.ledger_.task(t)) if self.activation_features else None
         self.store_.add_task(t, rows[t], self.n_features, sizes, kept)
+        self.store_.scope.append(self._scope_distances(task, t))
         for m in range(t):
             self.store_.add_ood(m, t, rows[m], sizes)
         recognizers = []
@@ -284,12 +286,24 @@ class ReReLRP(TaskSequenceLearner):
             recognizers.append(fit_recognizer(X, y, self.n_trees, seed=self.seed * 7919 + m))
         self.recognizers_ = recognizers
 
+    def _scope_distances(self, task, t):
+        """Scope distances of task t's validation images in its own sub-network (they set its threshold).
+
+        Empty without activation features or validation images: the task then claims no image
+        (see :mod:`rerelrp.scope`)."""
+        if not self.activation_features or len(task.val) == 0:
+            return np.zeros(0, np.float32)
+        _, acts = self._runner().forward_signals(to_input(task.val.images, self.input_size), t)
+        columns = self.store_.activation_columns(t, self.ledger_.layer_sizes) - self.ledger_.n_units
+        return knn_distance(self.store_.activation_rows(t), acts[:, columns].numpy()).astype(np.float32)
+
     # ------------------------------------------------------------------ using the model
     def predict(self, images):
         """Task-agnostic prediction: recognise the task with the chain, then its sub-network's class."""
         self._check_fitted()
         with flush_denormals():
-            return self._runner().predict(images, self.input_size, self.recognizers_, self.store_, self.class_names_)
+            return self._runner().predict(images, self.input_size, self.recognizers_, self.store_, self.class_names_,
+                                          self.scope_rate)
 
     def explain(self, images, composite=None, top_k=5):
         """Input heatmaps of every sub-network, each started at its own predicted class, plus the
@@ -297,7 +311,7 @@ class ReReLRP(TaskSequenceLearner):
         self._check_fitted()
         with flush_denormals():
             return self._runner().explain(images, self.input_size, self.recognizers_, self.store_,
-                                          self.class_names_, composite or self.composite, top_k)
+                                          self.class_names_, composite or self.composite, top_k, self.scope_rate)
 
     def subnetwork_logits(self, images, task):
         """Logits of sub-network ``task`` through its own head (what task-aware accuracy reads)."""

@@ -40,6 +40,7 @@ class RunMetrics:
         self.acc_tag, self.acc_taw, self.recognized, self.task_recognition = [], [], [], []
         self.seconds, self.capacity, self.stored_bytes, self.prune = [], [], [], []
         self.warnings = []  # per task: what the learner warned about (a task that learned nothing, full layers)
+        self.out_of_scope = []  # AUROC blocks of data sets of no task (``rerelrp run --ood``; rerelrp.scope)
 
     def add(self, task_summary, row, eval_seconds, capacity):
         self.tasks.append({"name": task_summary["name"], "classes": task_summary["classes"]})
@@ -81,6 +82,7 @@ class RunMetrics:
             "stored_bytes": self.stored_bytes,
             "prune": self.prune,
             "warnings": self.warnings,
+            **({"out_of_scope": self.out_of_scope} if self.out_of_scope else {}),
         }
 
     @classmethod
@@ -93,4 +95,5 @@ class RunMetrics:
         m.seconds, m.capacity = data.get("seconds", []), data.get("capacity", [])
         m.stored_bytes, m.prune = data.get("stored_bytes", []), data.get("prune", [])
         m.warnings = data.get("warnings", [[] for _ in m.tasks])
+        m.out_of_scope = data.get("out_of_scope", [])
         return m

@@ -48,12 +48,21 @@ class RelevanceStore:
         self.features = []  # per recogniser m: int32 (k, 2) of (layer number, unit), relevance
         self.active = []  # per m: int32 (a, 2), activations
         self.rows = []  # per m: {t: float32 (n, k + a)}
+        self.scope = []  # per m: float32 (n_val,) scope distances of task m's validation images (rerelrp.scope)
 
     def columns(self, m, layer_sizes):
         """Recogniser m's columns in a :func:`signals` array of a network with these layer sizes."""
         starts, total = layer_starts(layer_sizes), sum(layer_sizes.values())
         rel, act = self.features[m], self.active[m]
         return np.concatenate([starts[rel[:, 0]] + rel[:, 1], total + starts[act[:, 0]] + act[:, 1]])
+
+    def activation_columns(self, m, layer_sizes):
+        """The columns of :meth:`columns` that hold activations (what the scope check compares)."""
+        return self.columns(m, layer_sizes)[len(self.features[m]):]
+
+    def activation_rows(self, m):
+        """Task m's own training rows, activation columns only (the scope check's reference)."""
+        return self.rows[m][m][:, len(self.features[m]):]
 
     def n_columns(self, m):
         return len(self.features[m]) + len(self.active[m])
@@ -78,7 +87,8 @@ class RelevanceStore:
     def nbytes_of_task(self, t):
         """Bytes kept because of task t: its rows in every recogniser plus its unit lists."""
         rows = sum(r[t].nbytes for r in self.rows if t in r)
-        return rows + (self.features[t].nbytes + self.active[t].nbytes if t < len(self.features) else 0)
+        own = self.features[t].nbytes + self.active[t].nbytes if t < len(self.features) else 0
+        return rows + own + (self.scope[t].nbytes if t < len(self.scope) else 0)
 
     @property
     def n_rows(self):
@@ -90,6 +100,7 @@ class RelevanceStore:
         out = {f"features/{m}": f for m, f in enumerate(self.features)}
         out.update({f"active/{m}": a for m, a in enumerate(self.active)})
         out.update({f"rows/{m}/{t}": block for m, rows in enumerate(self.rows) for t, block in rows.items()})
+        out.update({f"scope/{m}": d for m, d in enumerate(self.scope)})
         return out
 
     @classmethod
@@ -117,6 +128,10 @@ class RelevanceStore:
             if m not in rows:
                 raise ValueError(f"rows/{m}/{m} (task {m}'s own rows) is missing")
             store.rows.append(rows)
+            scope = arrays.get(f"scope/{m}", np.zeros(0, np.float32))  # absent in workspaces of rerelrp 0.2.0
+            if scope.dtype != np.float32 or scope.ndim != 1:
+                raise ValueError(f"scope/{m} is {scope.dtype} {scope.shape}, expected float32 (n,)")
+            store.scope.append(scope.copy())
         extra = set(arrays) - set(store.to_arrays())
         if extra:
             raise ValueError(f"unexpected arrays: {', '.join(sorted(extra)[:5])}")

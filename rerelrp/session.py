@@ -36,7 +36,7 @@ class AppState:
     ``version`` increases whenever the published model changes (a cache key for results).
     """
 
-    def __init__(self, settings=None, demo=True, workspace_root=None):
+    def __init__(self, settings=None, demo="medical", workspace_root=None):
         from rerelrp.workspace import DEFAULT_ROOT
 
         self.lock = threading.RLock()  # guards state changes
@@ -54,16 +54,21 @@ class AppState:
         self.data_note = None  # why the learned tasks' images are not available (an opened workspace)
         self._new_run([])
         if demo:
-            self.load_demo()
+            self.load_demo(demo)
 
     # ------------------------------------------------------------ data and plan
-    def load_demo(self):
-        from rerelrp.data import build_sequence, load_dataset
+    def load_demo(self, kind="medical"):
+        """Load a bundled demo and plan it: ``medical`` (chest X-ray, breast ultrasound, blood cells,
+        one task each) or ``digits`` (5 tasks of 2 digits). Returns the data sets."""
+        from rerelrp.data import build_sequence, load_dataset, medical_demo_paths
 
-        ds = load_dataset("demo")
-        self.add_dataset(ds)
-        self.set_plan(build_sequence([ds], 5))
-        return ds
+        if kind not in ("medical", "digits"):
+            raise ConfigError(f"unknown demo {kind!r}: medical or digits")
+        datasets = [load_dataset(path) for path in medical_demo_paths()] if kind == "medical" else [load_dataset("demo")]
+        for ds in datasets:
+            self.add_dataset(ds)
+        self.set_plan(build_sequence(datasets, None if kind == "medical" else 5))
+        return datasets
 
     def add_dataset(self, ds):
         """Keep ``ds`` under a unique name (a second upload of the same name gets a suffix)."""

@@ -142,6 +142,9 @@ SETTINGS = {s.name: s for s in (
             "keeps (from the same forward pass)", "recognition", label="Unit activations as features"),
     Setting("n_trees", 100, "trees per recogniser forest", "recognition", low=1, high=10_000, flag="trees",
             label="Trees per forest"),
+    Setting("scope_rate", 0.05, "share of a task's own validation images the out-of-scope check may call out of "
+            "scope: it sets each task's threshold (changeable after training)", "recognition", low=0.0, high=0.5,
+            label="Out-of-scope rejection rate"),
 )}
 GROUPS = {"network": "Network (fixed by the first task)", "training": "Training", "capacity": "Capacity",
           "recognition": "Remembering and recognising tasks"}

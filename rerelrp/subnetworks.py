@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from rerelrp.base import Prediction
 from rerelrp.inputs import to_input
 from rerelrp.recognition import chain_probabilities, in_task_probability, signals
-from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, subnetwork_masks
+from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, subnetwork_masks, unit_activation
+from rerelrp.scope import knn_distance, scope_scores, threshold
 
 MAX_BATCH = 512  # rows per stacked pass (samples x sub-networks)
 
@@ -83,6 +84,27 @@ class SubnetworkRunner:
         return {"val_acc": 100.0 * float((logits.argmax(1) == y).float().mean()),
                 "val_loss": float(F.cross_entropy(logits, y))}
 
+    @torch.no_grad()
+    def forward_signals(self, x, t):
+        """Logits of sub-network t and the activation of every unit (N, U), from a plain forward pass.
+
+        The newest sub-network needs no LRP (it has no recogniser), but the scope check reads its
+        activations; they equal what an LRP pass reads (:func:`~rerelrp.relevance.unit_activation`).
+        """
+        stored, handles = {}, []
+        for layer in self.net.unit_layers:
+            handles.append(layer.mask.register_forward_hook(
+                lambda module, inputs, output, name=layer.name: stored.__setitem__(name, unit_activation(output))))
+        try:
+            logits, acts = [], []
+            for start in range(0, len(x), MAX_BATCH):
+                logits.append(self.head_logits(x[start : start + MAX_BATCH], t, self.ledger.group_masks([t], self.device)))
+                acts.append(torch.cat([stored[layer.name].cpu() for layer in self.net.unit_layers], 1))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.cat(logits), torch.cat(acts)
+
     def subnetwork_logits(self, x, t):
         return self.head_logits(x, t, self.ledger.group_masks([t], self.device))
 
@@ -135,8 +157,9 @@ class SubnetworkRunner:
                 lg, st, un, ht = res.logits, res.start_class, torch.from_numpy(signals(res)), res.heatmap
                 lg, st, un = lg.view(lrp_tasks, n, -1), st.view(lrp_tasks, n), un.view(lrp_tasks, n, -1)
             if lrp_tasks < T:
-                newest = self.head_logits(xb, T - 1, self.ledger.group_masks([T - 1], self.device))[None]
-                no_units = torch.zeros((1, n, 2 * self.ledger.n_units))
+                newest, acts = self.forward_signals(xb, T - 1)
+                newest = newest[None]
+                no_units = torch.cat([torch.zeros((1, n, self.ledger.n_units)), acts[None]], -1)
                 if lg is None:
                     lg, st, un = newest, newest.argmax(-1), no_units
                 else:
@@ -163,19 +186,34 @@ class SubnetworkRunner:
         ) if T > 1 else np.zeros((len(units), 0))
         return chain_probabilities(p_r)
 
-    def answer(self, subnet_class, units, recognizers, store, class_names):
+    def scope(self, units, store, rate):
+        """Out-of-scope scores (N,) from (N, T, 2U) unit signals (see :mod:`rerelrp.scope`); NaN
+        when no task has scope data (activation features off, or a workspace of rerelrp 0.2.0)."""
+        sizes = self.ledger.layer_sizes
+        distances, thresholds = [], []
+        for m in range(self.n_tasks):
+            if len(store.scope[m]) and len(store.active[m]):
+                distances.append(knn_distance(store.activation_rows(m), units[:, m, store.activation_columns(m, sizes)]))
+                thresholds.append(threshold(store.scope[m], rate))
+        if not distances:
+            return np.full(len(units), np.nan)
+        return scope_scores(np.stack(distances, 1), thresholds)
+
+    def answer(self, subnet_class, units, recognizers, store, class_names, scope_rate):
         """The task-agnostic :class:`Prediction` from each sub-network's class and unit signals."""
         p_task = self.recognise(units, recognizers, store)
         task = p_task.argmax(1)
         local = subnet_class[np.arange(len(task)), task]
         glob = self.offsets[task] + local
-        return Prediction(task, local, glob, p_task, subnet_class, [class_names[g] for g in glob])
+        score = self.scope(units, store, scope_rate)
+        return Prediction(task, local, glob, p_task, subnet_class, [class_names[g] for g in glob],
+                          score, np.nan_to_num(score, nan=0.0) > 1.0)
 
-    def predict(self, images, input_size, recognizers, store, class_names):
+    def predict(self, images, input_size, recognizers, store, class_names, scope_rate):
         subnet_class, _, units, _ = self.stacked(images, input_size)
-        return self.answer(subnet_class, units, recognizers, store, class_names)
+        return self.answer(subnet_class, units, recognizers, store, class_names, scope_rate)
 
-    def explain(self, images, input_size, recognizers, store, class_names, composite, top_k):
+    def explain(self, images, input_size, recognizers, store, class_names, composite, top_k, scope_rate):
         subnet_class, logits, units, heats = self.stacked(images, input_size, heatmap=True, composite=composite)
         relevance = units[..., : self.ledger.n_units]
         prob = torch.softmax(logits, -1).gather(-1, torch.as_tensor(subnet_class)[..., None])[..., 0].numpy()
@@ -191,4 +229,4 @@ class SubnetworkRunner:
                                  for li, u in zip(layer_of, best)])
             top.append(per_task)
         return Explanation(heats, subnet_class, prob, top,
-                           self.answer(subnet_class, units, recognizers, store, class_names), composite)
+                           self.answer(subnet_class, units, recognizers, store, class_names, scope_rate), composite)

@@ -42,6 +42,7 @@ def app(monkeypatch, tmp_path):
     monkeypatch.setenv("RERELRP_APP_KEY", f"test-{uuid.uuid4().hex}")
     monkeypatch.setenv("RERELRP_WORKSPACES", str(tmp_path / "workspaces"))
     monkeypatch.setenv("RERELRP_APP_SETTINGS", json.dumps(FAST))
+    monkeypatch.setenv("RERELRP_APP_DEMO", "digits")  # the quickest to train; the browser test opens on the medical one
     st.cache_resource.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.run()

@@ -82,18 +82,24 @@ def test_job_stop_and_errors_are_captured():
 @pytest.fixture(scope="module")
 def trained():
     """An app state with the demo planned and its first task learned (fast settings)."""
-    state = AppState(settings=FAST)
+    state = AppState(settings=FAST, demo="digits")
     state.start_training(1)
     assert state.job.wait(600)
     assert state.job.state == "done", state.job.error
     return state
 
 
-def test_app_state_starts_on_the_demo_with_nothing_trained():
+def test_app_state_starts_on_the_medical_demo_with_nothing_trained():
     state = AppState(settings=FAST)
-    assert list(state.datasets) == ["digits"]
-    assert len(state.tasks) == 5 and state.n_learned == 0 and not state.busy
+    assert list(state.datasets) == ["pneumoniamnist", "breastmnist", "bloodmnist"]
+    assert [t.name for t in state.tasks] == ["pneumoniamnist", "breastmnist", "bloodmnist"]
+    assert [t.n_classes for t in state.tasks] == [2, 2, 8] and state.n_learned == 0 and not state.busy
+    assert state.tasks[0].class_names == ["normal", "pneumonia"]  # MedMNIST's own class names
     assert state.describe_device().startswith("CPU")
+    state.load_demo("digits")  # one click away: the plan becomes the digits'
+    assert [t.name for t in state.tasks] == [f"digits t{i}" for i in range(5)]
+    with pytest.raises(ConfigError, match="unknown demo"):
+        state.load_demo("cats")
 
 
 def test_settings_are_validated_and_first_task_settings_lock(trained):

@@ -10,7 +10,7 @@ from rerelrp.errors import ConfigError, StopRequested
 from rerelrp.inputs import to_input
 from rerelrp.learner import ReReLRP
 from rerelrp.nets import build_net, grow_layer
-from rerelrp.pruning import search_cut, tolerance_points
+from rerelrp.pruning import search_cut
 from rerelrp.recognition import RelevanceStore, chain_probabilities, select_features, signals
 from rerelrp.relevance import RelevanceReader
 
@@ -233,9 +233,14 @@ def test_cut_search_frees_more_units_for_min_free_only_within_budget():
     assert result.shortfall == {"b": 3}  # needed 8 free in b, the budget allowed 5
 
 
-def test_tolerance_is_never_below_one_validation_sample():
-    assert tolerance_points(1.0, 20) == pytest.approx(5.0)
-    assert tolerance_points(2.0, 1000) == 2.0
+def test_on_few_images_the_tolerance_allows_losing_none():
+    scores = np.arange(10, dtype=float)
+
+    def evaluate(kept):  # dropping unit 4 or more costs one image of 150
+        return 100.0 if kept[4:].all() else 100.0 - 100.0 / 150
+
+    result = search_cut(scores, np.zeros(10, bool), {"a": slice(0, 10)}, evaluate, 0.5, 150, min_free=0.0)
+    assert result.tolerance == 0.5 and result.kept_acc == 100.0 and not result.kept[:4].any() and result.kept[4:].all()
 
 
 def test_chain_probabilities_follow_the_classifier_chain():

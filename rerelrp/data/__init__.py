@@ -2,21 +2,24 @@
 from pathlib import Path
 
 from rerelrp.data.core import ImageDataset, LoadReport, SkippedFile, Split
-from rerelrp.data.demo import load_demo
+from rerelrp.data.demo import MEDICAL_DEMO_SOURCE, expand_sources, load_demo, medical_demo_paths
 from rerelrp.data.medmnist_npz import load_medmnist
 from rerelrp.data.tasks import Task, build_sequence, split_into_tasks, tasks_per_dataset
 from rerelrp.errors import DataError
 
 __all__ = [
+    "MEDICAL_DEMO_SOURCE",
     "ImageDataset",
     "LoadReport",
     "SkippedFile",
     "Split",
     "Task",
     "build_sequence",
+    "expand_sources",
     "load_dataset",
     "load_demo",
     "load_medmnist",
+    "medical_demo_paths",
     "reload_dataset",
     "reload_tasks",
     "split_into_tasks",
@@ -25,8 +28,11 @@ __all__ = [
 
 
 def load_dataset(source, root="./data", download=False, seed=0):
-    """One entry for every kind of source: 'demo', a MedMNIST path or flag, a DICOM folder or zip."""
+    """One entry for every kind of source: 'demo', a MedMNIST path or flag, a DICOM folder or zip
+    (``medical-demo`` is three data sets: see :func:`expand_sources`)."""
     source = str(source)
+    if source == MEDICAL_DEMO_SOURCE:
+        raise DataError(source, "the medical demo is three data sets, one task each: expand it with expand_sources()")
     if source == "demo":
         return load_demo(seed=seed)
     path = Path(source)

@@ -1,11 +1,33 @@
-"""The bundled demo: scikit-learn's handwritten digits (real scans shipped with scikit-learn).
+"""The bundled demos, no download needed.
 
-No download, no file: the app starts on it and ``--data demo`` selects it. Split into 5 tasks of
-2 digits it is the sequence of the paper's Figure 1.
+The medical demo (the app opens on it; ``--data medical-demo``): small stratified subsets of real
+MedMNIST files, CC BY 4.0 (data/README.md; made by scripts/make_medical_demo.py): chest X-rays
+(PneumoniaMNIST), then breast ultrasound (BreastMNIST), then blood-cell microscopy (BloodMNIST),
+one task each. The digits demo (``--data demo``): scikit-learn's handwritten digits, 8x8 scans;
+split into 5 tasks of 2 digits it is the sequence of the paper's Figure 1.
 """
+from pathlib import Path
+
 import numpy as np
 
 from rerelrp.data.core import ImageDataset, LoadReport, Split, check_dataset, stratified_holdout
+
+BUNDLED = Path(__file__).resolve().with_name("bundled")
+MEDICAL_DEMO = ("pneumoniamnist", "breastmnist", "bloodmnist")  # in the order they are learned
+MEDICAL_DEMO_SOURCE = "medical-demo"
+
+
+def medical_demo_paths():
+    """The bundled files of the medical demo, in task order."""
+    return [BUNDLED / f"{name}.npz" for name in MEDICAL_DEMO]
+
+
+def expand_sources(sources):
+    """``sources`` with ``medical-demo`` replaced by its three bundled files."""
+    out = []
+    for source in sources:
+        out.extend(map(str, medical_demo_paths()) if str(source) == MEDICAL_DEMO_SOURCE else [source])
+    return out
 
 TEST_FRACTION = 0.25
 VAL_FRACTION = 0.1

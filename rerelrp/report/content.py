@@ -225,6 +225,8 @@ def _explain_samples(learner, samples, composite):
             "pred_class": str(classes[t_hat][int(pred.local_class[n])]),
             "correct": None if true_task is None else bool(t_hat == true_task and int(pred.local_class[n]) == sample.label),
             "p_task": [float(p) for p in pred.p_task[n]],
+            "scope_score": float(pred.scope_score[n]),
+            "out_of_scope": bool(pred.out_of_scope[n]),
             "input": seen[n],
             "subnets": [],
         }
@@ -270,7 +272,8 @@ FORGETTING = ("Forgetting: mean over earlier tasks of the best accuracy before t
 SAMPLES_INTRO = ("For each image: the recognition confidence P_T of every task (the chain of recognisers; the chosen "
                  "task is outlined) and the input relevance of every sub-network, started at the class that "
                  "sub-network predicts. Red: evidence for that class, blue: against it; each heatmap is scaled to its "
-                 "own largest magnitude. The overlay blends the relevance over the input.")
+                 "own largest magnitude. The overlay blends the relevance over the input. The scope score compares "
+                 "the image with each task's own training images: above 1, none of the learned tasks claims it.")
 
 
 def pct(value):

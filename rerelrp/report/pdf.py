@@ -344,8 +344,10 @@ class _PdfReport:
         color = (60, 60, 60) if smp["correct"] is None else (46, 125, 50) if smp["correct"] else (192, 57, 43)
         self.text(7.5, "B" if smp["correct"] is False else "", color)
         pdf.set_xy(pdf.l_margin + W * 0.45, y + 0.6)
-        pdf.cell(W * 0.55 - 2, 5.3, t(f"{truth}predicted: task {smp['pred_task']}, class {smp['pred_class']}{verdict}"),
-                 align="R")
+        scope = ("NONE OF THE LEARNED TASKS (scope score {:.2f} > 1); closest guess: " if smp["out_of_scope"]
+                 else "").format(smp["scope_score"])
+        pdf.cell(W * 0.55 - 2, 5.3, t(f"{truth}{scope}predicted: task {smp['pred_task']}, class {smp['pred_class']}"
+                                      f"{verdict}"), align="R")
         y += 8.5
         x = pdf.l_margin
         self.text(7, "B", (60, 60, 60))

@@ -1,0 +1,114 @@
+"""Out-of-scope images ("none of the learned tasks"), `rerelrp run --ood` and `rerelrp predict`."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from rerelrp.cli import main
+from rerelrp.images import encode_png
+from rerelrp.scope import auroc_block, knn_distance, scope_scores, threshold
+
+FAST_ARGS = ["--epochs", "1", "--min-steps", "0", "--prune-samples", "64",
+             "--relevance-samples", "64", "--recognizer-samples", "256", "--trees", "20", "--quiet"]
+COLUMNS = ["source", "index", "task", "task_name", "class_index", "class_name", "out_of_scope", "scope_score",
+           "p_task_0", "p_task_1"]
+
+
+def test_knn_distance_is_the_distance_to_the_kth_nearest_row():
+    reference = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
+    rows = np.array([[0.0, 0.0], [10.0, 0.0]])
+    assert knn_distance(reference, rows, k=1) == pytest.approx([0.0, 9.0])
+    assert knn_distance(reference, rows, k=2) == pytest.approx([1.0, 10.0])
+    assert knn_distance(reference[:1], rows, k=5) == pytest.approx([0.0, 10.0])  # k capped by the rows there are
+
+
+def test_a_task_claims_an_image_below_its_own_threshold():
+    val = np.arange(1, 101, dtype=float)  # its own validation images' distances
+    assert threshold(val, 0.05) == pytest.approx(np.quantile(val, 0.95))
+    scores = scope_scores(np.array([[50.0, 400.0], [400.0, 400.0], [200.0, 10.0]]), [100.0, 20.0])
+    assert scores == pytest.approx([0.5, 4.0, 0.5])  # the closest task (relative to its threshold) decides
+    assert list(scores > 1) == [False, True, False]
+    block = auroc_block([0.5, 0.9], [1.5, 0.8], "x")
+    assert block["auroc"] == pytest.approx(0.75) and block["flagged_out_of_scope"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """pneumonia -> breast learned by the CLI (fast settings), with retina as the out-of-scope set."""
+    root = tmp_path_factory.mktemp("scope")
+    files = [shared_file("medmnist", f"{name}mnist.npz") for name in ("pneumonia", "breast", "retina")]
+    assert main(["run", "--data", str(files[0]), "--data", str(files[1]), "--ood", str(files[2]),
+                 "--out", str(root / "run"), "--workspace", str(root / "ws"), *FAST_ARGS]) == 0
+    return root
+
+
+def test_run_with_ood_reports_how_well_the_scope_score_separates(workspace):
+    block, = json.loads((workspace / "run" / "metrics.json").read_text())["out_of_scope"]
+    assert block["source"].endswith("retinamnist.npz") and block["n_out_of_scope"] == 400
+    assert block["n_in_scope"] == 624 + 156  # the test images of both learned tasks
+    # even after one epoch per task, colour fundus photos look like neither X-rays nor ultrasound
+    assert block["auroc"] > 0.8 and block["flagged_out_of_scope"] > block["flagged_in_scope"]
+    assert block["flagged_in_scope"] < 0.15  # the threshold allows 5 % of each task's validation images
+
+
+def test_predict_reads_dicom_png_and_npz_and_skips_what_it_cannot(workspace, capsys):
+    pngs = workspace / "pngs"
+    pngs.mkdir()
+    retina = np.load(shared_file("medmnist", "retinamnist.npz"))["test_images"][:3]
+    for i, image in enumerate(retina):
+        (pngs / f"retina{i}.png").write_bytes(encode_png(image))
+    (pngs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    ct = shared_file("dicom", "ct_vs_mr", "ct")
+    n_ct = sum(1 for p in ct.rglob("*") if p.is_file()) - 1  # DIRFILE is a DICOM directory, not an image
+    breast = shared_file("medmnist", "breastmnist.npz")
+    out = workspace / "preds.csv"
+    assert main(["predict", "--workspace", str(workspace / "ws"), str(pngs), str(ct), str(breast),
+                 str(workspace / "missing.dcm"), "--out", str(out), "--explain", str(workspace / "maps"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "missing.dcm: does not exist" in err and "DIRFILE: no pixel data" in err
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == COLUMNS
+    sources = [row["source"] for row in rows]
+    assert sum(s.endswith(".png") for s in sources) == 3 and not any("broken" in s for s in sources)
+    assert sum(s.startswith(str(ct)) for s in sources) == n_ct
+    npz_rows = [row for row in rows if row["source"] == str(breast)]
+    assert [int(r["index"]) for r in npz_rows] == list(range(156))  # the test split, in order
+    for row in rows:
+        assert row["task_name"] in ("pneumoniamnist", "breastmnist") and row["out_of_scope"] in ("True", "False")
+        assert float(row["p_task_0"]) + float(row["p_task_1"]) == pytest.approx(1.0, abs=1e-3)
+        assert (float(row["scope_score"]) > 1) == (row["out_of_scope"] == "True")
+    # CT slices and retina photos are of no learned task; most breast test images are of one
+    foreign = [r for r in rows if r["source"] != str(breast)]
+    assert np.mean([r["out_of_scope"] == "True" for r in foreign]) > np.mean([r["out_of_scope"] == "True"
+                                                                              for r in npz_rows])
+    assert len(list((workspace / "maps").glob("*.png"))) == 2 * len(rows)  # one heatmap per sub-network
+
+
+def test_predict_with_nothing_readable_fails_clearly(workspace, capsys):
+    bad = workspace / "bad"
+    bad.mkdir()
+    (bad / "notes.txt").write_text("not an image")
+    assert main(["predict", "--workspace", str(workspace / "ws"), str(bad), "--out", str(workspace / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt: not a PNG, JPEG or DICOM image" in err and "no readable image" in err
+    assert not (workspace / "x.csv").exists()
+
+
+def test_a_saved_model_keeps_its_scope_and_an_older_one_answers_unknown(workspace, tmp_path):
+    from rerelrp.workspace import load_workspace
+
+    learner, _, _ = load_workspace(workspace / "ws")
+    images = np.load(shared_file("medmnist", "bloodmnist.npz"))["test_images"][:8]
+    prediction = learner.predict(images)
+    assert np.isfinite(prediction.scope_score).all()
+    assert np.array_equal(prediction.out_of_scope, prediction.scope_score > 1)
+    learner.set_params(scope_rate=0.5)  # a stricter threshold flags at least as many
+    assert learner.predict(images).out_of_scope.sum() >= prediction.out_of_scope.sum()
+    learner.store_.scope = [np.zeros(0, np.float32) for _ in learner.store_.scope]  # as saved by rerelrp 0.2.0
+    old = learner.predict(images)
+    assert np.isnan(old.scope_score).all() and not old.out_of_scope.any()
+    assert np.array_equal(old.task, prediction.task)
