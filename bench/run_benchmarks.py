@@ -123,12 +123,12 @@ def part_latency():
         f.write(json.dumps(record) + "\n")
 
 
-def mean_sd(values):
+def mean_sd(values, digits=2):
     values = [v for v in values if v is not None]
     if not values:
         return "–"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
 def report():
@@ -182,7 +182,7 @@ def report():
             rs = [r for r in scope if r["name"] == run]
             for source in (rs[0]["out_of_scope"] if rs else []):
                 blocks = [b for r in rs for b in r["out_of_scope"] if b["source"] == source["source"]]
-                lines.append(f"| {run} | {source['source']} | {len(blocks)} | {mean_sd([b['auroc'] for b in blocks])} | "
+                lines.append(f"| {run} | {source['source']} | {len(blocks)} | {mean_sd([b['auroc'] for b in blocks], 4)} | "
                              f"{mean_sd([100 * b['flagged_out_of_scope'] for b in blocks])} | "
                              f"{mean_sd([100 * b['flagged_in_scope'] for b in blocks])} |")
     bounds = [r for r in records if r["part"] == "bounds"]

@@ -153,7 +153,7 @@ def test_add_task_then_explain_in_chromium(server, tmp_path):
                     _screenshot_while_training(page, shots / "screenshot-training.png", f"{t + 1} / 3")
                 # outcomes, never transient states: the count of learned tasks and the result message
                 page.get_by_text(f"{t + 1} / 3").wait_for(timeout=600_000)
-                page.get_by_text(f"Learned task {t}").wait_for(timeout=60_000)
+                page.get_by_text(f"Learned task {t}").first.wait_for(timeout=60_000)
                 page.get_by_text("TAg accuracy", exact=True).wait_for(timeout=60_000)
                 _wait_idle(page)
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)

@@ -160,6 +160,24 @@ def test_demo_is_digits_with_stratified_splits():
         assert np.abs(proportions - per_class / per_class.sum()).max() < 0.01, split
 
 
+def test_the_medical_demo_is_bundled_real_medmnist_under_2_mb():
+    from rerelrp.data import MEDICAL_DEMO_SOURCE, expand_sources, medical_demo_paths
+
+    paths = medical_demo_paths()
+    assert sum(p.stat().st_size for p in paths) <= 2_000_000  # the repository's limit (data/README.md)
+    assert expand_sources(["demo", MEDICAL_DEMO_SOURCE]) == ["demo", *map(str, paths)]
+    datasets = [load_dataset(str(p)) for p in paths]
+    assert [ds.name for ds in datasets] == ["pneumoniamnist", "breastmnist", "bloodmnist"]
+    assert [ds.n_classes for ds in datasets] == [2, 2, 8] and datasets[2].image_shape == (28, 28, 3)
+    assert datasets[0].class_names == ["normal", "pneumonia"]
+    assert [len(ds.train) for ds in datasets] == [400, 300, 384]
+    assert np.bincount(datasets[2].test.labels).tolist() == [12] * 8  # stratified: 12 test images per cell type
+    tasks = build_sequence(datasets)
+    assert [t.name for t in tasks] == ["pneumoniamnist", "breastmnist", "bloodmnist"]
+    with pytest.raises(DataError, match="three data sets"):
+        load_dataset(MEDICAL_DEMO_SOURCE)
+
+
 def test_class_groups_give_the_remainder_to_the_first_tasks():
     assert class_groups(5, 2) == [[0, 1, 2], [3, 4]]
     assert class_groups(10, 5) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]

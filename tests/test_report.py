@@ -345,3 +345,19 @@ def test_pdf_matrix_colours_are_the_figures_viridis():
         assert viridis(100 * at)[0] == hex_to_rgb(color), at
     assert viridis(-5) == viridis(0) and viridis(120) == viridis(100)  # clipped to 0..100
     assert viridis(20)[1] and not viridis(90)[1]  # white text on the dark end only
+
+
+def test_a_sample_of_no_learned_task_is_called_so_in_html_and_pdf(ws):
+    from pypdf import PdfReader
+
+    learner, metrics, meta = load_workspace(ws)
+    content = build_report(learner, metrics, meta, [Sample(np.zeros((8, 8, 1), np.uint8), "blank.png")])
+    smp = content["samples"][0]
+    assert np.isfinite(smp["scope_score"]) and smp["out_of_scope"] == (smp["scope_score"] > 1)
+    smp["out_of_scope"], smp["scope_score"] = True, 3.25
+    html = render_html(content)
+    assert "none of the learned tasks" in html and "scope score 3.25" in html
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(render_pdf(content, font=False))).pages)
+    assert "NONE OF THE LEARNED TASKS (scope score 3.25 > 1)" in " ".join(text.split())
+    smp["out_of_scope"], smp["scope_score"] = False, 0.5
+    assert "none of the learned tasks</span>" not in render_html(content)
