@@ -1,4 +1,9 @@
-"""One device rule for the whole package: ``auto`` = CUDA, else Apple MPS, else CPU."""
+"""One device rule for the whole package: ``auto`` = CUDA, else Apple MPS, else CPU.
+
+What a seed promises on each device, and what is set to keep that promise, is written in
+docs/devices.md.
+"""
+import os
 from contextlib import contextmanager
 
 import torch
@@ -18,7 +23,22 @@ def resolve_device(name="auto"):
         raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
     if name == "mps" and not has_mps:
         raise ConfigError("device 'mps' was asked for but Apple MPS is not available; use --device auto or cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        make_cuda_reproducible()
+    return device
+
+
+def make_cuda_reproducible():
+    """Deterministic cuDNN and cuBLAS, no TF32: the same seed gives the same run, and frozen units
+    stay exact. cuDNN's autotuner could pick another algorithm after a layer grows; TF32 would round
+    every product to 10 mantissa bits. Operations without a deterministic CUDA kernel warn, never fail."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def describe_device(device):

@@ -21,7 +21,7 @@ from rerelrp.nets import build_net, grow_layer
 from rerelrp.progress import Reporter
 from rerelrp.pruning import search_cut
 from rerelrp.recognition import RelevanceStore, fit_recognizer, signals
-from rerelrp.scope import knn_distance
+from rerelrp.scope import input_statistics, knn_distance, scaled
 from rerelrp.subnetworks import Explanation, SubnetworkRunner
 from rerelrp.training import Schedule, class_weights, head_loss, recalibrate_batchnorm, train
 from rerelrp.units import Freezer, UnitLedger
@@ -276,6 +276,7 @@ class ReReLRP(TaskSequenceLearner):
         sizes = self.ledger_.layer_sizes
         kept = self.ledger_.flat(self.ledger_.task(t)) if self.activation_features else None
         self.store_.add_task(t, rows[t], self.n_features, sizes, kept)
+        self.store_.scope_stats.append(input_statistics(x))
         self.store_.scope.append(self._scope_distances(task, t))
         for m in range(t):
             self.store_.add_ood(m, t, rows[m], sizes)
@@ -289,13 +290,14 @@ class ReReLRP(TaskSequenceLearner):
     def _scope_distances(self, task, t):
         """Scope distances of task t's validation images in its own sub-network (they set its threshold).
 
-        Empty without activation features or validation images: the task then claims no image
-        (see :mod:`rerelrp.scope`)."""
-        if not self.activation_features or len(task.val) == 0:
+        Empty without validation images: the task then claims no image (see :mod:`rerelrp.scope`)."""
+        if len(task.val) == 0:
             return np.zeros(0, np.float32)
-        _, acts = self._runner().forward_signals(to_input(task.val.images, self.input_size), t)
+        x_val = to_input(task.val.images, self.input_size)
+        _, acts = self._runner().forward_signals(x_val, t)
         columns = self.store_.activation_columns(t, self.ledger_.layer_sizes) - self.ledger_.n_units
-        return knn_distance(self.store_.activation_rows(t), acts[:, columns].numpy()).astype(np.float32)
+        rows = np.concatenate([acts[:, columns].numpy(), input_statistics(x_val)], 1)
+        return knn_distance(*scaled(self.store_.scope_reference(t), rows)).astype(np.float32)
 
     # ------------------------------------------------------------------ using the model
     def predict(self, images):

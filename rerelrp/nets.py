@@ -77,9 +77,16 @@ class FrozenAwareBatchNorm(nn.BatchNorm2d):
     def __init__(self, num_features, **kwargs):
         super().__init__(num_features, **kwargs)
         self.register_buffer("frozen", torch.zeros(num_features, dtype=torch.bool), persistent=False)
+        self.any_frozen = False  # kept on the host: reading ``frozen.any()`` per batch syncs a GPU every layer
+
+    def set_frozen(self, frozen):
+        """Mark the channels that keep their statistics (once per task, by the Freezer)."""
+        frozen = torch.as_tensor(frozen, dtype=torch.bool)
+        self.frozen.copy_(frozen)
+        self.any_frozen = bool(frozen.any())
 
     def forward(self, x):
-        if not (self.training and bool(self.frozen.any())):
+        if not (self.training and self.any_frozen):
             return super().forward(x)
         as_eval = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         as_train = super().forward(x)
@@ -172,6 +179,11 @@ class UnitNet(nn.Module):
 
 
 VGG_SIZES = {"conv1": 16, "conv2": 16, "conv3": 32, "conv4": 32, "conv5": 64, "conv6": 64, "fc1": 128}
+VGG_PLAN = ("conv1", "conv2", "M", "conv3", "conv4", "M", "conv5", "conv6", "M")
+# the paper's backbone (FACIL's VGG11 with BatchNorm): 8 conv layers, two 4096-unit linear layers
+VGG11_SIZES = {"conv1": 64, "conv2": 128, "conv3": 256, "conv4": 256, "conv5": 512, "conv6": 512, "conv7": 512,
+               "conv8": 512, "fc1": 4096, "fc2": 4096}
+VGG11_PLAN = ("conv1", "M", "conv2", "M", "conv3", "conv4", "M", "conv5", "conv6", "M", "conv7", "conv8", "M")
 LENET_SIZES = {"conv1": 6, "conv2": 16, "fc1": 120, "fc2": 84}
 
 
@@ -183,13 +195,31 @@ def _link(units, spatial):
         layer.growable = True
 
 
-def _vgg_body(input_size, sizes=None):
-    sizes = {**VGG_SIZES, **(sizes or {})}
-    plan = ["conv1", "conv2", "M", "conv3", "conv4", "M", "conv5", "conv6", "M"]
-    layers, units, channels = [], [], IN_CHANNELS
+def pool_to(side, out):
+    """An average pool from a ``side`` x ``side`` map to ``out`` x ``out`` that every device runs.
+
+    ``AdaptiveAvgPool2d`` with an input that is not a multiple of its output (3 -> 2 for the VGG at
+    28 px) is refused by Apple MPS (PyTorch issue 96056). For out = 1 or 2 its windows all have the
+    same size, so a plain ``AvgPool2d`` computes exactly the same (bit for bit on the CPU at 3 -> 2).
+    """
+    if out == 1:
+        return nn.AvgPool2d(side)
+    if out != 2 or side < 2:
+        raise ConfigError(f"cannot pool a {side}x{side} map to {out}x{out}")
+    return nn.AvgPool2d(kernel_size=-(-side // 2), stride=side // 2)
+
+
+def _plain_body(arch, plan, defaults, input_size, sizes=None):
+    """Conv (3x3, BatchNorm) layers in ``plan`` order with 2x2 max-pools at "M" (skipped once the map
+    is 1 px), an average pool, then the linear unit layers: the VGG family, growable layer by layer."""
+    sizes = {**defaults, **(sizes or {})}
+    out = 2 if arch == "vgg" else 1  # the small VGG keeps a 2x2 map (4 inputs per channel), VGG11 a vector
+    layers, units, channels, side = [], [], IN_CHANNELS, input_size
     for name in plan:
         if name == "M":
-            layers.append(nn.MaxPool2d(2))
+            if side >= 2:
+                layers.append(nn.MaxPool2d(2))
+                side //= 2
             continue
         w = sizes[name]
         conv = nn.Conv2d(channels, w, 3, padding=1, bias=False)
@@ -198,13 +228,26 @@ def _vgg_body(input_size, sizes=None):
         layers += [conv, norm, mask, nn.ReLU()]
         units.append(UnitLayer(name, conv, norm, mask))
         channels = w
-    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
-    linear = GrowingLinear(channels * 4, sizes["fc1"])
-    mask = UnitMask()
-    layers += [linear, mask, nn.ReLU()]
-    units.append(UnitLayer("fc1", linear, None, mask))
-    _link(units, spatial=4)
+    if side < out:
+        raise ConfigError(f"{arch} needs inputs of at least {out * 2 ** plan.count('M')} px, not {input_size}")
+    layers += [pool_to(side, out), nn.Flatten()]
+    width = channels * out * out
+    for name in (n for n in sizes if n.startswith("fc")):
+        linear = GrowingLinear(width, sizes[name])
+        mask = UnitMask()
+        layers += [linear, mask, nn.ReLU()]
+        units.append(UnitLayer(name, linear, None, mask))
+        width = sizes[name]
+    _link(units, spatial=out * out)
     return nn.Sequential(*layers), units
+
+
+def _vgg_body(input_size, sizes=None):
+    return _plain_body("vgg", VGG_PLAN, VGG_SIZES, input_size, sizes)
+
+
+def _vgg11_body(input_size, sizes=None):
+    return _plain_body("vgg11", VGG11_PLAN, VGG11_SIZES, input_size, sizes)
 
 
 def _lenet_body(input_size, sizes=None):
@@ -263,13 +306,13 @@ def _resnet18_body(input_size, sizes=None):
     return net, units
 
 
-_BUILDERS = {"vgg": _vgg_body, "lenet": _lenet_body, "resnet18": _resnet18_body}
+_BUILDERS = {"vgg": _vgg_body, "vgg11": _vgg11_body, "lenet": _lenet_body, "resnet18": _resnet18_body}
 
 
 def build_net(arch="vgg", input_size=28, head_sizes=(), layer_sizes=None):
     """A fresh :class:`UnitNet` of ``arch`` for square RGB inputs of ``input_size`` pixels.
 
-    ``layer_sizes`` rebuilds a network whose layers grew (vgg and lenet only).
+    ``layer_sizes`` rebuilds a network whose layers grew (all but resnet18).
     """
     if arch not in _BUILDERS:
         raise ConfigError(f"unknown network '{arch}'; choose one of {', '.join(NETS)}")

@@ -49,6 +49,7 @@ class RelevanceStore:
         self.active = []  # per m: int32 (a, 2), activations
         self.rows = []  # per m: {t: float32 (n, k + a)}
         self.scope = []  # per m: float32 (n_val,) scope distances of task m's validation images (rerelrp.scope)
+        self.scope_stats = []  # per m: float32 (n, 7) input statistics of the images behind rows[m][m]
 
     def columns(self, m, layer_sizes):
         """Recogniser m's columns in a :func:`signals` array of a network with these layer sizes."""
@@ -60,9 +61,9 @@ class RelevanceStore:
         """The columns of :meth:`columns` that hold activations (what the scope check compares)."""
         return self.columns(m, layer_sizes)[len(self.features[m]):]
 
-    def activation_rows(self, m):
-        """Task m's own training rows, activation columns only (the scope check's reference)."""
-        return self.rows[m][m][:, len(self.features[m]):]
+    def scope_reference(self, m):
+        """Task m's own training rows for the scope check: activations of its kept units, input statistics."""
+        return np.concatenate([self.rows[m][m][:, len(self.features[m]):], self.scope_stats[m]], 1)
 
     def n_columns(self, m):
         return len(self.features[m]) + len(self.active[m])
@@ -88,7 +89,7 @@ class RelevanceStore:
         """Bytes kept because of task t: its rows in every recogniser plus its unit lists."""
         rows = sum(r[t].nbytes for r in self.rows if t in r)
         own = self.features[t].nbytes + self.active[t].nbytes if t < len(self.features) else 0
-        return rows + own + (self.scope[t].nbytes if t < len(self.scope) else 0)
+        return rows + own + (self.scope[t].nbytes + self.scope_stats[t].nbytes if t < len(self.scope) else 0)
 
     @property
     def n_rows(self):
@@ -101,6 +102,7 @@ class RelevanceStore:
         out.update({f"active/{m}": a for m, a in enumerate(self.active)})
         out.update({f"rows/{m}/{t}": block for m, rows in enumerate(self.rows) for t, block in rows.items()})
         out.update({f"scope/{m}": d for m, d in enumerate(self.scope)})
+        out.update({f"scope_stats/{m}": d for m, d in enumerate(self.scope_stats)})
         return out
 
     @classmethod
@@ -129,9 +131,13 @@ class RelevanceStore:
                 raise ValueError(f"rows/{m}/{m} (task {m}'s own rows) is missing")
             store.rows.append(rows)
             scope = arrays.get(f"scope/{m}", np.zeros(0, np.float32))  # absent in workspaces of rerelrp 0.2.0
+            stats = arrays.get(f"scope_stats/{m}", np.zeros((0, 7), np.float32))
             if scope.dtype != np.float32 or scope.ndim != 1:
                 raise ValueError(f"scope/{m} is {scope.dtype} {scope.shape}, expected float32 (n,)")
+            if stats.dtype != np.float32 or stats.shape[1:] != (7,) or (len(scope) and len(stats) != len(rows[m])):
+                raise ValueError(f"scope_stats/{m} is {stats.dtype} {stats.shape}, expected float32 ({len(rows[m])}, 7)")
             store.scope.append(scope.copy())
+            store.scope_stats.append(stats.copy())
         extra = set(arrays) - set(store.to_arrays())
         if extra:
             raise ValueError(f"unexpected arrays: {', '.join(sorted(extra)[:5])}")

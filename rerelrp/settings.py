@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rerelrp.errors import ConfigError
 
-NETS = ("vgg", "lenet", "resnet18")
+NETS = ("vgg", "vgg11", "lenet", "resnet18")
 COMPOSITES = ("EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1Flat")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -93,7 +93,7 @@ def _num(v):
 
 SETTINGS = {s.name: s for s in (
     # the network (fixed by the first task)
-    Setting("net", "vgg", "backbone: a small VGG, LeNet or ResNet-18 for small inputs", "network",
+    Setting("net", "vgg", "backbone: a small VGG, the paper's VGG11, LeNet or ResNet-18 for small inputs", "network",
             choices=NETS, fixed=True, label="Network"),
     Setting("input_size", 28, "side of the square network input in pixels; images are resized to it", "network",
             low=8, high=512, fixed=True, label="Input size (px)"),

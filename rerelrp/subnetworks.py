@@ -18,9 +18,15 @@ from rerelrp.base import Prediction
 from rerelrp.inputs import to_input
 from rerelrp.recognition import chain_probabilities, in_task_probability, signals
 from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, subnetwork_masks, unit_activation
-from rerelrp.scope import knn_distance, scope_scores, threshold
+from rerelrp.scope import input_statistics, knn_distance, scaled, scope_scores, threshold
 
-MAX_BATCH = 512  # rows per stacked pass (samples x sub-networks)
+MAX_BATCH = 512  # rows per stacked pass (samples x sub-networks) at 28 px and below
+
+
+def rows_per_pass(input_size):
+    """Rows per stacked pass: 512 up to 28 px, then fewer in proportion to the pixels, so that the
+    activations an LRP pass keeps stay near their 28-px size (512 rows at 128 px took gigabytes)."""
+    return MAX_BATCH if input_size <= 28 else max(16, MAX_BATCH * 28 * 28 // input_size**2)
 
 
 @dataclass
@@ -49,6 +55,7 @@ class SubnetworkRunner:
     def __init__(self, net, ledger, offsets, composite, device):
         self.net, self.ledger, self.offsets = net, ledger, offsets
         self.composite, self.device = composite, device
+        self.batch = rows_per_pass(net.input_size)
 
     @property
     def n_tasks(self):
@@ -63,8 +70,8 @@ class SubnetworkRunner:
         """
         lo, hi = self.offsets[t], self.offsets[t + 1]
         out = []
-        for start in range(0, len(x), MAX_BATCH):
-            xb = x[start : start + MAX_BATCH].to(self.device)
+        for start in range(0, len(x), self.batch):
+            xb = x[start : start + self.batch].to(self.device)
             masks = None if kept is None else {k: m.expand(len(xb), -1) for k, m in kept.items()}
             with subnetwork_masks(self.net, masks):
                 out.append(self.net(xb)[:, lo:hi].cpu())
@@ -97,8 +104,8 @@ class SubnetworkRunner:
                 lambda module, inputs, output, name=layer.name: stored.__setitem__(name, unit_activation(output))))
         try:
             logits, acts = [], []
-            for start in range(0, len(x), MAX_BATCH):
-                logits.append(self.head_logits(x[start : start + MAX_BATCH], t, self.ledger.group_masks([t], self.device)))
+            for start in range(0, len(x), self.batch):
+                logits.append(self.head_logits(x[start : start + self.batch], t, self.ledger.group_masks([t], self.device)))
                 acts.append(torch.cat([stored[layer.name].cpu() for layer in self.net.unit_layers], 1))
         finally:
             for handle in handles:
@@ -116,10 +123,10 @@ class SubnetworkRunner:
         """
         group_masks = None if full else self.ledger.group_masks(range(self.ledger.n_tasks), self.device)
         parts = []
-        total = int(np.ceil(len(x) / MAX_BATCH))
-        with RelevanceReader(self.net, composite or self.composite, MAX_BATCH) as reader:
-            for i, start in enumerate(range(0, len(x), MAX_BATCH)):
-                sl = slice(start, start + MAX_BATCH)
+        total = int(np.ceil(len(x) / self.batch))
+        with RelevanceReader(self.net, composite or self.composite, self.batch) as reader:
+            for i, start in enumerate(range(0, len(x), self.batch)):
+                sl = slice(start, start + self.batch)
                 g = groups[sl].to(self.device)
                 masks = None if group_masks is None else sample_masks(group_masks, g)
                 parts.append(reader(x[sl].to(self.device), self.offsets, g, masks,
@@ -145,7 +152,7 @@ class SubnetworkRunner:
         T = self.n_tasks
         lrp_tasks = T if heatmap else T - 1
         x = to_input(images, input_size)
-        per_chunk = max(1, MAX_BATCH // max(lrp_tasks, 1))
+        per_chunk = max(1, self.batch // max(lrp_tasks, 1))
         starts, logits, units, heats = [], [], [], []
         for start in range(0, len(x), per_chunk):
             xb = x[start : start + per_chunk]
@@ -174,7 +181,7 @@ class SubnetworkRunner:
         width = max(part.shape[-1] for part in logits)
         logits = [_pad_to(part, width) for part in logits]
         return (torch.cat(starts).numpy(), torch.cat(logits), torch.cat(units).numpy(),
-                torch.cat(heats).numpy() if heatmap else None)
+                torch.cat(heats).numpy() if heatmap else None, input_statistics(x))
 
     def recognise(self, units, recognizers, store):
         """P_T for (N, T, 2U) unit signals through each sub-network."""
@@ -186,35 +193,36 @@ class SubnetworkRunner:
         ) if T > 1 else np.zeros((len(units), 0))
         return chain_probabilities(p_r)
 
-    def scope(self, units, store, rate):
-        """Out-of-scope scores (N,) from (N, T, 2U) unit signals (see :mod:`rerelrp.scope`); NaN
-        when no task has scope data (activation features off, or a workspace of rerelrp 0.2.0)."""
+    def scope(self, units, stats, store, rate):
+        """Out-of-scope scores (N,) from (N, T, 2U) unit signals and (N, 7) input statistics (see
+        :mod:`rerelrp.scope`); NaN when no task has scope data (a workspace of rerelrp 0.2.0)."""
         sizes = self.ledger.layer_sizes
         distances, thresholds = [], []
         for m in range(self.n_tasks):
-            if len(store.scope[m]) and len(store.active[m]):
-                distances.append(knn_distance(store.activation_rows(m), units[:, m, store.activation_columns(m, sizes)]))
+            if len(store.scope[m]):
+                rows = np.concatenate([units[:, m, store.activation_columns(m, sizes)], stats], 1)
+                distances.append(knn_distance(*scaled(store.scope_reference(m), rows)))
                 thresholds.append(threshold(store.scope[m], rate))
         if not distances:
             return np.full(len(units), np.nan)
         return scope_scores(np.stack(distances, 1), thresholds)
 
-    def answer(self, subnet_class, units, recognizers, store, class_names, scope_rate):
+    def answer(self, subnet_class, units, stats, recognizers, store, class_names, scope_rate):
         """The task-agnostic :class:`Prediction` from each sub-network's class and unit signals."""
         p_task = self.recognise(units, recognizers, store)
         task = p_task.argmax(1)
         local = subnet_class[np.arange(len(task)), task]
         glob = self.offsets[task] + local
-        score = self.scope(units, store, scope_rate)
+        score = self.scope(units, stats, store, scope_rate)
         return Prediction(task, local, glob, p_task, subnet_class, [class_names[g] for g in glob],
                           score, np.nan_to_num(score, nan=0.0) > 1.0)
 
     def predict(self, images, input_size, recognizers, store, class_names, scope_rate):
-        subnet_class, _, units, _ = self.stacked(images, input_size)
-        return self.answer(subnet_class, units, recognizers, store, class_names, scope_rate)
+        subnet_class, _, units, _, stats = self.stacked(images, input_size)
+        return self.answer(subnet_class, units, stats, recognizers, store, class_names, scope_rate)
 
     def explain(self, images, input_size, recognizers, store, class_names, composite, top_k, scope_rate):
-        subnet_class, logits, units, heats = self.stacked(images, input_size, heatmap=True, composite=composite)
+        subnet_class, logits, units, heats, stats = self.stacked(images, input_size, heatmap=True, composite=composite)
         relevance = units[..., : self.ledger.n_units]
         prob = torch.softmax(logits, -1).gather(-1, torch.as_tensor(subnet_class)[..., None])[..., 0].numpy()
         names = list(self.ledger.layer_sizes)
@@ -229,4 +237,5 @@ class SubnetworkRunner:
                                  for li, u in zip(layer_of, best)])
             top.append(per_task)
         return Explanation(heats, subnet_class, prob, top,
-                           self.answer(subnet_class, units, recognizers, store, class_names, scope_rate), composite)
+                           self.answer(subnet_class, units, stats, recognizers, store, class_names, scope_rate),
+                           composite)

@@ -132,8 +132,8 @@ class Freezer:
         frozen = ledger.frozen()
         self.entries = []
         for layer in net.unit_layers:
-            if layer.norm is not None and hasattr(layer.norm, "frozen"):
-                layer.norm.frozen.copy_(torch.as_tensor(frozen[layer.name]))
+            if layer.norm is not None and hasattr(layer.norm, "set_frozen"):
+                layer.norm.set_frozen(frozen[layer.name])
             if frozen[layer.name].any():
                 for tensor, mask in _param_masks(layer, frozen[layer.name]):
                     self.entries.append((tensor, mask.clone(), tensor.detach().clone()))
