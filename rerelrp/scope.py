@@ -11,7 +11,7 @@ sub-network is frozen from then on, so the distances never change.
 ``scope_score = min over tasks of distance / threshold``: above 1, no learned task claims the image.
 
 Why this and not the logits: on pneumonia -> breast, max-softmax and energy flagged almost no
-retina or blood-cell images (AUROC 0.24-0.69); raw activations flagged 43-99 % of the retina
+retina or blood-cell images (AUROC 0.11-0.74); raw activations flagged 43-99 % of the retina
 images depending on the seed; scaled activations with input statistics 100 % (docs/method-notes.md).
 """
 from __future__ import annotations

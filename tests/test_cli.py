@@ -61,7 +61,7 @@ def test_reference_bounds_run_through_the_same_metrics(tmp_path):
         (["--data", "demo", "--tasks", "11"], "cannot split 10 classes into 11 tasks"),
         (["--data", "demo", "--tasks", "0"], "cannot split 10 classes into 0 tasks"),
         (["--data", "demo", "--device", "tpu"], "device must be one of auto, cpu, cuda, mps, not 'tpu'"),
-        (["--data", "demo", "--net", "vgg19"], "net must be one of vgg, lenet, resnet18, not 'vgg19'"),
+        (["--data", "demo", "--net", "vgg19"], "net must be one of vgg, vgg11, lenet, resnet18, not 'vgg19'"),
         (["--data", "demo", "--acc-drop", "-3"], "acc_drop"),
         (["--data", "demo", "--seed", "-1"], "seed must be in [0, 4294967295], not -1"),
         (["--data", "demo", "--min-free", "1"], "min_free must be in [0, 1), not 1.0"),

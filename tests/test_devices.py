@@ -9,20 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import DEVICES
 from rerelrp.nets import build_net
 from rerelrp.settings import NETS
-
-
-def _devices():
-    mps = getattr(torch.backends, "mps", None)
-    return [
-        "cpu",
-        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")),
-        pytest.param("mps", marks=pytest.mark.skipif(not (mps and mps.is_available()), reason="no Apple MPS here")),
-    ]
-
-
-DEVICES = _devices()
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAST
+from conftest import DEVICES, FAST
 from rerelrp.errors import ConfigError, StopRequested
 from rerelrp.inputs import to_input
 from rerelrp.learner import ReReLRP
@@ -78,8 +78,9 @@ def test_stop_between_batches_leaves_the_learner_exactly_as_before(demo_tasks):
     assert learner.n_tasks == 2
 
 
-def test_same_seed_same_model(demo_tasks):
-    a, b = ReReLRP(**FAST), ReReLRP(**FAST)
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_seed_same_model(demo_tasks, device):
+    a, b = ReReLRP(**FAST, device=device), ReReLRP(**FAST, device=device)
     a.add_task(demo_tasks[0])
     b.add_task(demo_tasks[0])
     assert all(torch.equal(x, y) for x, y in zip(a.net_.state_dict().values(), b.net_.state_dict().values()))
@@ -276,7 +277,7 @@ def test_relevance_store_keeps_only_selected_columns_and_follows_growth():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(net="vgg19"), "net must be one of vgg, lenet, resnet18, not 'vgg19'"),
+    (dict(net="vgg19"), "net must be one of vgg, vgg11, lenet, resnet18, not 'vgg19'"),
     (dict(composite="Nope"), "composite must be one of"),
     (dict(acc_drop=-1), "acc_drop must be in [0, 100], not -1"),
     (dict(min_free=1.0), "min_free must be in [0, 1), not 1.0"),
@@ -350,12 +351,13 @@ def test_specialised_zplus_gives_zennits_relevance_bit_for_bit(arch, monkeypatch
     assert torch.equal(ours.units, stock.units) and torch.equal(ours.heatmap, stock.heatmap)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch, size", [("lenet", 28), ("resnet18", 16)])
-def test_other_backbones_learn_two_tasks_exactly(demo_tasks, arch, size):
+def test_other_backbones_learn_two_tasks_exactly(demo_tasks, arch, size, device):
     from dataclasses import replace
 
     few = [replace(t, train=t.train.subset(slice(0, 96))) for t in demo_tasks[:2]]  # ResNet-18 is slow on a CPU
-    learner = ReReLRP(**FAST, net=arch, input_size=size, min_free=0.5)
+    learner = ReReLRP(**FAST, net=arch, input_size=size, min_free=0.5, device=device)
     learner.add_task(few[0])
     first = learner.subnetwork_logits(demo_tasks[0].test.images, 0)
     learner.add_task(few[1])
