@@ -271,7 +271,7 @@ class ReReLRP(TaskSequenceLearner):
         x, _ = self._sample(task.train, self.recognizer_samples, rng)
         n = len(x)
         groups = torch.arange(t + 1).repeat_interleave(n)
-        res = self._runner().lrp(x.repeat(t + 1, 1, 1, 1), groups, report=report, phase="recognizer")
+        res = self._runner().lrp(x, groups, report=report, phase="recognizer", rows=torch.arange(n).repeat(t + 1))
         rows = signals(res).reshape(t + 1, n, -1)
         sizes = self.ledger_.layer_sizes
         kept = self.ledger_.flat(self.ledger_.task(t)) if self.activation_features else None

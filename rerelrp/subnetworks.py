@@ -115,21 +115,25 @@ class SubnetworkRunner:
     def subnetwork_logits(self, x, t):
         return self.head_logits(x, t, self.ledger.group_masks([t], self.device))
 
-    def lrp(self, x, groups, targets=None, heatmap=False, composite=None, report=None, phase="", full=False):
+    def lrp(self, x, groups, targets=None, heatmap=False, composite=None, report=None, phase="", full=False, rows=None):
         """Batched LRP of x where sample i goes through sub-network ``groups[i]`` and its head.
 
         ``full=True`` reads every sample through the whole network (all units on) instead.
+        ``rows`` (a LongTensor) reads sample i from ``x[rows[i]]``: one image through several
+        sub-networks without copying it (2,048 images at 128 px are 0.4 GB per copy).
         Returns one :class:`~rerelrp.relevance.LrpResult` for all of x (heatmaps only with ``heatmap``).
         """
         group_masks = None if full else self.ledger.group_masks(range(self.ledger.n_tasks), self.device)
         parts = []
-        total = int(np.ceil(len(x) / self.batch))
+        n = len(groups)
+        total = int(np.ceil(n / self.batch))
         with RelevanceReader(self.net, composite or self.composite, self.batch) as reader:
-            for i, start in enumerate(range(0, len(x), self.batch)):
+            for i, start in enumerate(range(0, n, self.batch)):
                 sl = slice(start, start + self.batch)
                 g = groups[sl].to(self.device)
                 masks = None if group_masks is None else sample_masks(group_masks, g)
-                parts.append(reader(x[sl].to(self.device), self.offsets, g, masks,
+                xb = x[sl] if rows is None else x[rows[sl]]
+                parts.append(reader(xb.to(self.device), self.offsets, g, masks,
                                     None if targets is None else targets[sl].to(self.device), heatmap=heatmap))
                 if report:
                     report(phase, i + 1, total, f"LRP batch {i + 1}/{total}")
