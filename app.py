@@ -20,6 +20,7 @@ pages = [
     st.Page(PAGES["capacity"], title="Capacity", icon=":material/memory:"),
     st.Page(PAGES["recognize"], title="Recognize", icon=":material/image_search:"),
     st.Page(PAGES["report"], title="Report", icon=":material/description:"),
+    st.Page(PAGES["compare"], title="Compare", icon=":material/compare_arrows:"),
 ]
 page = st.navigation(pages)
 state = get_state()

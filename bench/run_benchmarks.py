@@ -5,7 +5,9 @@ Parts (all by default; ``--part`` picks some):
             folder, the digits demo, BloodMNIST in 4 tasks (the paper's protocol) and the real
             MedMNIST files as a cross-domain sequence (pneumonia -> breast -> retina)
   ablation  each change of issue 13 switched off alone, digits demo and BloodMNIST 4x2, seed 0
-  bounds    class-incremental digits beside fine-tuning (lower bound) and joint training (upper)
+  compare   `rerelrp compare` on the digits demo and BloodMNIST 4x2, seeds 0, 1, 2: ReReLRP, its
+            max-softmax ablation, fine-tune, EWC, LwF, iCaRL, replay, joint (bench/COMPARE.md, beside
+            the paper's published rows)
   latency   inference per image (forward + LRP on every sub-network + the chain), batch 1 and 256
   scope     "none of the learned tasks": AUROC of the scope score, test images of the learned tasks
             against data sets of none of them (pneumonia -> breast against retina and blood cells,
@@ -14,6 +16,8 @@ Parts (all by default; ``--part`` picks some):
 Every run appends one JSON line to bench/out/results.jsonl (and keeps its metrics.json under
 bench/out/<part>/<run>/); ``--report`` rebuilds RESULTS.md from that file alone, so parts can be
 run on different days or in parallel (``--threads 1`` each; the thread count is recorded).
+The compare part keeps bench/out/compare/<run>/compare.json instead (seeds run apart are merged)
+and ``--report`` also rebuilds bench/COMPARE.md from those files.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rerelrp.baselines import BaselineLearner
+from rerelrp import compare
+from rerelrp.baselines import make_baseline
 from rerelrp.data import build_sequence, load_dataset, medical_demo_paths
 from rerelrp.fileio import write_json_atomic
 from rerelrp.learner import ReReLRP
@@ -63,6 +68,10 @@ ABLATION = {  # label: the settings that switch one change off
     "relevance features only": {"activation_features": False},
     "512 recogniser rows": {"recognizer_samples": 512},
 }
+COMPARE_RUNS = ("digits", "blood4x2")
+PAPER = {  # the ReReLRP paper's BloodMNIST 4x2 table (VGG11, its own epochs and machine): TAg, TAw
+    "rerelrp": (59.76, 93.71), "icarl": (58.33, 92.52), "ewc": (24.92, 67.86), "lwf": (18.09, 57.21),
+    "joint": (66.48, 96.40)}
 # BloodMNIST runs take minutes each: the changes aimed at small data sets are ablated on digits only
 SKIP = {("blood4x2", label) for label in ("no step floor", "no class-balanced loss", "no best epoch")}
 
@@ -79,7 +88,7 @@ def learn(part, name, run, seed, method="rerelrp", ood=(), **settings):
     sources, n_tasks = RUNS[run]
     tasks = build_sequence([load_dataset(str(s), seed=seed) for s in sources], n_tasks)
     config = {"seed": seed, **settings}
-    learner = ReReLRP(**config) if method == "rerelrp" else BaselineLearner(method, **config)
+    learner = ReReLRP(**config) if method == "rerelrp" else make_baseline(method, **config)
     sequence = SequenceRun(learner, tasks)
     clock = time.perf_counter()
     sequence.run()
@@ -100,6 +109,45 @@ def learn(part, name, run, seed, method="rerelrp", ood=(), **settings):
     print(f"{part} {name} seed {seed}: TAg {record['tag']:.2f} TAw {record['taw']:.2f} recognition "
           f"{record['recognition'] or 0:.1f} wall {wall:.0f}s", flush=True)
     return sequence
+
+
+def part_compare(run, seeds, methods=compare.METHODS):
+    """Every method of ``rerelrp compare`` on ``run`` for ``seeds``; merged into the run's compare.json."""
+    sources, n_tasks = RUNS[run]
+    out = HERE / "out" / "compare" / run
+    result = compare.compare(lambda seed: build_sequence([load_dataset(str(s), seed=seed) for s in sources], n_tasks),
+                             methods, seeds, {}, on_run=lambda r: print(
+                                 f"compare {run} {r['method']} seed {r['seed']}: TAg {r['final']['tag']:.2f} TAw "
+                                 f"{r['final']['taw']:.2f} ({r['seconds']:.0f} s)", flush=True))
+    old = compare.read_comparison(out / "compare.json") if (out / "compare.json").is_file() else None
+    if old:  # runs of other methods or seeds (another process, another day) are kept
+        fresh = {(r["method"], r["seed"]) for r in result["runs"]}
+        kept = [r for r in old["runs"] if (r["method"], r["seed"]) not in fresh]
+        result["runs"] = sorted(kept + result["runs"], key=lambda r: (compare.METHODS.index(r["method"]), r["seed"]))
+        result["seeds"] = sorted(set(old["seeds"]) | set(seeds))
+        result["methods"] = [m for m in compare.METHODS if any(r["method"] == m for r in result["runs"])]
+    result["machine"] = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    compare.write_comparison(result, out)
+
+
+def compare_report():
+    """bench/COMPARE.md from bench/out/compare/<run>/compare.json."""
+    lines = ["# Comparison with baselines (`make bench`, part compare)", ""]
+    for run in COMPARE_RUNS:
+        path = HERE / "out" / "compare" / run / "compare.json"
+        if not path.is_file():
+            continue
+        result = compare.read_comparison(path)
+        machine = result.get("machine", {})
+        lines += [f"## {run}: {' → '.join(result['tasks'])}", "",
+                  f"{machine.get('cpu', '?')}, {machine.get('threads', '?')} torch thread(s); default settings; "
+                  f"exemplars per class {result['exemplars_per_class']}; seeds {', '.join(map(str, result['seeds']))}.", "",
+                  compare.markdown(result)]
+        if run == "blood4x2":
+            lines += ["The paper's published rows (VGG11, its epochs and machine; TAg / TAw): "
+                      + "; ".join(f"{m} {a:.2f} / {b:.2f}" for m, (a, b) in PAPER.items()) + ".", ""]
+    (HERE / "COMPARE.md").write_text("\n".join(lines))
+    print("\n".join(lines))
 
 
 def latency(learner, images, repeats):
@@ -185,12 +233,6 @@ def report():
                 lines.append(f"| {run} | {source['source']} | {len(blocks)} | {mean_sd([b['auroc'] for b in blocks], 4)} | "
                              f"{mean_sd([100 * b['flagged_out_of_scope'] for b in blocks])} | "
                              f"{mean_sd([100 * b['flagged_in_scope'] for b in blocks])} |")
-    bounds = [r for r in records if r["part"] == "bounds"]
-    if bounds:
-        lines += ["", "## Class-incremental digits: TAg after each task beside the bounds (seed 0, same epochs)", "",
-                  "| method | TAg after each task |", "|---|---|"]
-        for r in bounds:
-            lines.append(f"| {r['method']} | " + " / ".join(f"{v:.1f}" for v in r["tag_after_each_task"]) + " |")
     for r in (r for r in records if r["part"] == "latency" and "batch1_ms" in r):
         lines += ["", "## Inference latency per image (forward + LRP on every sub-network + chain)", "",
                   f"{r['name']}: {r['batch1_ms']:.1f} ms at batch 1, {r['batch256_ms']:.2f} ms at batch 256."]
@@ -202,11 +244,12 @@ def report():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", action="append", choices=["runs", "ablation", "bounds", "latency", "scope"])
+    parser.add_argument("--part", action="append", choices=["runs", "ablation", "compare", "latency", "scope"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--report", action="store_true", help="only rebuild RESULTS.md from bench/out/results.jsonl")
-    parser.add_argument("--runs", nargs="*", choices=list(RUNS), help="runs part: only these runs (default: all)")
+    parser.add_argument("--runs", nargs="*", choices=list(RUNS), help="runs, compare parts: only these runs (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS), help="runs part: seeds (default: 0 1 2)")
+    parser.add_argument("--methods", nargs="*", choices=compare.METHODS, help="compare part: only these (default: all)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -215,7 +258,7 @@ def main(argv=None):
         missing += [str(s) for _, ood in SCOPE.values() for s in ood if not Path(s).exists()]
         if missing:
             sys.exit(f"benchmark data missing (see ../shared/data/SOURCES.md): {', '.join(missing)}")
-        parts = args.part or ["runs", "ablation", "bounds", "latency", "scope"]
+        parts = args.part or ["runs", "ablation", "compare", "latency", "scope"]
         if "runs" in parts:
             for seed in args.seeds:
                 for run in args.runs or [r for r in RUNS if r != "pneumonia_breast"]:
@@ -230,12 +273,15 @@ def main(argv=None):
                 for label, settings in ABLATION.items():
                     if settings and (run, label) not in SKIP:  # "defaults" is the seed-0 run of the runs part
                         learn("ablation", f"{run}: {label}", run, 0, **settings)
-        if "bounds" in parts:
-            for method in ("finetune", "rerelrp", "joint"):
-                learn("bounds", f"digits {method}", "digits", 0, method=method)
+        if "compare" in parts:
+            for run in args.runs or COMPARE_RUNS:
+                if run in COMPARE_RUNS:
+                    part_compare(run, args.seeds, args.methods or compare.METHODS)
         if "latency" in parts:
             part_latency()
-    report()
+    if RESULTS.is_file():
+        report()
+    compare_report()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ PAGES = {
     "capacity": "pages/capacity.py",
     "recognize": "pages/recognize.py",
     "report": "pages/report.py",
+    "compare": "pages/compare.py",
 }
 PLOT_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"], "toImageButtonOptions": {"format": "png"}}
 
@@ -142,3 +143,13 @@ def workspace_picker(state):
                 st.rerun()
             except RerelrpError as exc:
                 show_error(exc)
+
+
+def job_heading(state, job, snap, title, key, help):
+    """The head of a running job's progress box: its title, elapsed time and a Stop button."""
+    head, stop_col = st.columns([5, 1])
+    head.markdown(f"**{title}** · {snap.elapsed:.0f} s")
+    if job.stopping:
+        stop_col.button("Stopping …", disabled=True, key=f"{key}_stopping")
+    else:
+        stop_col.button("Stop", icon=":material/stop_circle:", key=f"{key}_stop", on_click=state.stop_training, help=help)

@@ -64,9 +64,11 @@ if build:
     try:
         clock = time.perf_counter()
         with st.spinner(f"Explaining {len(samples)} image(s) and writing the {fmt.upper()} …"):
-            content = state.cached(("report", fmt, composite, title, tuple(refs), tuple(u.file_id for u in uploads or [])),
+            content = state.cached(("report", fmt, composite, title, tuple(refs), tuple(u.file_id for u in uploads or []),
+                                    id(state.comparison)),
                                    lambda: build_report(learner, state.run.metrics, state.report_meta(), samples,
-                                                        composite=composite, title=title))
+                                                        composite=composite, title=title,
+                                                        comparison=state.comparison))
             data = render_html(content).encode("utf-8") if fmt == "html" else render_pdf(content)
         st.session_state["rep_file"] = (fmt, data, len(samples), time.perf_counter() - clock)
     except RerelrpError as exc:

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from pages.common import get_state, plot, setting_widget, show_error, task_names
+from pages.common import get_state, job_heading, plot, setting_widget, show_error, task_names
 from rerelrp.errors import RerelrpError
 from rerelrp.jobs import ordered_phases, phase_fraction
 from rerelrp.plots import accuracy_matrix_figure, timings_figure, train_curve_figure
@@ -99,19 +99,18 @@ def live_progress():
     job = state.job
     if job is None:
         return
+    if state.job_kind != "train":
+        if job.running:
+            st.info("A comparison of methods is running (Compare page); tasks can be added when it ends.",
+                    icon=":material/compare_arrows:")
+        return
     snap = job.snapshot()
     if snap.running:
         st.session_state["_train_watch"] = True
         with st.container(border=True):
-            head, stop_col = st.columns([5, 1])
             task = state.tasks[snap.task] if 0 <= snap.task < len(state.tasks) else None
-            title = f"Training task {snap.task}: {task.name}" if task else "Preparing"
-            head.markdown(f"**{title}** · {snap.elapsed:.0f} s")
-            if job.stopping:
-                stop_col.button("Stopping …", disabled=True, key="stopping")
-            else:
-                stop_col.button("Stop", icon=":material/stop_circle:", key="stop", on_click=state.stop_training,
-                                help="Stops between batches; the model stays exactly as before this task")
+            job_heading(state, job, snap, f"Training task {snap.task}: {task.name}" if task else "Preparing", "train",
+                        "Stops between batches; the model stays exactly as before this task")
             seen = ordered_phases(snap.events)
             current = seen.index(snap.phase) if snap.phase in seen else -1
             for phase in list(PHASES) + [p for p in seen if p not in PHASES and p != "done"]:

@@ -13,6 +13,7 @@ from rerelrp.fileio import write_json_atomic
 
 def build_parser():
     from rerelrp import settings
+    from rerelrp.compare import METHODS as compare_methods
     from rerelrp.settings import COMPOSITES
 
     parser = argparse.ArgumentParser(prog="rerelrp", description=__doc__)
@@ -76,8 +77,30 @@ def build_parser():
                         help="LRP composite for the heatmaps (default: the workspace's)")
     report.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the workspace's)")
     report.add_argument("--title", default=None, help="report title")
+    report.add_argument("--compare", type=Path, default=None, metavar="FILE",
+                        help="a compare.json of 'rerelrp compare' to add as a table (default: the workspace's "
+                             "compare.json, if the app's Compare page wrote one)")
     report.set_defaults(handler=cmd_report)
-    parser.subcommands = {"run": run, "predict": predict, "report": report}
+    compare = sub.add_parser("compare", help="run ReReLRP and the baselines (fine-tune, EWC, LwF, iCaRL, replay, joint) "
+                             "on the same task sequence for several seeds and write a comparison",
+                             description="Writes DIR/compare.json (one record per method and seed), DIR/compare.md "
+                                         "(mean ± sd per method) and DIR/compare.html (TAg after each task per method).",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    compare.add_argument("--data", action="append", required=True, help="as for 'rerelrp run'")
+    compare.add_argument("--tasks", type=int, default=None, help="as for 'rerelrp run'")
+    compare.add_argument("--methods", default=",".join(compare_methods),
+                         help=f"comma-separated, from: {', '.join(compare_methods)} (rerelrp-maxsoftmax: ReReLRP's "
+                              "sub-networks with the task of the most confident one, no recognisers)")
+    compare.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; every method runs once per seed")
+    compare.add_argument("--exemplars-per-class", type=int, default=20,
+                         help="images per class that replay and iCaRL keep (ReReLRP and the others keep none)")
+    compare.add_argument("--out", required=True, type=Path, help="output folder")
+    settings.add_options(compare.add_argument_group("learner settings, shared by every method (--seed is --seeds here)"))
+    compare.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")
+    compare.add_argument("--download", action="store_true", help="download missing MedMNIST files (network access)")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.set_defaults(handler=cmd_compare)
+    parser.subcommands = {"run": run, "predict": predict, "report": report, "compare": compare}
     return parser
 
 
@@ -197,6 +220,58 @@ def scope_blocks(learner, tasks, args, seed):
     return evaluate_scope(learner, tasks, foreign)
 
 
+def cmd_compare(args):
+    from tqdm import tqdm
+
+    from rerelrp import settings
+    from rerelrp.compare import compare, markdown, parse_methods, parse_seeds, plan, write_comparison
+    from rerelrp.data import build_sequence, expand_sources, load_dataset
+
+    methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)  # bad names fail before any work
+    if args.exemplars_per_class < 1:
+        raise ConfigError(f"--exemplars-per-class must be at least 1, not {args.exemplars_per_class}")
+    params = settings.check(settings.from_options(args))
+    loaded = {}
+
+    def load_tasks(seed):
+        if seed not in loaded:
+            datasets = [load_dataset(s, root=args.data_root, download=args.download, seed=seed)
+                        for s in expand_sources(args.data)]
+            loaded[seed] = build_sequence(datasets, args.tasks)
+        return loaded[seed]
+
+    first = load_tasks(seeds[0])
+    print(f"{len(plan(methods, seeds))} run(s) of {len(first)} tasks: methods {', '.join(methods)}; seeds "
+          f"{', '.join(map(str, seeds))}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    bars, phases = {}, PhaseBars(not args.quiet)
+
+    def on_task(method, seed, learned):
+        if (method, seed) not in bars:
+            bars[method, seed] = tqdm(total=len(first), desc=f"{method} seed {seed}", unit="task", disable=args.quiet,
+                                      file=sys.stderr)
+        bars[method, seed].update(learned - bars[method, seed].n)
+
+    def on_run(record):
+        if (record["method"], record["seed"]) in bars:
+            bars.pop((record["method"], record["seed"])).close()
+        f = record["final"]
+        print(f"{record['method']} seed {record['seed']}: TAg {f['tag']:.2f}  TAw {f['taw']:.2f}  forgetting TAg "
+              f"{f['forgetting_tag']:.2f}  TAw {f['forgetting_taw']:.2f}  stored {record['images_stored']} image(s), "
+              f"{record['bytes_stored'] / 1024:.0f} KiB  ({record['seconds']:.0f} s)")
+
+    try:
+        result = compare(load_tasks, methods, seeds, params, args.exemplars_per_class, callback=phases,
+                         on_run=on_run, on_task=on_task)
+    finally:
+        phases.close()
+        for bar in bars.values():
+            bar.close()
+    paths = write_comparison(result, args.out)
+    print(markdown(result) + "-> " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_predict(args):
     from tqdm import tqdm
 
@@ -254,7 +329,7 @@ def cmd_report(args):
     if fmt is None:
         raise ConfigError(f"cannot tell the report format from '{args.out}': add --format html or --format pdf")
     result = make_report(args.workspace, args.out, fmt, samples=args.samples, composite=args.composite,
-                         device=args.device, title=args.title)
+                         device=args.device, title=args.title, comparison=args.compare)
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"{fmt.upper()} report of {result['workspace']} with {result['n_samples']} sample image(s): {result['path']} "

@@ -357,3 +357,20 @@ def sample_grid_figure(images, labels, class_names, per_class=8, seed=0, title=N
     # the montage's aspect ratio at a typical column width (about 560 px), so it is not letterboxed
     height = int(min(900, max(140, 560 * grid.shape[0] / grid.shape[1] + (40 if title else 20))))
     return _layout(fig, title, height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10))
+
+
+def comparison_figure(result, title="TAg after each task (mean ± sd over seeds)"):
+    """Task-agnostic accuracy after each task, one line per method of a comparison (:mod:`rerelrp.compare`)."""
+    fig = go.Figure()
+    colors = task_colors(len(result["methods"]))
+    for color, method in zip(colors, result["methods"]):
+        curves = np.array([r["tag_after_each_task"] for r in result["runs"] if r["method"] == method], dtype=float)
+        if not len(curves):
+            continue
+        sd = curves.std(0, ddof=1) if len(curves) > 1 else np.zeros(curves.shape[1])
+        fig.add_trace(go.Scatter(x=list(range(1, curves.shape[1] + 1)), y=curves.mean(0), name=method, mode="lines+markers",
+                                 line={"color": color, "dash": "solid" if method.startswith("rerelrp") else "dot"},
+                                 error_y={"type": "data", "array": sd, "visible": len(curves) > 1}))
+    _layout(fig, title, height=380, xaxis_title="tasks learned", yaxis_title="TAg (%)", yaxis_range=[0, 100])
+    fig.update_xaxes(dtick=1)
+    return fig

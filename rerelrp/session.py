@@ -52,6 +52,9 @@ class AppState:
         self.workspace_root = Path(workspace_root or DEFAULT_ROOT)
         self.workspace = self._fresh_workspace()
         self.data_note = None  # why the learned tasks' images are not available (an opened workspace)
+        self.comparison = None  # the last finished comparison of methods (rerelrp.compare) on the planned tasks
+        self.compare_total = 0  # runs the current or last comparison job plans
+        self.job_kind = None  # "train" or "compare": what the current or last job does
         self._new_run([])
         if demo:
             self.load_demo(demo)
@@ -224,9 +227,56 @@ class AppState:
                 return summaries
 
             job = Job(target, name="next task" if total == 1 else f"{total} tasks")
-            self.job = job
+            self.job, self.job_kind = job, "train"
             job.start()
             return job
+
+    def start_compare(self, methods, seeds, exemplars_per_class=20):
+        """Run ReReLRP and baselines on the planned tasks for each seed in a background job.
+
+        The published model is not touched: every run trains its own learner with the current
+        settings. Each finished run is a job result; the comparison becomes :attr:`comparison` (and
+        the workspace's ``compare.json``, which its reports show) when every run is done.
+        """
+        from rerelrp.compare import compare, parse_methods, parse_seeds, plan
+
+        with self.lock:
+            self._check_idle("start a comparison")
+            methods, seeds = parse_methods(methods), parse_seeds(seeds)
+            if len(self.tasks) < 2:
+                raise ConfigError("plan at least two tasks on the Data page: a comparison is about forgetting")
+            tasks, params = list(self.tasks), learner_settings.check(self.settings)
+            total = len(plan(methods, seeds))
+
+            def target(callback, stop):
+                def on_task(method, seed, learned):
+                    if learned < len(tasks):
+                        job.note(f"{method} seed {seed}: task {learned} of {len(tasks)}")
+
+                try:
+                    result = compare(lambda seed: tasks, methods, seeds, params, exemplars_per_class,
+                                     callback=callback, stop=stop, on_run=job.add_result, on_task=on_task)
+                except StopRequested:  # the finished runs are kept, marked as a partial comparison
+                    self._keep_comparison({"methods": methods, "seeds": seeds, "tasks": [t.name for t in tasks],
+                                           "settings": params, "exemplars_per_class": exemplars_per_class,
+                                           "runs": job.snapshot().results, "stopped": True})
+                    raise
+                self._keep_comparison(result)
+                return result
+
+            job = Job(target, name=f"comparison ({total} runs)")
+            self.job, self.job_kind, self.compare_total = job, "compare", total
+            job.start()
+            return job
+
+    def _keep_comparison(self, result):
+        from rerelrp.fileio import write_json_atomic
+        from rerelrp.workspace import is_workspace
+
+        with self.lock:
+            self.comparison = result
+            if is_workspace(self.workspace):
+                write_json_atomic(self.workspace / "compare.json", result)
 
     # ------------------------------------------------------------ workspaces
     def _fresh_workspace(self):

@@ -1,4 +1,7 @@
 """Shared fixtures: where the real test data lives, and a learner configuration fast enough for CI."""
+import ipaddress
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,64 @@ def demo_tasks():
     from rerelrp.data import build_sequence, load_dataset
 
     return build_sequence([load_dataset("demo")])
+
+
+@contextmanager
+def no_network():
+    """Fail on any connection (or name lookup) that is not loopback or a unix socket."""
+    attempts = []
+    real = {
+        "connect": socket.socket.connect,
+        "connect_ex": socket.socket.connect_ex,
+        "sendto": socket.socket.sendto,
+        "create_connection": socket.create_connection,
+        "getaddrinfo": socket.getaddrinfo,
+    }
+
+    def local(host):
+        if host in (None, "", "localhost", "localhost.localdomain"):
+            return True
+        try:
+            return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+        except ValueError:
+            return False
+
+    def allowed(sock, address):
+        if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
+            return True
+        host = address[0] if isinstance(address, tuple) else address
+        return local(host)
+
+    def guard(name):
+        def wrapper(self, *args):
+            address = args[-1] if name == "sendto" else args[0]
+            if not allowed(self, address):
+                attempts.append(f"{name} {address!r}")
+                raise OSError(f"network access is forbidden in this test: {name} to {address!r}")
+            return real[name](self, *args)
+
+        return wrapper
+
+    def create_connection(address, *args, **kwargs):
+        if not local(address[0]):
+            attempts.append(f"create_connection {address!r}")
+            raise OSError(f"network access is forbidden in this test: {address!r}")
+        return real["create_connection"](address, *args, **kwargs)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not local(host if not isinstance(host, bytes) else host.decode()):
+            attempts.append(f"getaddrinfo {host!r}")
+            raise socket.gaierror(f"name lookups are forbidden in this test: {host!r}")
+        return real["getaddrinfo"](host, *args, **kwargs)
+
+    for name in ("connect", "connect_ex", "sendto"):
+        setattr(socket.socket, name, guard(name))
+    socket.create_connection = create_connection
+    socket.getaddrinfo = getaddrinfo
+    try:
+        yield attempts
+    finally:
+        for name in ("connect", "connect_ex", "sendto"):
+            setattr(socket.socket, name, real[name])
+        socket.create_connection = real["create_connection"]
+        socket.getaddrinfo = real["getaddrinfo"]

@@ -7,14 +7,12 @@ takes to answer. Training uses the UI's own settings with ``epochs = 1``.
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
 import socket
 import sys
 import time
 import uuid
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ SHARED = ROOT.parent / "shared" / "data"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from conftest import no_network  # noqa: E402
 from pages.common import get_state  # noqa: E402
 from rerelrp.images import encode_png  # noqa: E402
 
@@ -125,67 +124,6 @@ def npz_bytes(**arrays):
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
-
-
-@contextmanager
-def no_network():
-    """Fail on any connection (or name lookup) that is not loopback or a unix socket."""
-    attempts = []
-    real = {
-        "connect": socket.socket.connect,
-        "connect_ex": socket.socket.connect_ex,
-        "sendto": socket.socket.sendto,
-        "create_connection": socket.create_connection,
-        "getaddrinfo": socket.getaddrinfo,
-    }
-
-    def local(host):
-        if host in (None, "", "localhost", "localhost.localdomain"):
-            return True
-        try:
-            return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-        except ValueError:
-            return False
-
-    def allowed(sock, address):
-        if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
-            return True
-        host = address[0] if isinstance(address, tuple) else address
-        return local(host)
-
-    def guard(name):
-        def wrapper(self, *args):
-            address = args[-1] if name == "sendto" else args[0]
-            if not allowed(self, address):
-                attempts.append(f"{name} {address!r}")
-                raise OSError(f"network access is forbidden in this test: {name} to {address!r}")
-            return real[name](self, *args)
-
-        return wrapper
-
-    def create_connection(address, *args, **kwargs):
-        if not local(address[0]):
-            attempts.append(f"create_connection {address!r}")
-            raise OSError(f"network access is forbidden in this test: {address!r}")
-        return real["create_connection"](address, *args, **kwargs)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if not local(host if not isinstance(host, bytes) else host.decode()):
-            attempts.append(f"getaddrinfo {host!r}")
-            raise socket.gaierror(f"name lookups are forbidden in this test: {host!r}")
-        return real["getaddrinfo"](host, *args, **kwargs)
-
-    for name in ("connect", "connect_ex", "sendto"):
-        setattr(socket.socket, name, guard(name))
-    socket.create_connection = create_connection
-    socket.getaddrinfo = getaddrinfo
-    try:
-        yield attempts
-    finally:
-        for name in ("connect", "connect_ex", "sendto"):
-            setattr(socket.socket, name, real[name])
-        socket.create_connection = real["create_connection"]
-        socket.getaddrinfo = real["getaddrinfo"]
 
 
 def test_network_guard_catches_outbound_connections():

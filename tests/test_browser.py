@@ -14,6 +14,7 @@ folder; ``RERELRP_SCREENSHOT_DIR=docs`` refreshes the README's pictures).
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,10 +49,22 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    yield from _serve(tmp_path_factory, {"RERELRP_APP_SETTINGS": '{"n_trees": 100}'})
+
+
+@pytest.fixture(scope="module")
+def digits_server(tmp_path_factory):
+    """The app on the digits demo with settings fast enough to compare methods in a minute or two."""
+    fast = json.dumps(FAST | {"seed": 0})
+    yield from _serve(tmp_path_factory, {"RERELRP_APP_SETTINGS": fast, "RERELRP_APP_DEMO": "digits"})
+
+
+def _serve(tmp_path_factory, extra_env):
+    """`streamlit run app.py` on a free port with ``extra_env``; yields its URL until the module ends."""
     pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "RERELRP_APP_KEY": "browser", "RERELRP_APP_SETTINGS": '{"n_trees": 100}',
+    env = {**os.environ, "RERELRP_APP_KEY": "browser", **extra_env,
            "RERELRP_WORKSPACES": str(tmp_path_factory.mktemp("workspaces")), "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -215,3 +230,47 @@ def test_add_task_then_explain_in_chromium(server, tmp_path):
                       and not u.startswith(("data:", "blob:"))})
     assert not foreign, f"the page requested remote resources: {foreign}"
     assert (shots / "screenshot-explain.png").stat().st_size > 10_000
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=str(CHROMIUM),
+                             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+@pytest.mark.timeout(900)
+def test_compare_methods_in_chromium(digits_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    requests = []
+    shots = Path(SHOTS) if SHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1300}, device_scale_factor=1)
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(digits_server)
+            page.get_by_role("link", name="Compare", exact=True).click()
+            page.get_by_role("heading", name="Compare", exact=True).wait_for(timeout=90_000)
+            for method in ("rerelrp", "rerelrp-maxsoftmax", "ewc", "lwf", "joint"):  # all chosen at first; keep 3 cheap
+                page.locator(f'[aria-label^="Remove {method}:"]').click()
+                page.locator(f'[aria-label^="Remove {method}:"]').wait_for(state="detached")
+            seeds = page.get_by_role("textbox", name="Seeds", exact=True)
+            seeds.fill("0")
+            seeds.press("Tab")
+            page.get_by_role("button", name="Run comparison").click()
+            # the outcome, never a transient state: the result table with every method
+            page.get_by_role("heading", name="Result").wait_for(timeout=600_000)
+            _wait_idle(page)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1500)
+            text = page.locator("body").inner_text()
+            page.screenshot(path=str(shots / "screenshot-compare.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "3 runs" in text and "Download compare.json" in text
+    for method in ("finetune", "icarl", "replay"):
+        assert f"\n{method}\t" in text or f"\n{method}\n" in text, method
+    foreign = sorted({u for u in requests if urlparse(u).hostname not in ("localhost", "127.0.0.1", "::1")
+                      and not u.startswith(("data:", "blob:"))})
+    assert foreign == [], foreign

@@ -48,13 +48,14 @@ __all__ = [
 
 
 def make_report(workspace, out, fmt="html", samples=None, composite=None, device=None, title=None,
-                per_task=DEFAULT_PER_TASK, limit=DEFAULT_MAX_SAMPLES):
+                per_task=DEFAULT_PER_TASK, limit=DEFAULT_MAX_SAMPLES, comparison=None):
     """Open ``workspace``, pick the samples, build and write the report to ``out`` (atomically).
 
     ``samples``: None (a few test images per task when the tasks' data can be loaded again), a list
     of specs (``"TASK:INDEX"``, image paths, ``["none"]``) or a list of :class:`Sample`. Returns a
     summary dict. Each learned task records the file its data came from (see
-    :func:`rerelrp.data.reload_tasks`), so no data source needs to be given.
+    :func:`rerelrp.data.reload_tasks`), so no data source needs to be given. ``comparison``: a
+    ``compare.json`` to show (default: the workspace's own, written by the app's Compare page).
     """
     from rerelrp.workspace import load_workspace, resolve_workspace
 
@@ -67,7 +68,11 @@ def make_report(workspace, out, fmt="html", samples=None, composite=None, device
         chosen, notes = list(samples), []
     else:
         chosen, notes = resolve_samples(samples, learner, meta, per_task, limit)
-    content = build_report(learner, metrics, meta, chosen, composite=composite, title=title, notes=notes)
+    from rerelrp.compare import read_comparison
+
+    found = comparison or (path / "compare.json" if (path / "compare.json").is_file() else None)
+    content = build_report(learner, metrics, meta, chosen, composite=composite, title=title, notes=notes,
+                           comparison=read_comparison(found) if found else None)
     data = render_html(content).encode("utf-8") if fmt == "html" else render_pdf(content)
     write_bytes_atomic(out, data)
     return {"path": str(out), "workspace": str(path), "format": fmt, "bytes": len(data), "n_samples": len(chosen),

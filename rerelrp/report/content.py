@@ -29,7 +29,24 @@ SECTIONS = (
     ("software", "Software versions and seeds"),
     ("privacy", "Privacy statement"),
 )
-TITLES = dict(SECTIONS)
+COMPARISON = ("comparison", "Comparison with baselines")  # after "accuracy", when the report has one
+TITLES = dict(SECTIONS + (COMPARISON,))
+
+
+def sections(content):
+    """The sections a report shows: :data:`SECTIONS`, plus the comparison when there is one."""
+    out = list(SECTIONS)
+    if content.get("comparison"):
+        out.insert(out.index(("accuracy", TITLES["accuracy"])) + 1, COMPARISON)
+    return out
+
+
+def comparison_block(result):
+    """What a report shows of a comparison (:mod:`rerelrp.compare`): its table and what it ran on."""
+    from rerelrp.compare import HEADER, table_rows
+
+    return {"header": list(HEADER), "rows": table_rows(result), "tasks": list(result.get("tasks") or []),
+            "seeds": list(result["seeds"]), "exemplars_per_class": result.get("exemplars_per_class")}
 _REF_RE = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -121,8 +138,9 @@ def test_sample(tasks, learner, t, i):
 
 
 # ------------------------------------------------------------------------------------ content
-def build_report(learner, metrics, meta, samples=(), composite=None, title=None, notes=()):
-    """Everything a report shows, as plain data (numbers, strings, uint8/float arrays)."""
+def build_report(learner, metrics, meta, samples=(), composite=None, title=None, notes=(), comparison=None):
+    """Everything a report shows, as plain data (numbers, strings, uint8/float arrays); ``comparison``:
+    a result of :func:`rerelrp.compare.compare` to show beside the model's own figures."""
     from rerelrp.runner import package_versions
 
     cfg = learner.get_params()
@@ -172,6 +190,8 @@ def build_report(learner, metrics, meta, samples=(), composite=None, title=None,
             "format_version": meta.get("format_version"),
         },
     }
+    if comparison:
+        content["comparison"] = comparison_block(comparison)
     if samples:
         content["samples"] = _explain_samples(learner, list(samples), composite)
     content["privacy"] = _privacy(content, learner)

@@ -15,7 +15,7 @@ from functools import cache
 from markupsafe import Markup
 
 from rerelrp.report import content as text
-from rerelrp.report.content import SECTIONS
+from rerelrp.report.content import sections
 
 CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -92,7 +92,7 @@ def render_html(content):
     half = (len(settings) + 1) // 2
     return _environment().get_template("report.html.j2").render(
         c=content,
-        sections=SECTIONS,
+        sections=sections(content),
         plotlyjs=Markup(plotly.offline.get_plotlyjs()),
         figures=_figures(content),
         samples=_samples(content),

@@ -12,7 +12,7 @@ import io
 import numpy as np
 
 from rerelrp.report import content as text
-from rerelrp.report.content import SECTIONS
+from rerelrp.report.content import sections
 from rerelrp.report.fonts import use_font
 
 ACCENT = (76, 120, 168)
@@ -136,7 +136,7 @@ class _PdfReport:
     # ---------------------------------------------------------------- sections
     def render(self):
         self.title_block()
-        for key, title in SECTIONS:
+        for key, title in sections(self.c):
             self.heading(title)
             getattr(self, key)()
         return bytes(self.pdf.output())
@@ -192,6 +192,14 @@ class _PdfReport:
                          text.sizes(r), files or "-"])
         self.table(["#", "task", "classes", "source", "train / val / test", "input files and hashes"], rows,
                    [7, 24, 30, 38, 20, self.W - 119], ["R", "L", "L", "L", "C", "L"], size=6.8, line=3.4)
+
+    def comparison(self):
+        cmp, W = self.c["comparison"], self.W
+        self.para(f"The same task sequence, backbone, settings and evaluation for every method; mean ± sd over seeds "
+                  f"{', '.join(map(str, cmp['seeds']))}. Replay and iCaRL keep {cmp['exemplars_per_class']} training "
+                  "images per class; ReReLRP keeps relevance rows and no image.")
+        widths = [0.15, 0.06, 0.11, 0.11, 0.11, 0.11, 0.08, 0.17, 0.10]
+        self.table(cmp["header"], cmp["rows"], [W * w for w in widths], size=6.5)
 
     def settings(self):
         items = [(k, str(v)) for k, v in self.c["settings"].items()]

@@ -1,0 +1,230 @@
+"""Every method and seed on one task sequence, side by side: what ``rerelrp compare`` and the
+Compare page run.
+
+Each run learns the whole sequence with one method and one seed (same data, backbone, settings
+and evaluation for all) and is kept as a record in the names other tools read: ``method``,
+``seed``, ``final`` (``tag``, ``taw``, ``forgetting_tag``, ``forgetting_taw``), ``images_stored``,
+``bytes_stored``, ``seconds``. ``rerelrp-maxsoftmax`` is the ablation that isolates what the
+recognisers add: ReReLRP's own sub-networks, the task chosen by the most confident one (max
+softmax, as PackNet-style methods do); it reads the same trained model as ``rerelrp`` (trained
+once when both are asked for) and reports that training's time.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from rerelrp.base import Prediction
+from rerelrp.errors import ConfigError
+from rerelrp.metrics import RunMetrics, evaluate_tasks
+from rerelrp.progress import Reporter
+
+METHODS = ("rerelrp", "rerelrp-maxsoftmax", "finetune", "ewc", "lwf", "icarl", "replay", "joint")
+DEFAULT_METHODS = METHODS
+ABLATION = "rerelrp-maxsoftmax"
+
+
+def parse_methods(text):
+    """Method names from ``"a,b,c"`` (or a list), in order, once each; unknown names are refused."""
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method(s): {', '.join(unknown)}; valid: {', '.join(METHODS)}")
+    if not names:
+        raise ConfigError(f"no method given; valid: {', '.join(METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_seeds(text):
+    """Seeds from ``"0,1,2"`` (or a list of ints): whole numbers ≥ 0, once each."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        seeds = [int(str(s).strip()) for s in parts if str(s).strip()]
+    except ValueError:
+        raise ConfigError(f"seeds must be whole numbers separated by commas, not '{text}'") from None
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"give at least one seed ≥ 0, not '{text}'")
+    return list(dict.fromkeys(seeds))
+
+
+class MostConfidentSubnetwork:
+    """A trained ReReLRP model whose task is the sub-network with the highest softmax probability
+    for its own class (no recognisers): the ``rerelrp-maxsoftmax`` ablation."""
+
+    def __init__(self, learner):
+        self.learner = learner
+
+    @property
+    def offsets_(self):
+        return self.learner.offsets_
+
+    def predict(self, images):
+        learner = self.learner
+        logits = [learner.subnetwork_logits(images, m) for m in range(learner.n_tasks)]
+        confidence = torch.stack([torch.softmax(lg, 1).max(1).values for lg in logits], 1).numpy()
+        subnet = np.stack([lg.argmax(1).numpy() for lg in logits], 1)
+        task = confidence.argmax(1)
+        local = subnet[np.arange(len(task)), task]
+        glob = learner.offsets_[task] + local
+        names = learner.class_names_
+        return Prediction(task, local, glob, confidence / confidence.sum(1, keepdims=True), subnet,
+                          [names[g] for g in glob])
+
+
+def _learner(method, params, exemplars_per_class):
+    if method == "rerelrp":
+        from rerelrp.learner import ReReLRP
+
+        return ReReLRP(**params)
+    from rerelrp.baselines import make_baseline
+
+    return make_baseline(method, exemplars_per_class=exemplars_per_class, **params)
+
+
+def _stored(method, learner):
+    """``(images, bytes)`` a method keeps after the last task."""
+    if method in ("rerelrp", ABLATION):
+        return 0, int(sum(h["stored_bytes"] for h in learner.history_))  # relevance rows of every task
+    return learner.stored()
+
+
+def _record(method, seed, metrics, learner, seconds):
+    images, nbytes = _stored(method, learner)
+    data = metrics.to_dict()
+    return {"method": method, "seed": seed, "final": metrics.final(), "images_stored": int(images),
+            "bytes_stored": int(nbytes), "seconds": float(seconds),
+            "tag_after_each_task": data["tag_after_each_task"], "acc_tag": data["acc_tag"],
+            "acc_taw": data["acc_taw"], "task_recognition": data["task_recognition"]}
+
+
+def run_method(method, tasks, params, seed, exemplars_per_class=20, also_ablation=False, callback=None, stop=None,
+               on_task=None):
+    """Learn ``tasks`` with ``method`` and ``seed``; returns its run record (two with ``also_ablation``:
+    ``rerelrp`` then ``rerelrp-maxsoftmax`` from the same model). ``on_task(k)`` with the number of
+    tasks learned: 0 at the start, then after each task."""
+    trained = "rerelrp" if method == ABLATION else method
+    learner = _learner(trained, {**params, "seed": seed}, exemplars_per_class).check_params()
+    views = {ABLATION: MostConfidentSubnetwork(learner)} if method == ABLATION else {method: learner}
+    if also_ablation:
+        views[ABLATION] = MostConfidentSubnetwork(learner)
+    metrics = {name: RunMetrics() for name in views}
+    clock = time.perf_counter()
+    if on_task:
+        on_task(0)
+    for i, task in enumerate(tasks):
+        learner.add_task(task, callback=callback, stop=stop)
+        summary = learner.history_[-1]
+        for name, view in views.items():
+            eval_clock = time.perf_counter()
+            row = evaluate_tasks(view, tasks[: i + 1], Reporter(callback, stop, task=i))
+            metrics[name].add(summary, row, time.perf_counter() - eval_clock, learner.capacity())
+        if on_task:
+            on_task(i + 1)
+    seconds = time.perf_counter() - clock
+    return [_record(name, seed, metrics[name], learner, seconds) for name in views]
+
+
+def plan(methods, seeds):
+    """The runs to do, in order: ``[(method, seed, also_ablation)]`` (the ablation rides on ``rerelrp``)."""
+    both = "rerelrp" in methods and ABLATION in methods
+    return [(m, s, both and m == "rerelrp") for s in seeds for m in methods if not (both and m == ABLATION)]
+
+
+def compare(load_tasks, methods, seeds, params, exemplars_per_class=20, callback=None, stop=None, on_run=None,
+            on_task=None):
+    """Run every method for every seed; ``load_tasks(seed)`` gives the task sequence of a seed.
+
+    ``on_run(record)`` receives each finished run record, ``on_task(method, seed, k)`` the
+    number of tasks a run has learned (0 when it starts). Returns the comparison (``runs`` and what they were run with).
+    """
+    methods, seeds = parse_methods(methods), parse_seeds(seeds)
+    runs, names = [], None
+    for method, seed, also in plan(methods, seeds):
+        tasks = load_tasks(seed)
+        names = [t.name for t in tasks]
+        for record in run_method(method, tasks, params, seed, exemplars_per_class, also, callback, stop,
+                                 on_task=(lambda i, m=method, s=seed: on_task(m, s, i)) if on_task else None):
+            runs.append(record)
+            if on_run:
+                on_run(record)
+    order = {m: k for k, m in enumerate(methods)}
+    runs.sort(key=lambda r: (order[r["method"]], r["seed"]))
+    return {"methods": methods, "seeds": seeds, "tasks": names, "settings": dict(params),
+            "exemplars_per_class": exemplars_per_class, "runs": runs}
+
+
+def summary(result):
+    """Per method: mean and sd over seeds of the final figures, what it stores and its wall time."""
+    rows = []
+    for method in result["methods"]:
+        runs = [r for r in result["runs"] if r["method"] == method]
+        if not runs:
+            continue
+        row = {"method": method, "seeds": len(runs)}
+        for key in ("tag", "taw", "forgetting_tag", "forgetting_taw"):
+            values = np.array([r["final"][key] for r in runs])
+            row[key] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        row["images_stored"] = int(np.mean([r["images_stored"] for r in runs]))
+        row["bytes_stored"] = int(np.mean([r["bytes_stored"] for r in runs]))
+        row["seconds"] = float(np.mean([r["seconds"] for r in runs]))
+        rows.append(row)
+    return rows
+
+
+HEADER = ("method", "seeds", "TAg", "TAw", "forgetting TAg", "forgetting TAw", "images stored", "bytes stored",
+          "seconds per run")
+
+
+def table_rows(result):
+    """The comparison as text cells under :data:`HEADER`: mean ± sd over the seeds (markdown, reports, app)."""
+    rows = []
+    for row in summary(result):
+        kept = "relevance rows" if row["method"].startswith("rerelrp") else "images"
+        rows.append([row["method"], str(row["seeds"])]
+                    + [f"{row[k][0]:.2f} ± {row[k][1]:.2f}" for k in ("tag", "taw", "forgetting_tag", "forgetting_taw")]
+                    + [str(row["images_stored"]), f"{row['bytes_stored'] / 1024:,.0f} KiB ({kept})",
+                       f"{row['seconds']:.0f}"])
+    return rows
+
+
+def markdown(result):
+    """The comparison as a markdown table."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(result, out):
+    """``compare.json``, ``compare.md`` and ``compare.html`` (the figure, plotly inlined: opens offline) in ``out``."""
+    from pathlib import Path
+
+    from rerelrp.fileio import write_bytes_atomic, write_json_atomic
+    from rerelrp.plots import comparison_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "compare.json", result)
+    title = f"Comparison on {' → '.join(result['tasks'] or [])}"
+    write_bytes_atomic(out / "compare.md", (f"# {title}\n\n" + markdown(result)).encode())
+    html = comparison_figure(result).to_html(include_plotlyjs=True, full_html=True)
+    write_bytes_atomic(out / "compare.html", html.encode())
+    return [out / "compare.json", out / "compare.md", out / "compare.html"]
+
+
+def read_comparison(path):
+    """A ``compare.json`` written by :func:`write_comparison`; a clear error naming the file otherwise."""
+    import json
+    from pathlib import Path
+
+    from rerelrp.errors import DataError
+
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(str(path), f"cannot read the comparison: {exc}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("runs"), list) or not result.get("methods"):
+        raise DataError(str(path), "not a comparison written by 'rerelrp compare' (no 'methods' and 'runs')")
+    return result

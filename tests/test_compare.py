@@ -1,0 +1,142 @@
+"""Baselines and the comparison: what each method forgets and keeps, `rerelrp compare`, its files,
+the ablation, the app's comparison job and the report's table."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import FAST, no_network
+from rerelrp import compare
+from rerelrp.cli import main
+from rerelrp.data import build_sequence, load_dataset
+from rerelrp.errors import ConfigError
+
+# enough training for the methods to differ (the digits demo, 5 tasks of 2 classes), short enough for CI
+BASELINE_SETTINGS = dict(epochs=2, min_steps=40)
+CONTINUAL = ("finetune", "ewc", "lwf", "icarl", "replay")
+FAST_ARGS = ["--epochs", "1", "--min-steps", "0", "--prune-samples", "64", "--relevance-samples", "64",
+             "--recognizer-samples", "64", "--trees", "20", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    tasks = build_sequence([load_dataset("demo", seed=0)], None)
+    result = compare.compare(lambda seed: tasks, [*CONTINUAL, "joint"], [0], BASELINE_SETTINGS)
+    return {r["method"]: r for r in result["runs"]}, tasks
+
+
+def test_finetune_forgets_the_old_tasks(digits):
+    runs, _ = digits
+    final = runs["finetune"]["final"]
+    assert final["tag"] < 30 and final["forgetting_tag"] > 30
+
+
+def test_joint_training_is_the_upper_bound(digits):
+    runs, _ = digits
+    for method in CONTINUAL:
+        assert runs["joint"]["final"]["tag"] >= runs[method]["final"]["tag"], method
+
+
+def test_exemplar_methods_beat_finetune(digits):
+    runs, _ = digits
+    for method in ("icarl", "replay"):
+        assert runs[method]["final"]["tag"] > runs["finetune"]["final"]["tag"] + 5, method
+
+
+def test_each_method_reports_the_images_it_keeps(digits):
+    runs, tasks = digits
+    per_image = tasks[0].train.images[0].nbytes
+    for method in ("icarl", "replay"):  # 20 per class, 10 classes
+        assert runs[method]["images_stored"] == 200 and runs[method]["bytes_stored"] == 200 * per_image
+    for method in ("finetune", "ewc", "lwf"):
+        assert runs[method]["images_stored"] == 0 and runs[method]["bytes_stored"] == 0
+    assert runs["joint"]["images_stored"] == sum(len(t.train) for t in tasks)
+
+
+def test_herding_picks_the_images_whose_mean_is_closest_to_the_class_mean():
+    from types import SimpleNamespace
+
+    import torch
+
+    from rerelrp.baselines import ICaRL
+
+    learner = ICaRL(exemplars_per_class=2)
+    f = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [-1.0, 0.0]])  # class mean (0.175, 0.425)
+    learner._features = lambda images: f[images]
+    task = SimpleNamespace(train=SimpleNamespace(images=np.arange(4)))
+    # first the image nearest the mean (2, not 1: 0.35 < 0.36); then the one that pulls the pair's mean
+    # closest to it (3: mean (-0.15, 0.35)), not the nearest remaining image (1)
+    assert list(learner._select(task, np.arange(4), 0, None)) == [2, 3]
+
+
+def test_cli_compare_writes_its_files_without_touching_the_network(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    with no_network() as attempts:
+        rc = main(["compare", "--data", "demo", "--tasks", "2", "--methods", "rerelrp,rerelrp-maxsoftmax,replay,ewc",
+                   "--seeds", "0,1", "--exemplars-per-class", "5", "--out", str(out), *FAST_ARGS])
+    assert rc == 0 and attempts == []
+    data = json.loads((out / "compare.json").read_text())
+    assert [(r["method"], r["seed"]) for r in data["runs"]] == [
+        (m, s) for m in ("rerelrp", "rerelrp-maxsoftmax", "replay", "ewc") for s in (0, 1)]
+    for r in data["runs"]:
+        assert set(r["final"]) == {"tag", "taw", "forgetting_tag", "forgetting_taw"}
+        assert {"method", "seed", "images_stored", "bytes_stored", "seconds"} <= set(r) and r["seconds"] > 0
+        assert len(r["tag_after_each_task"]) == 2
+    by = {(r["method"], r["seed"]): r for r in data["runs"]}
+    for seed in (0, 1):
+        rerelrp, ablation = by["rerelrp", seed], by["rerelrp-maxsoftmax", seed]
+        assert rerelrp["images_stored"] == 0 and rerelrp["bytes_stored"] > 0  # relevance rows, no image
+        assert ablation["final"]["taw"] == rerelrp["final"]["taw"]  # the same sub-networks, trained once
+        assert ablation["seconds"] == rerelrp["seconds"]
+        assert by["replay", seed]["images_stored"] == 5 * 10
+    assert by["rerelrp", 0]["final"] != by["rerelrp", 1]["final"]  # the seeds differ
+    table = (out / "compare.md").read_text()
+    assert table.count(" ± ") >= 4 * 4 and "relevance rows" in table
+    html = (out / "compare.html").read_text()
+    assert "rerelrp-maxsoftmax" in html and "<script src=" not in html  # plotly inlined: opens offline
+    assert "compare.json" in capsys.readouterr().out
+
+
+def test_an_unknown_method_is_refused_with_the_valid_names(tmp_path, capsys):
+    rc = main(["compare", "--data", "demo", "--methods", "rerelrp,packnet", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "packnet" in err
+    for method in compare.METHODS:
+        assert method in err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="whole numbers"):
+        compare.parse_seeds("0,one")
+
+
+def test_the_app_runs_a_comparison_in_the_background_and_reports_it(tmp_path):
+    from rerelrp.learner import ReReLRP
+    from rerelrp.report import build_report, render_html, render_pdf
+    from rerelrp.runner import SequenceRun
+    from rerelrp.session import AppState
+
+    state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
+    state.set_plan(state.tasks[:2])
+    job = state.start_compare(["finetune", "replay"], "0", 5)
+    assert job.wait(600) and job.state == "done", job.error
+    assert [r["method"] for r in job.results] == ["finetune", "replay"] and state.n_learned == 0
+    assert state.comparison["runs"] == job.results
+    finished = state.comparison
+    with pytest.raises(ConfigError, match="unknown method"):
+        state.start_compare(["finetune", "packnet"], "0")
+    stopped = state.start_compare(["finetune", "replay"], "0,1", 5)
+    stopped.stop()  # before its first batch: nothing finished, the partial comparison says so
+    assert stopped.wait(600) and stopped.state == "stopped"
+    assert state.comparison["stopped"] and state.comparison["runs"] == stopped.snapshot().results
+    learner = ReReLRP(**FAST)
+    run = SequenceRun(learner, state.tasks[:2])
+    run.run()
+    content = build_report(learner, run.metrics, {"name": "t"}, comparison=finished)
+    html = render_html(content)
+    assert "Comparison with baselines" in html and "replay" in html and "images" in html
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    text = "\n".join(p.extract_text() for p in PdfReader(BytesIO(render_pdf(content))).pages)
+    assert "Comparison with baselines" in text and "replay" in text
+    assert "Comparison with baselines" not in render_html(build_report(learner, run.metrics, {"name": "t"}))
