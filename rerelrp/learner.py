@@ -16,7 +16,7 @@ import torch
 from rerelrp.base import Prediction, TaskSequenceLearner
 from rerelrp.device import flush_denormals
 from rerelrp.errors import ConfigError
-from rerelrp.inputs import ImageSource, to_input
+from rerelrp.inputs import ImageSource, LazyInputs
 from rerelrp.nets import build_net, grow_layer
 from rerelrp.progress import Reporter
 from rerelrp.pruning import search_cut
@@ -155,7 +155,7 @@ class ReReLRP(TaskSequenceLearner):
         lo, hi = self.offsets_[t], self.offsets_[t + 1]
         source = ImageSource([task.train.images], self.input_size, device)
         labels = torch.as_tensor(task.train.labels, device=device)
-        x_val = to_input(task.val.images, self.input_size).to(device)
+        x_val = LazyInputs(task.val.images, self.input_size)
         y_val = torch.as_tensor(task.val.labels)
         self._freezer = Freezer(self.net_, self.ledger_, new_head=t)
         runner = self._runner()
@@ -192,7 +192,7 @@ class ReReLRP(TaskSequenceLearner):
         Balanced accuracy (mean recall over classes) is what is compared with chance: on 28 CT
         against 150 MR, calling everything MR scores 84 % plain accuracy and 50 % balanced.
         """
-        x_val = to_input(task.val.images, self.input_size)
+        x_val = LazyInputs(task.val.images, self.input_size)
         predicted = self._runner().head_logits(x_val, t).argmax(1).numpy()
         y, k = task.val.labels, task.n_classes
         recalls = [np.mean(predicted[y == c] == c) for c in range(k) if np.any(y == c)]
@@ -213,7 +213,7 @@ class ReReLRP(TaskSequenceLearner):
             source = ImageSource([task.train.images], self.input_size, self._torch_device())
             generator = torch.Generator().manual_seed(self.seed * 10007 + t)
             recalibrate_batchnorm(self.net_, source, self._freezer, masks=masks, generator=generator)
-        x_val, y_val = to_input(task.val.images, self.input_size), torch.as_tensor(task.val.labels)
+        x_val, y_val = LazyInputs(task.val.images, self.input_size), torch.as_tensor(task.val.labels)
         return self._runner().accuracy(x_val, y_val, t, masks)
 
     def _sample(self, split, n, rng):
@@ -228,7 +228,7 @@ class ReReLRP(TaskSequenceLearner):
                 take = max(1, int(round(n * len(members) / len(labels))))
                 index.extend(rng.choice(members, size=min(take, len(members)), replace=False))
             index = np.sort(np.asarray(index))
-        return to_input(split.images[index], self.input_size), torch.as_tensor(labels[index])
+        return LazyInputs(split.images[index], self.input_size), torch.as_tensor(labels[index])
 
     def _unit_scores(self, task, t, rng, report):
         """Relevance size of every unit for task t, LRP started at the true class, full network."""
@@ -241,11 +241,11 @@ class ReReLRP(TaskSequenceLearner):
         """The kept set of task t, judged on at least ``prune_samples`` images: the validation images,
         topped up with training images when there are fewer, so that 27 validation images do not
         decide alone (training images flatter a cut, so a large validation split decides alone)."""
-        x_eval, y_eval = to_input(task.val.images, self.input_size), torch.as_tensor(task.val.labels)
+        x_eval, y_eval = LazyInputs(task.val.images, self.input_size), torch.as_tensor(task.val.labels)
         top_up = self.prune_samples - len(y_eval)
         if top_up > 0:
             x_train, y_train = self._sample(task.train, top_up, rng)
-            x_eval, y_eval = torch.cat([x_eval, x_train]), torch.cat([y_eval, y_train])
+            x_eval, y_eval = LazyInputs.cat([x_eval, x_train]), torch.cat([y_eval, y_train])
         slices, runner, device = self.ledger_.slices, self._runner(), self._torch_device()
         source = ImageSource([task.train.images], self.input_size, device)
 
@@ -293,7 +293,7 @@ class ReReLRP(TaskSequenceLearner):
         Empty without validation images: the task then claims no image (see :mod:`rerelrp.scope`)."""
         if len(task.val) == 0:
             return np.zeros(0, np.float32)
-        x_val = to_input(task.val.images, self.input_size)
+        x_val = LazyInputs(task.val.images, self.input_size)
         _, acts = self._runner().forward_signals(x_val, t)
         columns = self.store_.activation_columns(t, self.ledger_.layer_sizes) - self.ledger_.n_units
         rows = np.concatenate([acts[:, columns].numpy(), input_statistics(x_val)], 1)
@@ -318,7 +318,7 @@ class ReReLRP(TaskSequenceLearner):
     def subnetwork_logits(self, images, task):
         """Logits of sub-network ``task`` through its own head (what task-aware accuracy reads)."""
         self._check_fitted()
-        return self._runner().subnetwork_logits(to_input(images, self.input_size), task)
+        return self._runner().subnetwork_logits(LazyInputs(images, self.input_size), task)
 
     def capacity(self):
         """Per layer: units kept by each task, shared, free (see :meth:`UnitLedger.capacity`)."""

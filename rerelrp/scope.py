@@ -20,12 +20,17 @@ import numpy as np
 import torch
 from sklearn.neighbors import NearestNeighbors
 
+from rerelrp.inputs import LazyInputs
+
 NEIGHBOURS = 5  # the k-th nearest training row: one near-duplicate training image does not decide alone
 N_STATISTICS = 7
 
 
 def input_statistics(x):
-    """Per network input (N, 3, H, W): each channel's mean and spread, and colourfulness; float32 (N, 7)."""
+    """Per network input (N, 3, H, W): each channel's mean and spread, and colourfulness; float32 (N, 7).
+    ``x`` may be :class:`~rerelrp.inputs.LazyInputs` (read batch by batch)."""
+    if isinstance(x, LazyInputs):
+        return np.concatenate([input_statistics(b) for b in x.batches()]) if len(x) else np.zeros((0, 7), np.float32)
     x = torch.as_tensor(x)
     mean, spread = x.mean((2, 3)), x.std((2, 3), correction=0)
     colour = (x[:, 0] - x[:, 1]).abs().mean((1, 2)) + (x[:, 1] - x[:, 2]).abs().mean((1, 2))

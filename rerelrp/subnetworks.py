@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from rerelrp.base import Prediction
-from rerelrp.inputs import to_input
+from rerelrp.inputs import LazyInputs
 from rerelrp.recognition import chain_probabilities, in_task_probability, signals
 from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, subnetwork_masks, unit_activation
 from rerelrp.scope import input_statistics, knn_distance, scaled, scope_scores, threshold
@@ -155,7 +155,7 @@ class SubnetworkRunner:
         """
         T = self.n_tasks
         lrp_tasks = T if heatmap else T - 1
-        x = to_input(images, input_size)
+        x = LazyInputs(images, input_size)
         per_chunk = max(1, self.batch // max(lrp_tasks, 1))
         starts, logits, units, heats = [], [], [], []
         for start in range(0, len(x), per_chunk):

@@ -86,3 +86,21 @@ def test_relevance_passes_take_fewer_rows_for_larger_inputs():
     assert rows_per_pass(28) == rows_per_pass(16) == 512  # unchanged where every measured figure comes from
     assert rows_per_pass(64) == 98 and rows_per_pass(128) == 24 and rows_per_pass(224) == 16
     assert all(rows_per_pass(s) * s * s <= 512 * 28 * 28 for s in (64, 128))  # activations stay near 28-px size
+
+
+def test_lazy_inputs_give_the_same_bits_as_converting_everything_at_once():
+    import numpy as np
+
+    from rerelrp.inputs import LazyInputs, to_input
+    from rerelrp.scope import input_statistics
+
+    images = np.random.default_rng(0).integers(0, 256, (37, 28, 28, 1), dtype=np.uint8)
+    for size in (28, 64):
+        whole, lazy = to_input(images, size), LazyInputs(images, size)
+        assert len(lazy) == 37 and torch.equal(lazy[5:20], whole[5:20])
+        index = torch.tensor([30, 2, 2, 11])
+        assert torch.equal(lazy[index], whole[index])
+        assert torch.equal(torch.cat(list(lazy.batches(8))), whole)
+        assert np.array_equal(input_statistics(lazy), input_statistics(whole))
+        both = LazyInputs.cat([LazyInputs(images[:10], size), LazyInputs(images[10:], size)])
+        assert torch.equal(both[0:37], whole)
