@@ -27,8 +27,9 @@ def build_parser():
     run.add_argument("--tasks", type=int, default=None,
                      help="split a single data set into this many tasks of consecutive classes (default: 2 classes per task)")
     run.add_argument("--out", required=True, type=Path, help="output folder")
-    run.add_argument("--method", choices=("rerelrp", "finetune", "joint"), default="rerelrp",
-                     help="finetune and joint are the lower and upper reference bounds")
+    run.add_argument("--method", choices=[m for m in compare_methods if m != "rerelrp-maxsoftmax"], default="rerelrp",
+                     help="finetune and joint are the lower and upper reference bounds; ewc, lwf, icarl and replay "
+                          "the baselines of 'rerelrp compare' (docs/baselines.md)")
     settings.add_options(run.add_argument_group("learner settings (also the Train page's)"))
     run.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")
     run.add_argument("--download", action="store_true", help="download missing MedMNIST files (network access)")
@@ -142,7 +143,7 @@ class PhaseBars:
 
 def cmd_run(args):
     from rerelrp import settings
-    from rerelrp.baselines import BaselineLearner
+    from rerelrp.baselines import make_baseline
     from rerelrp.data import build_sequence, expand_sources, load_dataset
     from rerelrp.learner import ReReLRP
     from rerelrp.runner import SequenceRun, run_record
@@ -152,7 +153,7 @@ def cmd_run(args):
     if args.workspace is not None:
         workspace, learner, metrics, meta = open_run_workspace(args, config)
     if learner is None:
-        learner = ReReLRP(**config) if args.method == "rerelrp" else BaselineLearner(args.method, **config)
+        learner = ReReLRP(**config) if args.method == "rerelrp" else make_baseline(args.method, **config)
     learner.check_params()  # bad settings fail before any data is read
     seed = learner.seed  # a continued workspace splits its data with the seed it was made with
     datasets = []

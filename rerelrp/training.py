@@ -117,15 +117,20 @@ def train(net, parameters, source, labels, schedule, loss_fn, generator, report=
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(net, source, hooks=None, masks=None, limit=2048, batch_size=256, generator=None):
+def recalibrate_batchnorm(net, source, hooks=None, masks=None, limit=2048, batch_size=None, generator=None):
     """Recompute BatchNorm running statistics as the average over up to ``limit`` images of ``source``.
 
     A few dozen optimiser steps leave running statistics far from the data (momentum 0.1), so
     evaluation would not see what training saw. Statistics of frozen units never change:
     ``hooks.after_step()`` (the freezer) puts them back after every batch. ``masks`` selects a
     sub-network (per-layer (1, units) masks), so a pruned sub-network gets its own statistics.
+    Batches are of 256 images up to 28 px and fewer above (24 at 128 px), so that one batch's
+    activations do not set the peak memory of a whole run.
     """
     from rerelrp.relevance import subnetwork_masks
+    from rerelrp.subnetworks import rows_per_pass
+
+    batch_size = batch_size or min(256, rows_per_pass(source.size))
 
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms or len(source) < 2:
