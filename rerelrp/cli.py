@@ -1,6 +1,7 @@
 """The command line: ``rerelrp run`` learns a task sequence headless and writes its metrics (and, with
 ``--workspace``, the model); ``rerelrp predict`` classifies image files with a saved workspace;
-``rerelrp report`` writes an explanation report of a saved workspace."""
+``rerelrp report`` writes an explanation report of a saved workspace; ``rerelrp compare`` runs the
+baselines beside ReReLRP; ``rerelrp unpack`` stores an .npz uncompressed so that it is read from disk."""
 from __future__ import annotations
 
 import argparse
@@ -101,7 +102,15 @@ def build_parser():
     compare.add_argument("--download", action="store_true", help="download missing MedMNIST files (network access)")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(handler=cmd_compare)
-    parser.subcommands = {"run": run, "predict": predict, "report": report, "compare": compare}
+    unpack = sub.add_parser("unpack", help="copy an .npz with its arrays stored uncompressed, so that training reads "
+                            "images from disk as it needs them instead of holding the whole file in memory",
+                            description="MedMNIST ships compressed .npz files, which must be read whole. An uncompressed "
+                                        "copy (about the size of the images) is memory-mapped: each task's images are "
+                                        "read when it trains. This writes the images of SOURCE a second time, to TARGET.")
+    unpack.add_argument("source", type=Path, help="an .npz file")
+    unpack.add_argument("target", type=Path, help="the uncompressed copy to write (must not exist)")
+    unpack.set_defaults(handler=cmd_unpack)
+    parser.subcommands = {"run": run, "predict": predict, "report": report, "compare": compare, "unpack": unpack}
     return parser
 
 
@@ -335,6 +344,29 @@ def cmd_report(args):
         print(f"note: {note}", file=sys.stderr)
     print(f"{fmt.upper()} report of {result['workspace']} with {result['n_samples']} sample image(s): {result['path']} "
           f"({result['bytes'] / 1024:.0f} KiB, {result['seconds']:.1f} s)")
+    return 0
+
+
+def cmd_unpack(args):
+    import zipfile
+
+    from rerelrp.data.npz_archive import unpack
+    from rerelrp.errors import DataError
+
+    if args.target.exists():
+        raise DataError(args.target, "exists; choose a new file name (nothing was written)")
+    if not args.source.is_file():
+        raise DataError(args.source, "file not found")
+    args.target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        unpack(args.source, args.target)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        args.target.unlink(missing_ok=True)
+        raise DataError(args.source, f"not a readable .npz archive ({exc}); nothing was written") from exc
+    except OSError as exc:
+        args.target.unlink(missing_ok=True)
+        raise DataError(args.target, f"could not be written ({exc}); nothing was kept") from exc
+    print(f"{args.target}: {args.target.stat().st_size / 2**20:.0f} MiB, stored uncompressed (read from disk as needed)")
     return 0
 
 

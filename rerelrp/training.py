@@ -77,7 +77,9 @@ def train(net, parameters, source, labels, schedule, loss_fn, generator, report=
     for epoch in range(epochs):
         net.train()
         order = torch.randperm(n, generator=generator).to(device)
-        total_loss, correct = 0.0, 0
+        # kept on the device and read once per epoch: reading them every step would make a GPU
+        # wait for the host once per batch
+        losses, sizes, hits = [], [], []
         for step, start in enumerate(range(0, n, schedule.batch_size)):
             index = order[start : start + schedule.batch_size]
             if len(index) < 2:  # BatchNorm needs two samples
@@ -91,11 +93,16 @@ def train(net, parameters, source, labels, schedule, loss_fn, generator, report=
             optimizer.step()
             hooks.after_step()
             scheduler.step()
-            total_loss += float(loss.detach()) * len(index)
-            correct += int((logits.argmax(1) == y).sum())
+            losses.append(loss.detach())
+            sizes.append(len(index))
+            hits.append((logits.argmax(1) == y).sum())
             if report:
                 report("train", epoch * steps_per_epoch + step + 1, total, f"epoch {epoch + 1}/{epochs}")
         net.eval()
+        total_loss = 0.0
+        for value, size in zip(torch.stack(losses).tolist() if losses else [], sizes):
+            total_loss += value * size  # in Python floats, in step order: the sums of before, bit for bit
+        correct = int(torch.stack(hits).sum()) if hits else 0
         point = {"epoch": epoch + 1, "loss": total_loss / n, "train_acc": 100.0 * correct / n}
         if validate is not None:
             point.update(validate())

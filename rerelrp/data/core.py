@@ -15,6 +15,7 @@ from rerelrp.errors import DataError
 from rerelrp.fileio import sha256_file
 
 SPLITS = ("train", "val", "test")
+LAZY_BYTES = 2**26  # splits beyond this (64 MiB of images) are cut into tasks by index, not by copy
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,54 @@ class Split:
         return len(self.labels)
 
     def subset(self, index):
-        return Split(self.images[index], self.labels[index])
+        """The rows ``index``: copied, or by index when the images are large or memory-mapped."""
+        return Split(rows(self.images, index), self.labels[index])
+
+
+class IndexedRows:
+    """Rows ``index`` of a large or memory-mapped image array, copied only when used.
+
+    Cutting a data set into tasks would otherwise copy every task at once, holding the images
+    twice (or, for a mapped file, reading all of it into memory); this way a task's images are
+    copied when it trains (``np.asarray`` gives the copy) and freed after. Indexing gives
+    arrays, as indexing the copy would.
+    """
+
+    def __init__(self, source, index):
+        self.source, self.index = source, np.asarray(index, dtype=np.int64)
+        self.shape = (len(self.index),) + tuple(source.shape[1:])
+        self.dtype, self.ndim = source.dtype, source.ndim
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, key):
+        return np.asarray(self.source[self.index[key]])
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self.source[self.index])
+        return out if dtype is None else out.astype(dtype)
+
+    def rows(self, index):
+        return IndexedRows(self.source, self.index[index])
+
+
+def rows(images, index):
+    """``images[index]``, or :class:`IndexedRows` (no copy yet) when ``images`` is mapped or large."""
+    if isinstance(images, IndexedRows):
+        return images.rows(index)
+    if is_mapped(images) or images.nbytes > LAZY_BYTES:
+        return IndexedRows(images, index)
+    return images[index]
+
+
+def is_mapped(array):
+    """True if ``array`` is (a view of) a memory map."""
+    while array is not None:
+        if isinstance(array, np.memmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 @dataclass(frozen=True)

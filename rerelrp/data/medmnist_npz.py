@@ -23,11 +23,13 @@ from rerelrp.data.core import (
     file_record,
     stratified_holdout,
 )
+from rerelrp.data.npz_archive import compressed_bytes, read_arrays
 from rerelrp.errors import DataError
 from rerelrp.fileio import sha256_bytes
 
 FLAG_RE = re.compile(r"^(?P<flag>[a-z]+mnist(?:3d)?)(?:_(?P<size>28|64|128|224))?$")
 VAL_FRACTION = 0.1
+BIG = 2**30  # compressed arrays beyond this get a note suggesting `rerelrp unpack`
 
 
 def medmnist_info(flag):
@@ -102,13 +104,12 @@ def _read_npz(handle, path):
     else:
         with open(handle, "rb") as f:
             head = f.read(4)
-    if head != b"PK\x03\x04" and head[:1] != b"\x93":
+    if head[:1] == b"\x93":
+        raise DataError(path, "holds a single array, not an .npz archive of train_/val_/test_ arrays")
+    if head != b"PK\x03\x04":
         raise DataError(path, "not an .npz file (it is not a zip archive of NumPy arrays)")
     try:
-        with np.load(handle, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise DataError(path, "holds a single array, not an .npz archive of train_/val_/test_ arrays")
-            return {key: archive[key] for key in archive.files}
+        return read_arrays(handle)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DataError(path, f"not a readable .npz archive ({exc})") from exc
     except ValueError as exc:
@@ -131,12 +132,17 @@ def load_medmnist(source, root="./data", download=False, seed=0, name=None):
         path = resolve_source(source, root=root, download=download)
         arrays = _read_npz(path, path)
         record = file_record(path)
+    packed = 0 if record.get("upload") else compressed_bytes(path)
     stem = path.stem
     parsed = parse_flag(stem)
     flag = parsed[0] if parsed else None
     info = medmnist_info(flag) if flag else None
 
     report = LoadReport(source=str(path))
+    if packed > BIG:
+        report.notes.append(
+            f"{packed / 2**30:.1f} GiB of compressed arrays are held in memory; `rerelrp unpack {path.name} "
+            f"OTHER_FOLDER/{path.name}` writes an uncompressed copy whose images are read from disk as tasks need them")
     required = ["train_images", "train_labels", "test_images", "test_labels"]
     missing = [k for k in required if k not in arrays]
     if missing:

@@ -65,7 +65,8 @@ def task_from_classes(ds: ImageDataset, classes, name=None):
     for s in SPLITS:
         split = ds.split(s)
         index = np.flatnonzero(lookup[split.labels] >= 0)
-        parts[s] = Split(split.images[index], lookup[split.labels[index]])
+        kept = split.subset(index)
+        parts[s] = Split(kept.images, lookup[kept.labels])
     names = [ds.class_names[c] for c in classes]
     return Task(
         name=name or f"{ds.name}[{','.join(names)}]",
