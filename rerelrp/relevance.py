@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
-from zennit.core import BasicHook, Stabilizer
+from zennit.core import BasicHook
 from zennit.rules import ClampMod
 from zennit.torchvision import ResNetCanonizer
 from zennit.types import Convolution
@@ -32,15 +32,17 @@ class NonNegativeZPlus(BasicHook):
     zennit's ZPlus also propagates through negative inputs with negative weights; with inputs
     >= 0 that second pass is exactly zero, so dropping it gives the same relevance for about
     half the work. Every conv layer after the first in our backbones reads post-ReLU values.
+    Its outputs are then never negative either (inputs, weights and bias all >= 0), so zennit's
+    stabiliser, ``z + (sign(z) + [z == 0]) * eps``, is ``z + eps`` bit for bit (tested) in one
+    operation instead of five.
     """
 
-    def __init__(self, stabilizer=1e-6):
-        stabilize = Stabilizer.ensure(stabilizer)
+    def __init__(self, epsilon=1e-6):
         super().__init__(
             input_modifiers=[lambda input: input],
             param_modifiers=[ClampMod(min=0.0)],
             output_modifiers=[lambda output: output],
-            gradient_mapper=lambda out_grad, outputs: [out_grad / stabilize(outputs[0])],
+            gradient_mapper=lambda out_grad, outputs: [out_grad / (outputs[0] + epsilon)],
             reducer=lambda inputs, gradients: inputs[0] * gradients[0],
         )
 

@@ -329,7 +329,7 @@ def test_task_with_one_class_is_refused(demo_tasks):
 
 @pytest.mark.parametrize("arch", ["vgg", "lenet", "resnet18"])
 def test_specialised_zplus_gives_zennits_relevance_bit_for_bit(arch, monkeypatch):
-    """Our z+ for post-ReLU inputs must equal zennit's general ZPlus exactly, only faster."""
+    """Our z+ for post-ReLU inputs (one pass, a one-operation stabiliser) must equal zennit's ZPlus exactly."""
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer
