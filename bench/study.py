@@ -6,6 +6,11 @@ pruned sub-network (task-aware), so the gap between TAw and 100 splits into "tra
 here: nothing is chosen on them. Prints one JSON line per run (and appends it to --log).
 
     .venv/bin/python bench/study.py --data demo --seeds 0 1 2 --set min_steps=0 --set recalibrate=false
+
+``--first 2`` learns only the first two tasks; ``--variant`` tries a change that is no setting
+(the BloodMNIST task-1 study in docs/method-notes.md):
+
+    .venv/bin/python bench/study.py --data bloodmnist --tasks 4 --first 2 --seeds 0 1 2 --variant fresh_free_units
 """
 from __future__ import annotations
 
@@ -18,24 +23,79 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from recognition_study import parse_value  # bench/ is on sys.path when this script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import rerelrp.learner as learner_module  # noqa: E402
 from rerelrp.data import build_sequence, load_dataset  # noqa: E402
 from rerelrp.inputs import to_input  # noqa: E402
 from rerelrp.learner import ReReLRP  # noqa: E402
 from rerelrp.metrics import RunMetrics, evaluate_tasks  # noqa: E402
 
+VARIANTS = ("label_smoothing", "fresh_free_units", "relative_relevance")
+
 
 class StudyLearner(ReReLRP):
-    """ReReLRP that also measures (never chooses on) test accuracy of the full and the pruned network per task."""
+    """ReReLRP that also measures (never chooses on) test accuracy of the full and the pruned network per task.
 
-    def __init__(self, tests=(), **params):
+    ``variant`` switches on one change that is not a setting (tried, not kept; see ``VARIANTS``).
+    """
+
+    def __init__(self, tests=(), variant=None, **params):
         super().__init__(**params)
         self._tests = list(tests)
+        self._variant = variant
         self.study_ = []
+
+    def _grow(self, t):
+        """fresh_free_units: the free units start the task from fresh weights, as in a new network."""
+        grown = super()._grow(t)
+        if self._variant == "fresh_free_units" and t > 0:
+            generator = torch.Generator().manual_seed(self.seed * 7 + t)
+            frozen = self.ledger_.frozen()
+            with torch.no_grad():
+                for layer in self.net_.unit_layers:
+                    free = ~torch.as_tensor(frozen[layer.name])
+                    weight = layer.module.weight
+                    fresh = torch.randn(weight.shape, generator=generator) * (2.0 / weight[0].numel()) ** 0.5
+                    weight[free] = fresh[free]
+                    if layer.module.bias is not None:
+                        layer.module.bias[free] = 0.0
+                    if layer.norm is not None:
+                        for tensor, value in ((layer.norm.weight, 1.0), (layer.norm.bias, 0.0),
+                                              (layer.norm.running_mean, 0.0), (layer.norm.running_var, 1.0)):
+                            tensor[free] = value
+        return grown
+
+    def _train(self, task, t, report):
+        """label_smoothing: cross-entropy with label smoothing 0.1."""
+        if self._variant != "label_smoothing":
+            return super()._train(task, t, report)
+        original = learner_module.head_loss
+
+        def smoothed(columns, weights=None):
+            def loss_fn(net, x, y, index):
+                logits = net(x)[:, columns]
+                weight = None if weights is None else weights.to(logits.device)
+                return F.cross_entropy(logits, y, weight=weight, label_smoothing=0.1), logits
+            return loss_fn
+
+        learner_module.head_loss = smoothed
+        try:
+            return super()._train(task, t, report)
+        finally:
+            learner_module.head_loss = original
+
+    def _unit_scores(self, task, t, rng, report):
+        """relative_relevance: a unit's relevance times its layer's width (relative to the layer's mean)."""
+        scores = super()._unit_scores(task, t, rng, report)
+        if self._variant == "relative_relevance":
+            for sl in self.ledger_.slices.values():
+                scores[sl] = scores[sl] * (sl.stop - sl.start)
+        return scores
 
     def _test_acc(self, t, kept=None):
         images, labels = self._tests[t]
@@ -56,10 +116,11 @@ class StudyLearner(ReReLRP):
 
 
 
-def run(data, n_tasks, seed, settings, data_root):
+def run(data, n_tasks, seed, settings, data_root, first=None, variant=None):
     datasets = [load_dataset(d, root=data_root, seed=seed) for d in data]
-    tasks = build_sequence(datasets, n_tasks)
-    learner = StudyLearner(tests=[(t.test.images, t.test.labels) for t in tasks], seed=seed, **settings)
+    tasks = build_sequence(datasets, n_tasks)[:first]
+    learner = StudyLearner(tests=[(t.test.images, t.test.labels) for t in tasks], variant=variant, seed=seed,
+                           **settings)
     metrics = RunMetrics()
     clock = time.perf_counter()
     for task in tasks:
@@ -72,7 +133,7 @@ def run(data, n_tasks, seed, settings, data_root):
     wall = time.perf_counter() - clock
     final = metrics.final()
     return {
-        "data": data, "tasks": n_tasks, "seed": seed, "settings": settings,
+        "data": data, "tasks": n_tasks, "first": first, "variant": variant, "seed": seed, "settings": settings,
         "tag": final["tag"], "taw": final["taw"], "recognition": metrics.task_recognition[-1],
         "recognition_per_task": metrics.recognized[-1], "taw_per_task": metrics.acc_taw[-1],
         "tag_after_each_task": metrics.tag_after_each_task(), "forgetting_taw": final["forgetting_taw"],
@@ -86,6 +147,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", required=True)
     parser.add_argument("--tasks", type=int, default=None)
+    parser.add_argument("--first", type=int, default=None, help="learn only the first N tasks of the sequence")
+    parser.add_argument("--variant", choices=VARIANTS, default=None, help="one change that is not a setting")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a learner setting")
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "medmnist"))
@@ -94,7 +157,8 @@ def main():
     args = parser.parse_args()
     settings = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     for seed in args.seeds:
-        result = run(args.data, args.tasks, seed, settings, args.data_root) | {"label": args.label}
+        result = run(args.data, args.tasks, seed, settings, args.data_root, args.first, args.variant) | {
+            "label": args.label}
         line = json.dumps(result)
         print(line, flush=True)
         if args.log:
