@@ -35,7 +35,7 @@ from rerelrp.inputs import to_input  # noqa: E402
 from rerelrp.learner import ReReLRP  # noqa: E402
 from rerelrp.metrics import RunMetrics, evaluate_tasks  # noqa: E402
 
-VARIANTS = ("label_smoothing", "fresh_free_units", "relative_relevance")
+VARIANTS = ("label_smoothing", "fresh_free_units", "relative_relevance", "channels_last")
 
 
 class StudyLearner(ReReLRP):
@@ -71,7 +71,9 @@ class StudyLearner(ReReLRP):
         return grown
 
     def _train(self, task, t, report):
-        """label_smoothing: cross-entropy with label smoothing 0.1."""
+        """label_smoothing: cross-entropy with label smoothing 0.1; channels_last: training (only) in that layout."""
+        if self._variant == "channels_last":
+            return self._train_channels_last(task, t, report)
         if self._variant != "label_smoothing":
             return super()._train(task, t, report)
         original = learner_module.head_loss
@@ -88,6 +90,18 @@ class StudyLearner(ReReLRP):
             return super()._train(task, t, report)
         finally:
             learner_module.head_loss = original
+
+    def _train_channels_last(self, task, t, report):
+        def convert(module, args):
+            return (args[0].contiguous(memory_format=torch.channels_last), *args[1:]) if module.training else None
+
+        self.net_.to(memory_format=torch.channels_last)
+        handle = self.net_.register_forward_pre_hook(convert)
+        try:
+            return super()._train(task, t, report)
+        finally:
+            handle.remove()
+            self.net_.to(memory_format=torch.contiguous_format)
 
     def _unit_scores(self, task, t, rng, report):
         """relative_relevance: a unit's relevance times its layer's width (relative to the layer's mean)."""
