@@ -245,7 +245,8 @@ def main(argv=None):
     parser.add_argument("--part", action="append", choices=["runs", "ablation", "compare", "latency", "scope"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--report", action="store_true", help="only rebuild RESULTS.md from bench/out/results.jsonl")
-    parser.add_argument("--runs", nargs="*", choices=list(RUNS), help="runs, compare parts: only these runs (default: all)")
+    parser.add_argument("--runs", nargs="*", choices=list(RUNS),
+                        help="runs, ablation, scope, compare parts: only these runs (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS), help="runs part: seeds (default: 0 1 2)")
     parser.add_argument("--methods", nargs="*", choices=compare.METHODS, help="compare part: only these (default: all)")
     args = parser.parse_args(argv)
@@ -267,7 +268,7 @@ def main(argv=None):
                     if args.runs is None or run in args.runs:
                         learn("scope", run, run, seed, ood=ood)
         if "ablation" in parts:
-            for run in ("digits", "blood4x2"):
+            for run in (r for r in ("digits", "blood4x2") if args.runs is None or r in args.runs):
                 for label, settings in ABLATION.items():
                     if settings:  # "defaults" is the seed-0 run of the runs part
                         learn("ablation", f"{run}: {label}", run, 0, **settings)

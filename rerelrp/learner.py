@@ -300,12 +300,15 @@ class ReReLRP(TaskSequenceLearner):
         return knn_distance(*scaled(self.store_.scope_reference(t), rows)).astype(np.float32)
 
     # ------------------------------------------------------------------ using the model
-    def predict(self, images):
-        """Task-agnostic prediction: recognise the task with the chain, then its sub-network's class."""
+    def predict(self, images, memo=None):
+        """Task-agnostic prediction: recognise the task with the chain, then its sub-network's class.
+
+        ``memo``: a dict kept by the caller for these images, so that predicting them again after
+        later tasks reuses the LRP of the sub-networks it has seen (see ``SubnetworkRunner.stacked``)."""
         self._check_fitted()
         with flush_denormals():
             return self._runner().predict(images, self.input_size, self.recognizers_, self.store_, self.class_names_,
-                                          self.scope_rate)
+                                          self.scope_rate, memo=memo)
 
     def explain(self, images, composite=None, top_k=5):
         """Input heatmaps of every sub-network, each started at its own predicted class, plus the

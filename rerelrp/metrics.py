@@ -8,13 +8,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def evaluate_tasks(learner, tasks, report=None):
-    """TAg, TAw and task recognition (%) of ``learner`` on the test split of every task given."""
+def evaluate_tasks(learner, tasks, report=None, memos=None):
+    """TAg, TAw and task recognition (%) of ``learner`` on the test split of every task given.
+
+    ``memos`` (a dict kept between calls for one learner, which must take ``predict(images, memo)``)
+    lets testing after each task reuse what the earlier tests computed (see ``ReReLRP.predict``).
+    """
     row = {"tag": [], "taw": [], "recognized": [], "n": []}
     for j, task in enumerate(tasks):
         if report:
             report("eval", j + 1, len(tasks), f"testing on task {j} ({task.name})")
-        pred = learner.predict(task.test.images)
+        if memos is None:
+            pred = learner.predict(task.test.images)
+        else:
+            pred = learner.predict(task.test.images, memo=memos.setdefault(j, {}))
         y = task.test.labels
         row["tag"].append(100.0 * float(np.mean(pred.global_class == learner.offsets_[j] + y)))
         row["taw"].append(100.0 * float(np.mean(pred.subnet_class[:, j] == y)))

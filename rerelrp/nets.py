@@ -88,7 +88,11 @@ class FrozenAwareBatchNorm(nn.BatchNorm2d):
     def forward(self, x):
         if not (self.training and self.any_frozen):
             return super().forward(x)
-        as_eval = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        # copies: the batch-statistics pass below updates the running statistics in place, and the
+        # backward pass of this one reads the tensors it was given (the originals made frozen units
+        # pass back gradients scaled by statistics they never normalise with)
+        as_eval = F.batch_norm(x, self.running_mean.clone(), self.running_var.clone(), self.weight, self.bias, False,
+                               0.0, self.eps)
         as_train = super().forward(x)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return torch.where(self.frozen.view(shape), as_eval, as_train)

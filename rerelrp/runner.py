@@ -25,6 +25,7 @@ class SequenceRun:
         self.learner = learner
         self.tasks = list(tasks)
         self.metrics = metrics or RunMetrics()
+        self._memos = {}  # per test split: what testing it computed, reused after the next task
 
     @property
     def n_learned(self):
@@ -42,7 +43,7 @@ class SequenceRun:
         self.learner.add_task(self.tasks[i], callback=callback, stop=stop)
         summary = self.learner.history_[-1]
         clock = time.perf_counter()
-        row = evaluate_tasks(self.learner, self.tasks[: i + 1], Reporter(callback, None, task=i))
+        row = evaluate_tasks(self.learner, self.tasks[: i + 1], Reporter(callback, None, task=i), self._memos)
         self.metrics.add(summary, row, time.perf_counter() - clock, self.learner.capacity())
         return summary
 

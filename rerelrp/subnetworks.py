@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from rerelrp.base import Prediction
 from rerelrp.inputs import LazyInputs
-from rerelrp.recognition import chain_probabilities, in_task_probability, signals
+from rerelrp.recognition import chain_probabilities, in_task_probability, layer_starts, signals
 from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, subnetwork_masks, unit_activation
 from rerelrp.scope import input_statistics, knn_distance, scaled, scope_scores, threshold
 
@@ -145,28 +145,38 @@ class SubnetworkRunner:
         return LrpResult(cat("logits"), cat("start_class"), cat("units"), cat("heatmap"), cat("layer_norms"),
                          cat("activations"))
 
-    def stacked(self, images, input_size, heatmap=False, composite=None):
+    def stacked(self, images, input_size, heatmap=False, composite=None, memo=None):
         """Every image through every sub-network in stacked batches.
 
         Returns each sub-network's class (N, T), logits (N, T, k), unit signals (N, T, 2U: relevance,
         then activations; see :func:`~rerelrp.recognition.signals`) and, with ``heatmap``, input
         relevance (N, T, H, W). Without heatmaps the newest sub-network
         only needs its forward pass (it has no recogniser), so it skips LRP.
+
+        ``memo`` (a dict the caller keeps for one set of images, empty at first; not with
+        ``heatmap``) carries LRP results from call to call: a sub-network's units are frozen once
+        its task is learned, so the same images give it the same results, and a later call runs
+        LRP only through the sub-networks it has not seen (testing after each task: 40 % fewer LRP
+        rows on BloodMNIST 4x2).
         """
         T = self.n_tasks
         lrp_tasks = T if heatmap else T - 1
         x = LazyInputs(images, input_size)
-        per_chunk = max(1, self.batch // max(lrp_tasks, 1))
+        known = 0 if memo is None or heatmap else memo.get("lrp_tasks", 0)
+        if known and (known > lrp_tasks or len(memo["starts"]) != len(x)):
+            known = 0  # not this learner's memo for these images: start afresh
+        per_chunk = max(1, self.batch // max(lrp_tasks - known, 1))
         starts, logits, units, heats = [], [], [], []
         for start in range(0, len(x), per_chunk):
             xb = x[start : start + per_chunk]
             n = len(xb)
             lg = st = un = None
-            if lrp_tasks:
-                groups = torch.arange(lrp_tasks).repeat_interleave(n)
-                res = self.lrp(xb.repeat(lrp_tasks, 1, 1, 1), groups, heatmap=heatmap, composite=composite)
+            if lrp_tasks > known:
+                fresh = lrp_tasks - known
+                groups = torch.arange(known, lrp_tasks).repeat_interleave(n)
+                res = self.lrp(xb.repeat(fresh, 1, 1, 1), groups, heatmap=heatmap, composite=composite)
                 lg, st, un, ht = res.logits, res.start_class, torch.from_numpy(signals(res)), res.heatmap
-                lg, st, un = lg.view(lrp_tasks, n, -1), st.view(lrp_tasks, n), un.view(lrp_tasks, n, -1)
+                lg, st, un = lg.view(fresh, n, -1), st.view(fresh, n), un.view(fresh, n, -1)
             if lrp_tasks < T:
                 newest, acts = self.forward_signals(xb, T - 1)
                 newest = newest[None]
@@ -182,10 +192,35 @@ class SubnetworkRunner:
             units.append(un.transpose(0, 1))
             if heatmap:
                 heats.append(ht.view(T, n, *ht.shape[1:]).transpose(0, 1))
+        starts, units = torch.cat(starts), torch.cat(units)
         width = max(part.shape[-1] for part in logits)
-        logits = [_pad_to(part, width) for part in logits]
-        return (torch.cat(starts).numpy(), torch.cat(logits), torch.cat(units).numpy(),
-                torch.cat(heats).numpy() if heatmap else None, input_statistics(x))
+        logits = torch.cat([_pad_to(part, width) for part in logits])
+        if memo is not None and not heatmap:
+            starts, logits, units = self._remembered(memo, known, lrp_tasks, starts, logits, units)
+        return (starts.numpy(), logits, units.numpy(), torch.cat(heats).numpy() if heatmap else None,
+                input_statistics(x))
+
+    def _remembered(self, memo, known, lrp_tasks, starts, logits, units):
+        """Put the ``known`` sub-networks' results of ``memo`` before this call's, then remember the
+        first ``lrp_tasks`` (the newest sub-network's forward-only rows have no relevance yet).
+
+        Units are numbered layer by layer, so a layer that grew since moves the columns of the
+        layers after it: remembered signals are placed at their units' current columns (the units
+        a sub-network did not keep, new ones included, are zero and read by nothing).
+        """
+        if known:
+            place = np.concatenate([np.arange(n) + start for n, start in
+                                    zip(memo["sizes"].values(), layer_starts(self.ledger.layer_sizes))])
+            place = np.concatenate([place, self.ledger.n_units + place])
+            old = torch.zeros(memo["units"].shape[:2] + (units.shape[-1],))
+            old[..., place] = memo["units"]
+            width = max(logits.shape[-1], memo["logits"].shape[-1])
+            starts = torch.cat([memo["starts"], starts], 1)
+            logits = torch.cat([_pad_to(memo["logits"], width), _pad_to(logits, width)], 1)
+            units = torch.cat([old, units], 1)
+        memo.update(lrp_tasks=lrp_tasks, sizes=dict(self.ledger.layer_sizes), starts=starts[:, :lrp_tasks].clone(),
+                    logits=logits[:, :lrp_tasks].clone(), units=units[:, :lrp_tasks].clone())
+        return starts, logits, units
 
     def recognise(self, units, recognizers, store):
         """P_T for (N, T, 2U) unit signals through each sub-network."""
@@ -221,8 +256,8 @@ class SubnetworkRunner:
         return Prediction(task, local, glob, p_task, subnet_class, [class_names[g] for g in glob],
                           score, np.nan_to_num(score, nan=0.0) > 1.0)
 
-    def predict(self, images, input_size, recognizers, store, class_names, scope_rate):
-        subnet_class, _, units, _, stats = self.stacked(images, input_size)
+    def predict(self, images, input_size, recognizers, store, class_names, scope_rate, memo=None):
+        subnet_class, _, units, _, stats = self.stacked(images, input_size, memo=memo)
         return self.answer(subnet_class, units, stats, recognizers, store, class_names, scope_rate)
 
     def explain(self, images, input_size, recognizers, store, class_names, composite, top_k, scope_rate):

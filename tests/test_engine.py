@@ -23,6 +23,11 @@ def three_task_learner(demo_tasks):
     for t, task in enumerate(demo_tasks[:3]):
         learner.add_task(task)
         logits[t] = learner.subnetwork_logits(task.test.images, t)
+        if t == 1:  # what testing after task 1 remembers, for testing again after task 2
+            images = np.concatenate([demo_tasks[j].test.images[:20] for j in range(2)])
+            memo = {}
+            learner.predict(images, memo=memo)
+            learner.tested_after_task_1 = (images, memo)
     return learner, logits
 
 
@@ -52,6 +57,29 @@ def test_frozen_units_never_move_under_momentum_and_weight_decay(demo_tasks):
             assert torch.equal(layer.norm.running_mean[rows], stats[layer.name][rows])
     assert learned >= 3, "the test should cover layers with free units"
     assert torch.equal(learner.net_.heads[0].weight, head0)
+
+
+def test_frozen_batchnorm_channels_pass_gradients_as_they_normalise():
+    """In training mode a frozen channel normalises with its running statistics; its gradient must
+    use them too (the batch-statistics pass updates them in place before the backward pass runs)."""
+    from rerelrp.nets import FrozenAwareBatchNorm
+
+    torch.manual_seed(0)
+    bn = FrozenAwareBatchNorm(4)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    frozen = np.array([True, False, True, False])
+    bn.set_frozen(frozen)
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().clone()
+    as_inference = bn.eval()(torch.ones(1, 4, 1, 1)).detach()
+    x = (torch.randn(8, 4, 3, 3) * 3.0).requires_grad_(True)  # batch variance far from the running one
+    y = bn.train()(x)
+    y.sum().backward()
+    assert torch.allclose(x.grad[:, frozen], scale[frozen].view(1, -1, 1, 1).expand(8, -1, 3, 3), rtol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(y[:, frozen], (x[:, frozen] - 1.0) * scale[frozen].view(1, -1, 1, 1)
+                              + as_inference[:, frozen], atol=1e-5)
 
 
 def test_stop_between_batches_leaves_the_learner_exactly_as_before(demo_tasks):
@@ -118,6 +146,32 @@ def test_predict_equals_one_image_through_one_subnetwork_at_a_time(three_task_le
         assert pred.task[i] == t and pred.local_class[i] == pred.subnet_class[i, t]
         assert pred.global_class[i] == offsets[t] + pred.subnet_class[i, t]
         assert pred.class_name[i] == f"{learner.tasks_[t]['name']}: {learner.tasks_[t]['classes'][pred.local_class[i]]}"
+
+
+def test_testing_again_after_a_later_task_reuses_the_old_relevance(three_task_learner, monkeypatch):
+    """A memo of an earlier test gives what a fresh pass gives (layers grew in between, so the
+    remembered columns had to move), and LRP runs only through the sub-network it had not seen."""
+    import copy
+
+    from rerelrp.subnetworks import SubnetworkRunner
+
+    learner, _ = three_task_learner
+    images, memo = learner.tested_after_task_1
+    assert memo["lrp_tasks"] == 1 and memo["sizes"] != learner.ledger_.layer_sizes
+    fresh = learner.predict(images)
+    seen = []
+    real = SubnetworkRunner.lrp
+    monkeypatch.setattr(SubnetworkRunner, "lrp", lambda self, x, groups, **kw: seen.append(groups.unique().tolist())
+                        or real(self, x, groups, **kw))
+    again = learner.predict(images, memo=copy.deepcopy(memo))
+    assert seen == [[1]]
+    assert np.array_equal(again.subnet_class, fresh.subnet_class)
+    # LRP rows of images stacked differently agree to float rounding (see the test above)
+    assert np.allclose(again.p_task, fresh.p_task, atol=0.051) and np.array_equal(again.task, fresh.task)
+    runner = learner._runner()
+    _, _, by_memo, _, _ = runner.stacked(images, learner.input_size, memo=copy.deepcopy(memo))
+    _, _, by_pass, _, _ = runner.stacked(images, learner.input_size)
+    assert np.allclose(by_memo, by_pass, atol=1e-5)
 
 
 def test_predict_and_explain_agree_over_several_internal_chunks(three_task_learner, demo_tasks, monkeypatch):

@@ -140,7 +140,9 @@ class BaselineLearner(TaskSequenceLearner):
         self.net_.eval()
         return torch.cat([self._scores(x[i : i + 512].to(device)).cpu() for i in range(0, len(x), 512)])
 
-    def predict(self, images):
+    def predict(self, images, memo=None):
+        """Task-agnostic prediction from all heads at once. ``memo`` (see ``ReReLRP.predict``) is
+        ignored: a baseline's whole network moves with every task, so no earlier pass can be reused."""
         self._check_fitted()
         scores = self._all_scores(to_input(images, self.input_size))
         offsets = self.offsets_
