@@ -122,7 +122,7 @@ SETTINGS = {s.name: s for s in (
             "pruned sub-network, so that evaluation sees what training saw", "training",
             label="Recompute BN stats"),
     # keeping and freeing units
-    Setting("acc_drop", 0.5, "accuracy points a task may lose when its least relevant units are dropped",
+    Setting("acc_drop", 0.25, "accuracy points a task may lose when its least relevant units are dropped",
             "capacity", low=0.0, high=100.0, label="acc_drop (points)"),
     Setting("min_free", 0.2, "share of every layer kept free for later tasks", "capacity",
             low=0.0, high=1.0, open_high=True, label="Minimum free share per layer"),
