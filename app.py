@@ -10,6 +10,7 @@ import streamlit as st  # noqa: E402
 
 from pages.common import PAGES, get_state  # noqa: E402
 from rerelrp.jobs import phase_fraction  # noqa: E402
+from rerelrp.text import md  # noqa: E402
 
 st.set_page_config(page_title="ReReLRP", page_icon="🧠", layout="wide")
 
@@ -31,7 +32,7 @@ def sidebar_status():
     st.markdown(f"**Device** \n{state.describe_device()}")
     learned, planned = state.n_learned, len(state.tasks)
     st.markdown(f"**Run** \n{learned} of {planned} planned tasks learned")
-    st.caption(f"Saved to workspace `{state.workspace.name}`" if learned else f"Will save to `{state.workspace.name}`")
+    st.caption(f"{'Saved to workspace' if learned else 'Will save to'} {md(state.workspace.name)}")
     if state.busy:
         job = state.job.snapshot()
         event = job.events.get(job.phase)

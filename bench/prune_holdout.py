@@ -43,7 +43,7 @@ class HoldoutLearner(ReReLRP):
 
     def held_out_accuracy(self, t, masks=None):
         split = self._held_out[t]
-        return self._runner().accuracy(LazyInputs(split.images, self.input_size), torch.as_tensor(split.labels),
+        return self._runner().accuracy(LazyInputs(split.images, self.input_size_), torch.as_tensor(split.labels),
                                        t, masks)
 
     def _prune(self, task, t, scores, rng, report):
@@ -62,7 +62,7 @@ def run(data, n_tasks, seed, settings, data_root):
     clock = time.perf_counter()
     for t, task in enumerate(trained):
         learner.add_task(task)
-        prune = learner.history_[-1]["prune"]
+        prune = learner.history_[-1].prune
         learner.holdout_[-1].update(
             pruned=learner.held_out_accuracy(t, learner.ledger_.group_masks([t], learner._torch_device())),
             val_full=prune["val_acc_full"], val_pruned=prune["val_acc_kept"],

@@ -74,7 +74,7 @@ def features(args):
             index = np.arange(len(part))
             if split == "train" and len(index) > args.train_rows:
                 index = np.sort(rng.choice(index, args.train_rows, replace=False))
-            x = to_input(part.images[index], learner.input_size)
+            x = to_input(part.images[index], learner.input_size_)
             n = len(x)
             groups = torch.arange(T).repeat_interleave(n)
             res = runner.lrp(x.repeat(T, 1, 1, 1), groups)
@@ -88,7 +88,7 @@ def features(args):
     Path(args.out).mkdir(parents=True, exist_ok=True)
     np.savez_compressed(Path(args.out) / "features.npz", **out)
     meta = {"data": args.data, "tasks": args.tasks, "seed": args.seed, "settings": settings, "T": T,
-            "history": [{k: h[k] for k in ("name", "classes", "prune")} for h in learner.history_]}
+            "history": [{"name": h.name, "classes": h.classes, "prune": h.prune} for h in learner.history_]}
     (Path(args.out) / "meta.json").write_text(json.dumps(meta, indent=1, default=float))
 
 

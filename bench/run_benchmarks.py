@@ -39,6 +39,7 @@ from rerelrp.fileio import write_json_atomic
 from rerelrp.learner import ReReLRP
 from rerelrp.runner import SequenceRun
 from rerelrp.scope import evaluate_scope
+from rerelrp.settings import for_method
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
@@ -86,7 +87,7 @@ def learn(part, name, run, seed, method="rerelrp", ood=(), **settings):
     sources, n_tasks = RUNS[run]
     tasks = build_sequence([load_dataset(str(s), seed=seed) for s in sources], n_tasks)
     config = {"seed": seed, **settings}
-    learner = ReReLRP(**config) if method == "rerelrp" else make_baseline(method, **config)
+    learner = ReReLRP(**config) if method == "rerelrp" else make_baseline(method, **for_method(config, method))
     sequence = SequenceRun(learner, tasks)
     clock = time.perf_counter()
     sequence.run()
@@ -95,7 +96,7 @@ def learn(part, name, run, seed, method="rerelrp", ood=(), **settings):
     record = {"part": part, "name": name, "run": run, "seed": seed, "method": method, "settings": settings,
               **m.final(), "recognition": m.task_recognition[-1] if m.task_recognition else None,
               "tag_after_each_task": m.tag_after_each_task(), "wall_seconds": wall, "seconds": m.seconds,
-              "warnings": [w for h in getattr(learner, "history_", []) for w in h.get("warnings", [])],
+              "warnings": [w for h in getattr(learner, "history_", []) for w in h.warnings],
               "cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
     if ood:
         foreign = {Path(s).stem: load_dataset(str(s), seed=seed).test.images for s in ood}

@@ -38,7 +38,7 @@ def main(workspace, seed):
 
     def read(images, m):
         """Activations of m's kept units, logits of m's head, input statistics."""
-        x = to_input(images, learner.input_size)
+        x = to_input(images, learner.input_size_)
         parts = [runner.lrp(x[s : s + 256], torch.full((len(x[s : s + 256]),), m)) for s in range(0, len(x), 256)]
         acts = np.concatenate([signals(p)[:, n_units:] for p in parts])[:, kept[m]]
         logits = torch.cat([p.logits for p in parts]).numpy()

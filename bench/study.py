@@ -113,7 +113,7 @@ class StudyLearner(ReReLRP):
 
     def _test_acc(self, t, kept=None):
         images, labels = self._tests[t]
-        return self._runner().accuracy(to_input(images, self.input_size), torch.as_tensor(labels), t, kept)
+        return self._runner().accuracy(to_input(images, self.input_size_), torch.as_tensor(labels), t, kept)
 
     def _prune(self, task, t, scores, rng, report):
         self._full = self._test_acc(t)  # before the search moves BatchNorm statistics
@@ -140,7 +140,7 @@ def run(data, n_tasks, seed, settings, data_root, first=None, variant=None):
     for task in tasks:
         learner.add_task(task)
         summary = learner.history_[-1]
-        learner.study_[-1]["val_full"] = summary["prune"]["val_acc_full"]
+        learner.study_[-1]["val_full"] = summary.prune["val_acc_full"]
         eval_clock = time.perf_counter()
         row = evaluate_tasks(learner, tasks[: learner.n_tasks])
         metrics.add(summary, row, time.perf_counter() - eval_clock, learner.capacity())
@@ -152,7 +152,7 @@ def run(data, n_tasks, seed, settings, data_root, first=None, variant=None):
         "recognition_per_task": metrics.recognized[-1], "taw_per_task": metrics.acc_taw[-1],
         "tag_after_each_task": metrics.tag_after_each_task(), "forgetting_taw": final["forgetting_taw"],
         "per_task": learner.study_, "seconds": metrics.seconds, "wall": wall,
-        "warnings": [w for h in learner.history_ for w in h["warnings"] if "learned nothing" in w],
+        "warnings": [w for h in learner.history_ for w in h.warnings if "learned nothing" in w],
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
     }
 

@@ -50,7 +50,7 @@ table = pd.DataFrame([
     for r in rows
 ])
 st.dataframe(table, hide_index=True, width="stretch")
-grown = [(h["task"], layer, n) for h in learner.history_ for layer, n in h["grown"].items()]
+grown = [(h.task, layer, n) for h in learner.history_ for layer, n in h.grown.items()]
 if grown:
     st.caption("Growth: " + "; ".join(f"before task {t}: {layer} +{n}" for t, layer, n in grown))
 else:

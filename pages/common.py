@@ -18,6 +18,7 @@ import streamlit as st
 
 from rerelrp.errors import RerelrpError
 from rerelrp.session import AppState
+from rerelrp.text import md
 
 PAGES = {
     "data": "pages/data.py",
@@ -58,19 +59,35 @@ def setting_widget(container, setting, value, disabled=False, choices=None):
         return container.selectbox(setting.title, options, index=options.index(value) if value in options else 0,
                                    **common)
     if setting.kind is int:
-        return int(container.number_input(setting.title, int(setting.low), int(setting.high), int(value), step=1,
-                                          **common))
+        low = 0 if setting.zero_means else int(setting.low)
+        return int(container.number_input(setting.title, low, int(setting.high), int(value), step=1, **common))
     high = setting.high - 1e-3 if setting.open_high else setting.high
     return float(container.number_input(setting.title, float(setting.low), float(high), float(value), format="%g",
                                         **common))
 
 
+@st.cache_data(show_spinner="Timing a training step…", max_entries=16)
+def _timed_step(net, input_size, batch_size, device, lr, momentum):
+    from rerelrp.estimate import measure_step_seconds
+
+    return measure_step_seconds({"net": net, "input_size": input_size, "batch_size": batch_size, "device": device,
+                                 "lr": lr, "momentum": momentum})
+
+
+def step_seconds(settings, input_size):
+    """Seconds per training step of a fresh network at ``input_size`` with these settings (timed once, cached)."""
+    return _timed_step(settings["net"], int(input_size), settings["batch_size"], settings["device"], settings["lr"],
+                       settings["momentum"])
+
+
 def show_error(exc, prefix=""):
-    """A user-caused error as ``st.error``; anything else also with its traceback."""
+    """A user-caused error as ``st.error``; anything else also with its traceback.
+
+    The message names files, folders, tasks and classes, so it is shown as text, never as Markdown."""
     if isinstance(exc, RerelrpError):
-        st.error(f"{prefix}{exc}", icon=":material/error:")
+        st.error(md(f"{prefix}{exc}"), icon=":material/error:")
     else:
-        st.error(f"{prefix}{type(exc).__name__}: {exc}", icon=":material/bug_report:")
+        st.error(md(f"{prefix}{type(exc).__name__}: {exc}"), icon=":material/bug_report:")
         st.exception(exc)
 
 
@@ -121,10 +138,10 @@ def workspace_picker(state):
     from rerelrp.workspace import list_workspaces
 
     with st.expander("Open a saved workspace", icon=":material/folder_open:", expanded=not state.n_learned):
-        st.caption(f"This session saves every learned task to `{state.workspace}`.")
+        st.caption(f"This session saves every learned task to {md(state.workspace)}.")
         infos = list_workspaces(state.workspace_root)
         if not infos:
-            st.caption(f"No saved workspace in `{state.workspace_root}` yet.")
+            st.caption(f"No saved workspace in {md(state.workspace_root)} yet.")
             return
         labels = {
             info["path"]: (f"{info['name']} · {info['n_tasks']} task(s) · saved {info['saved_at']}" if not info["problem"]
@@ -134,7 +151,7 @@ def workspace_picker(state):
         choice = st.selectbox("Saved workspaces", list(labels), format_func=labels.get, key="ws_choice")
         problem = next(info["problem"] for info in infos if info["path"] == choice)
         if problem:
-            st.caption(problem)
+            st.caption(md(problem))
         if st.button("Open", key="ws_open", disabled=state.busy or bool(problem), icon=":material/file_open:",
                      help="Replaces the model of this session (the last one stays saved in its own workspace)"):
             try:
@@ -148,7 +165,7 @@ def workspace_picker(state):
 def job_heading(state, job, snap, title, key, help):
     """The head of a running job's progress box: its title, elapsed time and a Stop button."""
     head, stop_col = st.columns([5, 1])
-    head.markdown(f"**{title}** · {snap.elapsed:.0f} s")
+    head.markdown(f"**{md(title)}** · {snap.elapsed:.0f} s")
     if job.stopping:
         stop_col.button("Stopping …", disabled=True, key=f"{key}_stopping")
     else:

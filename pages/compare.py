@@ -7,6 +7,7 @@ from rerelrp.compare import ABLATION, HEADER, METHODS, markdown, plan, table_row
 from rerelrp.errors import RerelrpError
 from rerelrp.jobs import phase_fraction
 from rerelrp.plots import comparison_figure
+from rerelrp.text import md
 
 LIVE_REFRESH_S = 2.0
 ABOUT = {
@@ -32,7 +33,7 @@ busy = state.busy
 if len(tasks) < 2:
     st.info("Plan at least two tasks on the Data page: a comparison is about what is forgotten.", icon=":material/info:")
 else:
-    st.markdown(f"**Task sequence:** {' → '.join(f'{i}: {t.name}' for i, t in enumerate(tasks))} "
+    st.markdown(f"**Task sequence:** {' → '.join(f'{i}: {md(t.name)}' for i, t in enumerate(tasks))} "
                 f"(network {state.settings['net']}, {state.settings['epochs']} epochs, settings of the Train page)")
     with st.form("compare_form", border=True):
         chosen = st.multiselect("Methods", METHODS, default=list(METHODS), format_func=lambda m: f"{m}: {ABOUT[m]}",
@@ -65,7 +66,7 @@ def live_progress():
             st.progress(len(snap.results) / max(1, state.compare_total), text="runs")
             current = snap.log[-1] if snap.log else "starting"
             event = snap.events.get(snap.phase)
-            st.progress(phase_fraction(event), text=f"{current}: {snap.phase or 'starting'} "
+            st.progress(phase_fraction(event), text=f"{md(current)}: {snap.phase or 'starting'} "
                                                     f"{event.message if event else ''}")
             if snap.results:
                 st.dataframe(pd.DataFrame(table_rows({"methods": list(dict.fromkeys(r["method"] for r in snap.results)),
@@ -74,10 +75,10 @@ def live_progress():
     if st.session_state.pop("_cmp_watch", False):
         st.rerun()
     if snap.state == "stopped":
-        st.warning(f"Stopped after {len(snap.results)} of {state.compare_total} runs. {snap.error}.",
+        st.warning(f"Stopped after {len(snap.results)} of {state.compare_total} runs. {md(snap.error)}.",
                    icon=":material/stop_circle:")
     elif snap.state == "failed":
-        st.error(f"The comparison failed: {snap.error}", icon=":material/error:")
+        st.error(f"The comparison failed: {md(snap.error)}", icon=":material/error:")
         if snap.trace:
             with st.expander("Details"):
                 st.code(snap.trace)
@@ -92,7 +93,7 @@ if result is not None and not busy:
     if result.get("stopped"):
         done = f"stopped: the runs finished before Stop ({len(result['runs'])} records)"
     st.caption(f"Mean ± sd over seeds {', '.join(map(str, result['seeds']))} on "
-               f"{' → '.join(result['tasks'])}; {done}. "
+               f"{md(' → '.join(result['tasks']))}; {done}. "
                "Seconds per run include testing after every task; rerelrp-maxsoftmax reads rerelrp's model.")
     st.dataframe(pd.DataFrame(table_rows(result), columns=HEADER), hide_index=True)
     plot(comparison_figure(result), key="cmp_figure")

@@ -1,13 +1,17 @@
 """Explain: the LRP heatmap of every task's sub-network for one image, side by side."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pages.common import image_key, model_page, plot, show_error
 from rerelrp.errors import RerelrpError
-from rerelrp.images import read_image, square
+from rerelrp.geometry import square
+from rerelrp.modality import apply_modality, read_image_with_modality, scope_texts
 from rerelrp.plots import heatmap_figure, task_colors
 from rerelrp.relevance import COMPOSITES
+from rerelrp.text import md
 
 state = model_page(
     "Explain",
@@ -21,7 +25,7 @@ names = [t["name"] for t in learner.tasks_]
 
 # ------------------------------------------------------------------------------ the input
 controls, view = st.columns([1, 3], gap="medium")
-image, truth, label = None, None, ""
+image, truth, truth_task, label, modality = None, None, None, "", None
 with controls:
     options = (["Test image of a task"] if state.tasks else []) + ["Upload"]  # an opened workspace may lack its data
     source = st.radio("Image", options, key="ex_source", horizontal=True)
@@ -36,14 +40,15 @@ with controls:
             st.session_state["ex_index"] = int(np.random.default_rng().integers(n))
         index = st.number_input(f"Sample (0–{n - 1})", 0, n - 1, key="ex_index")
         image = split.images[int(index)]
-        truth = tasks[t].class_names[int(split.labels[int(index)])]
-        label = f"task {t} ({tasks[t].name}) test #{index}, true class **{truth}**"
+        truth, truth_task = tasks[t].class_names[int(split.labels[int(index)])], t
+        label = f"task {t} ({md(tasks[t].name)}) test #{index}, true class **{md(truth)}**"
     else:
         upload = st.file_uploader("PNG, JPEG or DICOM file", key="ex_upload")
         if upload is not None:
             try:
-                image = square(read_image(upload.getvalue(), upload.name))  # padded; the learner resizes
-                label = f"upload **{upload.name}**"
+                image, modality = read_image_with_modality(upload.getvalue(), upload.name, dicom_size=learner.input_size_)
+                image = square(image)  # the learner resizes
+                label = f"upload **{md(upload.name)}**"
             except RerelrpError as exc:
                 show_error(exc, "Cannot use this file: ")
             except Exception as exc:  # noqa: BLE001 - a bad file never ends the session
@@ -72,18 +77,24 @@ predicted = []
 for m in range(T):
     cls = learner.tasks_[m]["classes"][int(ex.subnet_class[0, m])]
     predicted.append(cls)
-    titles.append(f"task {m}: predicted {cls} (p={ex.subnet_prob[0, m]:.2f})")
-recognised = getattr(ex, "prediction", None)  # the task-agnostic answer from the same LRP pass
+    mark = "" if truth_task != m else (" ✓ right" if cls == truth else f" ✗ wrong (true: {truth})")
+    titles.append(f"task {m}: predicted {cls} (p={ex.subnet_prob[0, m]:.2f}){mark}")
+# the task-agnostic answer from the same LRP pass; a DICOM modality no task has is out of scope (on a copy: cached)
+recognised = apply_modality(dataclasses.replace(ex.prediction), [modality], learner.tasks_)
 with view:
     st.markdown(f"Input: {label}. Composite **{ex.composite}**.")
-    if recognised is not None and recognised.out_of_scope[0]:
-        st.error(f"**None of the learned tasks**: scope score {recognised.scope_score[0]:.2f} > 1, no sub-network "
-                 "has seen images like this one. The heatmaps show what each sub-network would look at, but no "
-                 "answer below is to be trusted.", icon=":material/block:")
-    elif recognised is not None and T > 1:
+    if recognised.out_of_scope[0]:
+        st.error(f"**None of the learned tasks**: {md(scope_texts(recognised)[0])}. The heatmaps show what each "
+                 "sub-network would look at, but no answer below is to be trusted.", icon=":material/block:")
+    elif T > 1:
         r = int(recognised.task[0])
-        st.markdown(f"Without the task label the model answers **task {r} ({names[r]}), class "
-                    f"{learner.tasks_[r]['classes'][int(recognised.local_class[0])]}** "
+        answer = learner.tasks_[r]["classes"][int(recognised.local_class[0])]
+        if truth_task is not None and truth_task < T:
+            right = r == truth_task and answer == truth
+            st.markdown(("✓ **Right**" if right else f"✗ **Wrong**: the true answer is task {truth_task}, class "
+                         f"{md(truth)}") + " (task-agnostic answer below).")
+        st.markdown(f"Without the task label the model answers **task {r} ({md(names[r])}), class "
+                    f"{md(answer)}** "
                     f"(P_T = {recognised.p_task[0, r]:.2f}, scope score {recognised.scope_score[0]:.2f})"
                     + ("" if ex.composite == learner.composite else
                        f"; read with {ex.composite}, the recognisers were fitted with {learner.composite}")
@@ -95,7 +106,6 @@ colors = task_colors(T)
 cols = st.columns(min(T, 5))
 for m in range(T):
     with cols[m % len(cols)]:
-        st.markdown(f"<span style='color:{colors[m]}'>■</span> **task {m}** · {names[m]} → {predicted[m]}",
-                    unsafe_allow_html=True)
+        st.markdown(f':color[■]{{foreground="{colors[m]}"}} **task {m}** · {md(names[m])} → {md(predicted[m])}')
         st.dataframe(pd.DataFrame(ex.top_units[0][m], columns=["layer", "unit", "relevance"]),
                      hide_index=True, width="stretch", column_config={"relevance": st.column_config.NumberColumn(format="%.4f")})

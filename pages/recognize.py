@@ -1,12 +1,16 @@
 """Recognize: which task does an image belong to, which class, and the heatmap behind the answer."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from pages.common import image_key, model_page, plot, show_error
 from rerelrp.errors import RerelrpError
-from rerelrp.images import read_image, stack_images
+from rerelrp.images import network_inputs, stack_images
+from rerelrp.modality import apply_modality, read_image_with_modality, scope_texts
 from rerelrp.plots import heatmap_figure, recognition_figure
+from rerelrp.text import md
 
 state = model_page(
     "Recognize",
@@ -19,7 +23,7 @@ state = model_page(
 learner = state.learner
 T = learner.n_tasks
 names = [t["name"] for t in learner.tasks_]
-size = learner.input_size
+size = learner.input_size_
 
 # ------------------------------------------------------------------------------ inputs
 left, right = st.columns([3, 2], gap="medium")
@@ -28,7 +32,7 @@ with left:
 with right:
     st.markdown("**or** try test images of the planned tasks")
     if not state.tasks:
-        st.caption(state.data_note or "No task data loaded.")
+        st.caption(md(state.data_note or "No task data loaded."))
     else:
         n_test = st.slider("How many", 1, 64, 8, key="rec_n")
         learned_only = st.checkbox("Only tasks learned so far", value=True, key="rec_learned")
@@ -45,9 +49,12 @@ with right:
             st.session_state["rec_picks"] = []
 
 items = []  # (label, image, true task, true class name)
+modalities = []  # per item: its DICOM header's Modality; None for PNG, JPEG and test images
 for upload in uploads or []:
     try:
-        items.append((upload.name, read_image(upload.getvalue(), upload.name), None, None))
+        image, modality = read_image_with_modality(upload.getvalue(), upload.name, dicom_size=learner.input_size_)
+        items.append((upload.name, image, None, None))
+        modalities.append(modality)
     except RerelrpError as exc:
         show_error(exc, "Skipped: ")
     except Exception as exc:  # noqa: BLE001 - one bad file never stops the others
@@ -56,6 +63,7 @@ for t, i in st.session_state.get("rec_picks", []):
     if t < len(state.tasks) and i < len(state.tasks[t].test):
         task = state.tasks[t]
         items.append((f"test {t}:{i}", task.test.images[i], t, task.class_names[int(task.test.labels[i])]))
+        modalities.append(None)
 
 if not items:
     st.info("Upload images or use test images.", icon=":material/image_search:")
@@ -63,7 +71,8 @@ if not items:
 
 # ------------------------------------------------------------------------------ recognition
 NONE_OF_THEM = "none of the learned tasks"
-batch = stack_images([im for _, im, _, _ in items], size)
+batch = stack_images([im for _, im, _, _ in items], size)  # for display
+inputs = network_inputs([im for _, im, _, _ in items], size)  # each image resized on its own: the same answer in any company
 
 
 def explain_one(image):
@@ -73,14 +82,29 @@ def explain_one(image):
 
 
 try:
-    single = explain_one(batch[0]) if len(batch) == 1 else None
+    single = explain_one(inputs[0]) if len(inputs) == 1 else None
     if single is not None and getattr(single, "prediction", None) is not None:
         pred = single.prediction  # one image: one pass gives both the heatmaps and the recognition
     else:
-        pred = state.cached(("predict", image_key(batch)), lambda: learner.predict(batch))
+        pred = state.cached(("predict", image_key(inputs)), lambda: learner.predict(inputs))
 except RerelrpError as exc:
     show_error(exc)
     st.stop()
+# an image whose DICOM header names a modality no learned task has is out of scope (on a copy: the cache keeps its own)
+pred = apply_modality(dataclasses.replace(pred), modalities, learner.tasks_)
+reasons = scope_texts(pred)
+
+
+def verdict(flagged, learned, task_right, class_right):
+    """Right or wrong for a test image (true task and class known); a task not learned yet should be flagged."""
+    if not learned:
+        return "✓ right (flagged: task not learned)" if flagged else "✗ not flagged (task not learned)"
+    if flagged:
+        return "✗ flagged out of scope"
+    if not task_right:
+        return "✗ wrong task"
+    return "✓ right" if class_right else "✗ wrong class"
+
 
 rows = []
 for k, (label, _, true_task, true_class) in enumerate(items):
@@ -89,6 +113,7 @@ for k, (label, _, true_task, true_class) in enumerate(items):
         "file": label,
         "answer": NONE_OF_THEM if pred.out_of_scope[k] else f"task {t}",
         "scope score": round(float(pred.scope_score[k]), 2),
+        "scope reason": reasons[k],
         "task": t,
         "task name": names[t],
         "class": learner.tasks_[t]["classes"][int(pred.local_class[k])],
@@ -98,6 +123,7 @@ for k, (label, _, true_task, true_class) in enumerate(items):
     if true_task is not None:
         row["true task"] = true_task
         row["true class"] = true_class
+        row["result"] = verdict(bool(pred.out_of_scope[k]), true_task < T, t == true_task, row["class"] == true_class)
     rows.append(row)
 table = pd.DataFrame(rows)
 
@@ -110,8 +136,9 @@ if "true task" in table:
         st.caption(f"Test images of learned tasks: task recognised for {hit:.0%} of {len(learned_rows)}.")
 flagged = int(pred.out_of_scope.sum())
 if flagged:
-    st.warning(f"{flagged} of {len(items)} image(s): **{NONE_OF_THEM}** (scope score above 1). Their task and "
-               "class below are only the closest guess; do not trust them.", icon=":material/help:")
+    st.warning(f"{flagged} of {len(items)} image(s): **{NONE_OF_THEM}** (scope score above 1, or a DICOM modality "
+               "no learned task has). Their task and class below are only the closest guess; do not trust them.",
+               icon=":material/help:")
 elif np.isnan(pred.scope_score).all():
     st.caption("No scope check: this model was saved without it (rerelrp 0.2.0) or without activation features.")
 st.dataframe(table, hide_index=True, width="stretch",
@@ -132,18 +159,19 @@ c1, c2 = st.columns([2, 3], gap="medium")
 with c1:
     score = float(pred.scope_score[choice])
     if pred.out_of_scope[choice]:
-        st.error(f"**{items[choice][0]}**: **{NONE_OF_THEM}** (scope score {score:.2f} > 1: no learned task's "
-                 f"sub-network has seen images like it). Closest guess: task {t}: {names[t]}, class {cls}.",
-                 icon=":material/block:")
+        why = (f"{reasons[choice]}; scope score {score:.2f}" if pred.scope_reason[choice] else
+               f"scope score {score:.2f} > 1: no learned task's sub-network has seen images like it")
+        st.error(f"**{md(items[choice][0])}**: **{NONE_OF_THEM}** ({md(why)}). "
+                 f"Closest guess: task {t}: {md(names[t])}, class {md(cls)}.", icon=":material/block:")
     else:
-        st.markdown(f"**{items[choice][0]}** → task **{t}: {names[t]}**, class **{cls}** "
+        st.markdown(f"**{md(items[choice][0])}** → task **{t}: {md(names[t])}**, class **{md(cls)}** "
                     f"(P_T = {pred.p_task[choice, t]:.2f}, scope score {score:.2f})")
     plot(recognition_figure(pred.p_task[choice], names), key="rec_bars")
 with c2:
     image = batch[choice]
     overlay = st.toggle("Overlay on the image", value=True, key="rec_overlay")
     try:
-        ex = explain_one(image)
+        ex = explain_one(inputs[choice])
         p = ex.subnet_prob[0, t]
         plot(heatmap_figure(image, [ex.heatmaps[0, t]], [f"task {t}: predicted {cls} (p={p:.2f})"], overlay=overlay),
              key="rec_heatmap")

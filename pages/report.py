@@ -13,6 +13,7 @@ from rerelrp.errors import RerelrpError
 from rerelrp.images import read_image
 from rerelrp.relevance import COMPOSITES
 from rerelrp.report import DEFAULT_MAX_SAMPLES, Sample, build_report, default_sample_refs, render_html, render_pdf, test_sample
+from rerelrp.text import md
 
 MIME = {"html": "text/html", "pdf": "application/pdf"}
 CANDIDATES_PER_CLASS = 5
@@ -43,7 +44,7 @@ with left:
         refs = st.multiselect("Test images", candidates, default=[r for r in default if r in candidates],
                               format_func=describe, key="rep_refs")
     else:
-        st.caption(state.data_note or "No task data loaded: add images by upload.")
+        st.caption(md(state.data_note or "No task data loaded: add images by upload."))
     uploads = st.file_uploader("Your own images (PNG, JPEG or DICOM)", accept_multiple_files=True, key="rep_uploads")
 with right:
     fmt = st.radio("Format", ["html", "pdf"], horizontal=True, key="rep_format",
@@ -57,7 +58,7 @@ if build:
     samples = [test_sample(state.tasks, learner, t, i) for t, i in refs]
     for upload in uploads or []:
         try:
-            samples.append(Sample(read_image(upload.getvalue(), upload.name, dicom_size=learner.input_size),
+            samples.append(Sample(read_image(upload.getvalue(), upload.name, dicom_size=learner.input_size_),
                                   f"file {upload.name}"))
         except RerelrpError as exc:
             show_error(exc, "Skipped: ")

@@ -4,12 +4,15 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from pages.common import get_state, job_heading, plot, setting_widget, show_error, task_names
+from pages.common import get_state, job_heading, plot, setting_widget, show_error, step_seconds, task_names
+from rerelrp.clinical import format_accuracy, per_class_table
 from rerelrp.errors import RerelrpError
+from rerelrp.estimate import describe_plan, training_plan
 from rerelrp.jobs import ordered_phases, phase_fraction
-from rerelrp.plots import accuracy_matrix_figure, timings_figure, train_curve_figure
+from rerelrp.plots import accuracy_matrix_figure, confusion_heatmap, timings_figure, train_curve_figure
 from rerelrp.progress import PHASES
-from rerelrp.settings import GROUPS, SETTINGS
+from rerelrp.settings import GROUPS, SETTINGS, network_input_size
+from rerelrp.text import md
 
 LIVE_REFRESH_S = 2.0
 PHASE_TITLES = {
@@ -24,16 +27,37 @@ PHASE_TITLES = {
 state = get_state()
 st.title("Train")
 
+
+def input_side(task):
+    """The side the network reads: fixed once a task is learned, else from the setting and this task's images."""
+    return state.learner.input_size_ if state.n_learned else network_input_size(state.settings["input_size"],
+                                                                                   task.train.images.shape[1])
+
+
+def plan_for(task):
+    """The schedule the next task will run with the saved settings, and its time estimate."""
+    p, history = state.settings, state.learner.history_ if state.n_learned else []
+    try:
+        timed = None if history else step_seconds(p, input_side(task))
+    except RerelrpError:
+        timed = None
+    return training_plan(p, len(task.train), history, timed)
+
+
 learned, planned = state.n_learned, len(state.tasks)
 next_task = state.pending[0] if state.pending else None
 c1, c2, c3 = st.columns([2, 1, 3])
 c1.metric("Device", state.describe_device())
 c2.metric("Tasks learned", f"{learned} / {planned}")
-c3.metric("Next task", f"{learned}: {next_task.name}" if next_task else "none planned",
-          help=f"classes {', '.join(next_task.class_names)}" if next_task else "Plan more tasks on the Data page")
+c3.metric("Next task", f"{learned}: {md(next_task.name)}" if next_task else "none planned",
+          help=f"classes {md(' | '.join(next_task.class_names))}" if next_task else "Plan more tasks on the Data page")
 if next_task:
-    st.caption(f"Next: **{next_task.name}**, classes {', '.join(next_task.class_names)} "
-               f"({len(next_task.train)} training images)")
+    loaded = next_task.train.images.shape[1]
+    side = input_side(next_task)
+    resized = "as loaded" if side == loaded else f"resized from {loaded} px"
+    st.caption(f"Next: **{md(next_task.name)}**, classes {md(' | '.join(next_task.class_names))} "
+               f"({len(next_task.train)} training images of {loaded} px); the network reads {side} px ({resized}); "
+               "what it costs is in the estimate below.")
 
 # ------------------------------------------------------------------------------ workspace
 busy = state.busy
@@ -41,16 +65,16 @@ w1, w2 = st.columns([3, 2])
 if learned == 0 and not busy:
     name = w1.text_input("Workspace", state.workspace.name, key="ws_name",
                          help="Every learned task is saved here (under ./workspaces), so a closed tab or a restart "
-                              "loses nothing. Open saved workspaces from the sidebar.")
+                              "loses nothing. Open saved workspaces on the Data page.")
     if name != state.workspace.name:
         try:
             state.set_workspace(name)
         except RerelrpError as exc:
             show_error(exc)
 else:
-    w1.markdown(f"**Workspace** `{state.workspace}`: every learned task is saved here.")
+    w1.markdown(f"**Workspace** {md(state.workspace)}: every learned task is saved here.")
 if not state.can_learn:
-    st.warning(f"This workspace cannot learn more tasks here: {state.data_note}. Explain, Capacity, Recognize and "
+    st.warning(f"This workspace cannot learn more tasks here: {md(state.data_note)}. Explain, Capacity, Recognize and "
                "Report work as usual.", icon=":material/warning:")
 
 # ------------------------------------------------------------------------------ settings
@@ -72,18 +96,23 @@ with st.form("settings", border=True):
                 choices = devices if setting.name == "device" else None
                 values[setting.name] = setting_widget(column, setting, s[setting.name], locked and setting.fixed,
                                                       choices)
-    f1, f2, _ = st.columns([1, 1, 3])
+    if next_task:
+        st.caption("Next task: " + describe_plan(plan_for(next_task)))
+    f1, f2, f3, _ = st.columns([1, 1, 1, 2])
     add_one = f1.form_submit_button("Add next task", type="primary", icon=":material/add_circle:",
                                     disabled=busy or next_task is None or not state.can_learn)
     add_all = f2.form_submit_button("Learn all remaining", icon=":material/fast_forward:",
                                     disabled=busy or next_task is None or not state.can_learn)
+    check = f3.form_submit_button("Apply and estimate", icon=":material/timer:", disabled=busy,
+                                  help="Keep these settings and show what the next task will run and how long it takes")
 
-if add_one or add_all:
+if add_one or add_all or check:
     try:
         if locked:
             values = {k: v for k, v in values.items() if not SETTINGS[k].fixed}
         state.update_settings(**values)
-        state.start_training(1 if add_one else None)
+        if not check:
+            state.start_training(1 if add_one else None)
         st.session_state["_train_watch"] = True
     except RerelrpError as exc:
         show_error(exc)
@@ -130,15 +159,15 @@ def live_progress():
     if st.session_state.pop("_train_watch", False):
         st.rerun()  # the job just ended: draw the results of the new model
     if snap.state == "stopped":
-        st.warning(f"Stopped. {snap.error}. Tasks learned: {state.n_learned}.", icon=":material/stop_circle:")
+        st.warning(f"Stopped. {md(snap.error)}. Tasks learned: {state.n_learned}.", icon=":material/stop_circle:")
     elif snap.state == "failed":
-        st.error(f"Training failed: {snap.error}", icon=":material/error:")
+        st.error(f"Training failed: {md(snap.error)}", icon=":material/error:")
         if snap.trace:
             with st.expander("Details"):
                 st.code(snap.trace)
     elif snap.state == "done" and snap.results:
         last = snap.results[-1]
-        st.success(f"Learned task {last['task']} ({last['name']}) in {sum(last['seconds'].values()):.1f} s.",
+        st.success(f"Learned task {last.task} ({md(last.name)}) in {sum(last.seconds.values()):.1f} s.",
                    icon=":material/check_circle:")
     if snap.log:
         with st.expander("Log of the last job"):
@@ -149,8 +178,8 @@ live_progress()
 
 # ------------------------------------------------------------------------------ results
 if not learned:
-    st.info("Nothing learned yet: press **Add next task**. The demo's first task trains in well under a minute on CPU.",
-            icon=":material/info:")
+    st.info("Nothing learned yet: press **Add next task**. The line above the buttons says what the next task will "
+            "run and about how long it takes on this machine.", icon=":material/info:")
     st.stop()
 
 metrics = state.run.metrics
@@ -163,8 +192,36 @@ m3.metric("Forgetting (TAg)", f"{final['forgetting_tag']:.1f}", help="Mean drop 
 m4.metric("Forgetting (TAw)", f"{final['forgetting_taw']:.1f}",
           help="0 means old sub-networks are preserved bit for bit")
 m5.metric("Task recognition", f"{metrics.task_recognition[-1]:.1f} %", help="Test images whose task is recognised")
+n_test = sum(metrics.latest.get("n_test", []))
+st.caption(f"Final TAg {format_accuracy(final['tag'], final.get('tag_ci95'), n_test)}; TAw "
+           f"{format_accuracy(final['taw'], final.get('taw_ci95'), n_test)}. Intervals: Wilson per task, a seeded "
+           "bootstrap for the mean over tasks (resampling patients where the split is by patient).")
 
-tab_acc, tab_tasks, tab_time = st.tabs(["Accuracy matrices", "Per task", "Timings"])
+tab_acc, tab_clinical, tab_tasks, tab_time = st.tabs(["Accuracy matrices", "Clinical figures", "Per task", "Timings"])
+with tab_clinical:
+    if not metrics.latest.get("per_class"):
+        st.info("This run was saved before per-class figures existed; learn another task to see them.",
+                icon=":material/info:")
+    else:
+        latest = metrics.latest
+        j = st.selectbox("Task", range(learned), index=learned - 1, format_func=lambda i: f"{i}: {names[i]}",
+                         key="clinical_task")
+        st.markdown(f"**Task-aware** (task {j}'s sub-network on its own test images): TAw "
+                    f"{format_accuracy(metrics.acc_taw[-1][j], latest['taw_ci95'][j], latest['n_test'][j])}, "
+                    f"balanced accuracy {latest['balanced_accuracy_taw'][j]:.1f} %.")
+        left, right = st.columns([2, 3])
+        classes = state.learner.tasks_[j]["classes"]
+        with left:
+            plot(confusion_heatmap(latest["confusion"]["taw"][j], classes, f"Task {j}: true × predicted"),
+                 key="confusion_taw")
+        with right:
+            st.dataframe(pd.DataFrame(per_class_table(latest["per_class"][j])), hide_index=True, width="stretch")
+            st.caption("Per class, one against the rest, with 95 % intervals (Wilson; AUROC by bootstrap). PPV and "
+                       "NPV depend on how common each class is in this test set.")
+        all_classes = [f"{t['name']}: {c}" for t in state.learner.tasks_ for c in t["classes"]]
+        st.markdown("**Task-agnostic** (the model also recognises the task): every class seen so far.")
+        plot(confusion_heatmap(latest["confusion"]["tag"], all_classes, "All tasks: true × predicted"),
+             key="confusion_tag")
 with tab_acc:
     left, right = st.columns(2)
     with left:
@@ -173,29 +230,35 @@ with tab_acc:
         plot(accuracy_matrix_figure(metrics.acc_taw, names, "TAw accuracy (%)"), key="taw_matrix")
     recog = metrics.recognized[-1] if metrics.recognized else []
     st.caption("Row *i*: after learning task *i*; column *j*: tested on task *j*. Task recognition of the last row: "
-               + ", ".join(f"{names[j]} {v:.0f} %" for j, v in enumerate(recog)))
+               + ", ".join(f"{md(names[j])} {v:.0f} %" for j, v in enumerate(recog)))
 with tab_tasks:
     rows = []
     for h in state.learner.history_:
-        prune = h["prune"]
+        prune, ran = h.prune, h.schedule
         rows.append({
-            "#": h["task"],
-            "task": h["name"],
-            "classes": ", ".join(h["classes"]),
+            "#": h.task,
+            "task": h.name,
             "val acc (%)": round(prune["val_acc_full"], 1),
             "after pruning (%)": round(prune["val_acc_kept"], 1),
+            "epochs run": ran.get("epochs"),
+            "steps": ran.get("steps"),
+            "epochs set": h.settings.get("epochs"),
+            "min steps": h.settings.get("min_steps"),
+            "lr": h.settings.get("lr"),
+            "batch": h.settings.get("batch_size"),
             "units kept": sum(prune["kept_units"].values()),
-            "grown": ", ".join(f"{k} +{v}" for k, v in h["grown"].items()) or "–",
-            "seconds": round(sum(h["seconds"].values()), 1),
-            "stored KiB": round(h["stored_bytes"] / 1024, 1),
+            "grown": ", ".join(f"{k} +{v}" for k, v in h.grown.items()) or "–",
+            "seconds": round(sum(h.seconds.values()), 1),
+            "stored KiB": round(h.stored_bytes / 1024, 1),
+            "classes": " | ".join(h.classes),
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    warnings = state.learner.history_[-1]["warnings"]
+    warnings = state.learner.history_[-1].warnings
     for w in warnings:
-        st.warning(w, icon=":material/warning:")
+        st.warning(md(w), icon=":material/warning:")
     choice = st.selectbox("Training curve of", range(learned), index=learned - 1,
                           format_func=lambda i: f"{i}: {names[i]}", key="curve_task")
-    curve = state.learner.history_[choice]["train_curve"]
+    curve = state.learner.history_[choice].train_curve
     if curve:
         plot(train_curve_figure(curve, title=f"Task {choice}: {names[choice]}"), key="curve")
 with tab_time:

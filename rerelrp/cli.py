@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rerelrp.clinical import format_accuracy
 from rerelrp.errors import ConfigError, RerelrpError, StopRequested
 from rerelrp.fileio import write_json_atomic
 
@@ -33,6 +34,7 @@ def build_parser():
                           "the baselines of 'rerelrp compare' (docs/baselines.md)")
     settings.add_options(run.add_argument_group("learner settings (also the Train page's)"))
     run.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")
+    add_group_by(run)
     run.add_argument("--download", action="store_true", help="download missing MedMNIST files (network access)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--ood", action="append", default=[], metavar="DATA",
@@ -99,8 +101,18 @@ def build_parser():
     compare.add_argument("--out", required=True, type=Path, help="output folder")
     settings.add_options(compare.add_argument_group("learner settings, shared by every method (--seed is --seeds here)"))
     compare.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")
+    add_group_by(compare)
     compare.add_argument("--download", action="store_true", help="download missing MedMNIST files (network access)")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.add_argument("--jobs", type=int, default=1, metavar="N",
+                         help="run N runs at once in worker processes on this machine (joblib); 1: one after another "
+                              "in this process")
+    compare.add_argument("--threads", type=int, default=None, metavar="T",
+                         help="torch threads per run (default: torch's choice with --jobs 1, cores / N with --jobs N, "
+                              "the workers' own with --cluster); the same T gives the same figures wherever runs run")
+    compare.add_argument("--cluster", default=None, metavar="tcp://HOST:PORT",
+                         help="send the runs to this Dask distributed scheduler instead (pip install 'rerelrp[cluster]'); "
+                              "every worker needs the same rerelrp and the data at the same paths (docs/cluster.md)")
     compare.set_defaults(handler=cmd_compare)
     unpack = sub.add_parser("unpack", help="copy an .npz with its arrays stored uncompressed, so that training reads "
                             "images from disk as it needs them instead of holding the whole file in memory",
@@ -112,6 +124,15 @@ def build_parser():
     unpack.set_defaults(handler=cmd_unpack)
     parser.subcommands = {"run": run, "predict": predict, "report": report, "compare": compare, "unpack": unpack}
     return parser
+
+
+def add_group_by(parser):
+    from rerelrp.data.dicom import GROUP_BY
+
+    parser.add_argument("--group-by", choices=GROUP_BY, default="auto",
+                        help="DICOM folders: the unit kept whole in one split. auto: patient (PatientID), else study, "
+                             "else series, else file, per class; a class with fewer than 3 such units falls back to the "
+                             "next finer unit with a warning. MedMNIST files keep their official splits")
 
 
 def explicit_options(argv, command):
@@ -156,18 +177,25 @@ def cmd_run(args):
     from rerelrp.data import build_sequence, expand_sources, load_dataset
     from rerelrp.learner import ReReLRP
     from rerelrp.runner import SequenceRun, run_record
+    from rerelrp.settings import SETTINGS
 
     config = settings.from_options(args)
     workspace = learner = metrics = meta = None
     if args.workspace is not None:
         workspace, learner, metrics, meta = open_run_workspace(args, config)
-    if learner is None:
-        learner = ReReLRP(**config) if args.method == "rerelrp" else make_baseline(args.method, **config)
+    if learner is None and args.method == "rerelrp":
+        learner = ReReLRP(**config)
+    elif learner is None:
+        unused = sorted(SETTINGS[name].option for name in args.explicit & set(config)
+                        if not SETTINGS[name].applies_to(args.method))
+        if unused:
+            print(f"note: {', '.join(unused)} ignored: --method {args.method} has no such setting", file=sys.stderr)
+        learner = make_baseline(args.method, **settings.for_method(config, args.method))
     learner.check_params()  # bad settings fail before any data is read
     seed = learner.seed  # a continued workspace splits its data with the seed it was made with
     datasets = []
     for source in expand_sources(args.data):
-        ds = load_dataset(source, root=args.data_root, download=args.download, seed=seed)
+        ds = load_dataset(source, root=args.data_root, download=args.download, seed=seed, group_by=args.group_by)
         for skipped in (ds.report.skipped if ds.report else []):
             print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
         datasets.append(ds)
@@ -180,29 +208,26 @@ def cmd_run(args):
     write_json_atomic(args.out / "run.json", run_record(learner, tasks, args.data, sys.argv, args.method)
                       | {"load_reports": [ds.report.to_dict() for ds in datasets if ds.report]})
     print(f"{len(tasks)} tasks on {learner.describe_device()}: " + ", ".join(f"{t.name} {t.class_names}" for t in tasks))
-    run = SequenceRun(learner, tasks, metrics)
+    run = SequenceRun(learner, tasks, metrics, workspace=workspace,
+                      extra={"data": {"sources": list(args.data), "tasks": args.tasks}})
     if workspace is not None and run.n_learned:
         write_json_atomic(args.out / "metrics.json", run.metrics.to_dict())
         print(f"workspace {workspace}: {run.n_learned} task(s) already learned, "
               + (f"{len(tasks) - run.n_learned} to go" if not run.done else "every task of the sequence is already learned"))
-    extra = {"data": {"sources": list(args.data), "tasks": args.tasks}}
     bars = PhaseBars(not args.quiet)
     try:
         while not run.done:
             summary = run.step(callback=bars)
             bars.close()
             write_json_atomic(args.out / "metrics.json", run.metrics.to_dict())
-            if workspace is not None:
-                from rerelrp.workspace import save_workspace
-
-                save_workspace(workspace, learner, run.metrics, tasks=tasks, extra=extra)
-            i = summary["task"]
-            for warning in summary.get("warnings", []):  # printed even with --quiet
+            i = summary.task
+            for warning in summary.warnings:  # printed even with --quiet
                 print(f"WARNING task {i}: {warning}", file=sys.stderr)
             seconds = " ".join(f"{k} {v:.1f}s" for k, v in run.metrics.seconds[-1].items())
-            print(f"task {i} {summary['name']}: TAg {run.metrics.tag_after_each_task()[-1]:.2f}  "
+            print(f"task {i} {summary.name}: TAg {run.metrics.tag_after_each_task()[-1]:.2f}  "
                   f"TAw {sum(run.metrics.acc_taw[-1]) / (i + 1):.2f}  "
                   f"recognition {run.metrics.task_recognition[-1]:.1f}%  ({seconds})")
+            print_task_figures(run.metrics)
     finally:
         bars.close()
     if args.ood and run.n_learned:
@@ -213,11 +238,22 @@ def cmd_run(args):
                   f"of {block['n_out_of_scope']} (in scope: {block['flagged_in_scope']:.1%} of {block['n_in_scope']})")
     final = run.metrics.final()
     if final:
-        print(f"final: TAg {final['tag']:.2f}  TAw {final['taw']:.2f}  forgetting TAg {final['forgetting_tag']:.2f}  "
-              f"TAw {final['forgetting_taw']:.2f}  -> {args.out / 'metrics.json'}")
+        n = sum(run.metrics.latest.get("n_test", []))
+        print(f"final: TAg {format_accuracy(final['tag'], final.get('tag_ci95'), n)}\n"
+              f"       TAw {format_accuracy(final['taw'], final.get('taw_ci95'), n)}\n"
+              f"       forgetting TAg {final['forgetting_tag']:.2f}  TAw {final['forgetting_taw']:.2f}  "
+              f"-> {args.out / 'metrics.json'}")
     if workspace is not None:
         print(f"workspace: {workspace} ({learner.n_tasks} task(s))")
     return 0
+
+
+def print_task_figures(metrics):
+    """Each learned task's TAw with its 95 % interval and number of test images (after the latest task)."""
+    latest = metrics.latest
+    for j, task in enumerate(metrics.tasks):
+        figure = format_accuracy(metrics.acc_taw[-1][j], latest["taw_ci95"][j], latest["n_test"][j])
+        print(f"    task {j} {task['name']}: TAw {figure}")
 
 
 def scope_blocks(learner, tasks, args, seed):
@@ -225,54 +261,60 @@ def scope_blocks(learner, tasks, args, seed):
     from rerelrp.data import load_dataset
     from rerelrp.scope import evaluate_scope
 
-    foreign = {source: load_dataset(source, root=args.data_root, download=args.download, seed=seed).test.images
+    foreign = {source: load_dataset(source, root=args.data_root, download=args.download, seed=seed,
+                                    group_by=args.group_by).test.images
                for source in args.ood}
     return evaluate_scope(learner, tasks, foreign)
 
 
 def cmd_compare(args):
+    from dataclasses import replace
+
     from tqdm import tqdm
 
     from rerelrp import settings
     from rerelrp.compare import compare, markdown, parse_methods, parse_seeds, plan, write_comparison
-    from rerelrp.data import build_sequence, expand_sources, load_dataset
+    from rerelrp.parallel import TaskRecipe, check
 
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)  # bad names fail before any work
     if args.exemplars_per_class < 1:
         raise ConfigError(f"--exemplars-per-class must be at least 1, not {args.exemplars_per_class}")
+    check(args.jobs, args.threads, args.cluster)
+    if args.cluster and args.download:
+        raise ConfigError("--download with --cluster: download the files once into the folder the workers share "
+                          "(e.g. 'rerelrp compare ... --download' without --cluster), then give that --data-root")
     params = settings.check(settings.from_options(args))
-    loaded = {}
-
-    def load_tasks(seed):
-        if seed not in loaded:
-            datasets = [load_dataset(s, root=args.data_root, download=args.download, seed=seed)
-                        for s in expand_sources(args.data)]
-            loaded[seed] = build_sequence(datasets, args.tasks)
-        return loaded[seed]
-
-    first = load_tasks(seeds[0])
-    print(f"{len(plan(methods, seeds))} run(s) of {len(first)} tasks: methods {', '.join(methods)}; seeds "
-          f"{', '.join(map(str, seeds))}")
+    recipe = TaskRecipe.of(args.data, args.tasks, args.data_root, args.group_by, args.download)
+    first = None
+    if not args.cluster:  # the data is read here first: bad sources fail (and downloads happen) before any run
+        first = recipe(seeds[0])
+    recipe = replace(recipe, download=False)  # every file is here now; workers never download at once
+    load_tasks = (lambda seed: first if seed == seeds[0] else recipe(seed)) if args.jobs == 1 and first else recipe
+    where = (f"on the Dask scheduler at {args.cluster}" if args.cluster else
+             f"in {args.jobs} worker processes" if args.jobs > 1 else "one after another")
+    print(f"{len(plan(methods, seeds))} run(s)" + (f" of {len(first)} tasks" if first else "") + f" {where}"
+          + (f", {args.threads} torch thread(s) each" if args.threads else "")
+          + f": methods {', '.join(methods)}; seeds {', '.join(map(str, seeds))}")
     args.out.mkdir(parents=True, exist_ok=True)
     bars, phases = {}, PhaseBars(not args.quiet)
 
     def on_task(method, seed, learned):
         if (method, seed) not in bars:
-            bars[method, seed] = tqdm(total=len(first), desc=f"{method} seed {seed}", unit="task", disable=args.quiet,
-                                      file=sys.stderr)
+            bars[method, seed] = tqdm(total=len(first) if first else None, desc=f"{method} seed {seed}", unit="task",
+                                      disable=args.quiet, file=sys.stderr)
         bars[method, seed].update(learned - bars[method, seed].n)
 
     def on_run(record):
         if (record["method"], record["seed"]) in bars:
             bars.pop((record["method"], record["seed"])).close()
         f = record["final"]
-        print(f"{record['method']} seed {record['seed']}: TAg {f['tag']:.2f}  TAw {f['taw']:.2f}  forgetting TAg "
-              f"{f['forgetting_tag']:.2f}  TAw {f['forgetting_taw']:.2f}  stored {record['images_stored']} image(s), "
-              f"{record['bytes_stored'] / 1024:.0f} KiB  ({record['seconds']:.0f} s)")
+        tqdm.write(f"{record['method']} seed {record['seed']}: TAg {f['tag']:.2f}  TAw {f['taw']:.2f}  forgetting TAg "
+                   f"{f['forgetting_tag']:.2f}  TAw {f['forgetting_taw']:.2f}  stored {record['images_stored']} image(s), "
+                   f"{record['bytes_stored'] / 1024:.0f} KiB  ({record['seconds']:.0f} s)")
 
     try:
         result = compare(load_tasks, methods, seeds, params, args.exemplars_per_class, callback=phases,
-                         on_run=on_run, on_task=on_task)
+                         on_run=on_run, on_task=on_task, jobs=args.jobs, threads=args.threads, cluster=args.cluster)
     finally:
         phases.close()
         for bar in bars.values():
@@ -291,7 +333,7 @@ def cmd_predict(args):
     learner, _, _ = load_workspace(resolve_workspace(args.workspace), device=args.device)
     if args.scope_rate is not None:
         learner.set_params(scope_rate=args.scope_rate).check_params()
-    items, skipped = collect(args.paths, args.split)
+    items, skipped = collect(args.paths, args.split, dicom_size=learner.input_size_)
     for skip in skipped:
         print(f"skipped {skip.path}: {skip.reason}", file=sys.stderr)
     if not items:

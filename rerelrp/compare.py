@@ -16,13 +16,15 @@ import time
 import numpy as np
 import torch
 
+import rerelrp.settings as settings
 from rerelrp.base import Prediction
+from rerelrp.baselines import BASELINES
 from rerelrp.errors import ConfigError
+from rerelrp.learner import ReReLRP
 from rerelrp.metrics import RunMetrics, evaluate_tasks
 from rerelrp.progress import Reporter
 
 METHODS = ("rerelrp", "rerelrp-maxsoftmax", "finetune", "ewc", "lwf", "icarl", "replay", "joint")
-DEFAULT_METHODS = METHODS
 ABLATION = "rerelrp-maxsoftmax"
 
 
@@ -74,19 +76,18 @@ class MostConfidentSubnetwork:
 
 
 def _learner(method, params, exemplars_per_class):
+    """The learner of ``method`` with the shared settings that apply to it (and the exemplar budget where it keeps images)."""
     if method == "rerelrp":
-        from rerelrp.learner import ReReLRP
-
         return ReReLRP(**params)
-    from rerelrp.baselines import make_baseline
-
-    return make_baseline(method, exemplars_per_class=exemplars_per_class, **params)
+    cls = BASELINES[method]
+    extra = {"exemplars_per_class": exemplars_per_class} if "exemplars_per_class" in cls.extra_params else {}
+    return cls(**settings.for_method(params, method), **extra)
 
 
 def _stored(method, learner):
     """``(images, bytes)`` a method keeps after the last task."""
     if method in ("rerelrp", ABLATION):
-        return 0, int(sum(h["stored_bytes"] for h in learner.history_))  # relevance rows of every task
+        return 0, int(sum(h.stored_bytes for h in learner.history_))  # relevance rows of every task
     return learner.stored()
 
 
@@ -133,26 +134,37 @@ def plan(methods, seeds):
 
 
 def compare(load_tasks, methods, seeds, params, exemplars_per_class=20, callback=None, stop=None, on_run=None,
-            on_task=None):
+            on_task=None, jobs=1, threads=None, cluster=None):
     """Run every method for every seed; ``load_tasks(seed)`` gives the task sequence of a seed.
 
     ``on_run(record)`` receives each finished run record, ``on_task(method, seed, k)`` the
     number of tasks a run has learned (0 when it starts). Returns the comparison (``runs`` and what they were run with).
+
+    Where the runs run (:mod:`rerelrp.parallel`): here, one after another, with ``jobs=1``; in
+    ``jobs`` worker processes, or on the Dask scheduler at ``cluster`` (``tcp://HOST:PORT``), as
+    many at once as there are workers. ``threads`` torch threads per run (``None``: as they are;
+    the same figures need the same count). Away from this process ``load_tasks`` should be a
+    :class:`rerelrp.parallel.TaskRecipe`, so that each worker loads the data itself; ``callback``
+    (phase progress) reaches only runs in this process, ``on_task`` and ``stop`` every run.
     """
+    from rerelrp import parallel
+
     methods, seeds = parse_methods(methods), parse_seeds(seeds)
     runs, names = [], None
-    for method, seed, also in plan(methods, seeds):
-        tasks = load_tasks(seed)
-        names = [t.name for t in tasks]
-        for record in run_method(method, tasks, params, seed, exemplars_per_class, also, callback, stop,
-                                 on_task=(lambda i, m=method, s=seed: on_task(m, s, i)) if on_task else None):
+    for records, task_names in parallel.fan_out(load_tasks, plan(methods, seeds), params, exemplars_per_class, jobs,
+                                                threads, cluster, callback, stop, on_task):
+        names = names or task_names
+        for record in records:
             runs.append(record)
             if on_run:
                 on_run(record)
     order = {m: k for k, m in enumerate(methods)}
     runs.sort(key=lambda r: (order[r["method"]], r["seed"]))
-    return {"methods": methods, "seeds": seeds, "tasks": names, "settings": dict(params),
-            "exemplars_per_class": exemplars_per_class, "runs": runs}
+    result = {"methods": methods, "seeds": seeds, "tasks": names, "settings": dict(params),
+              "exemplars_per_class": exemplars_per_class, "runs": runs}
+    if threads is not None:
+        result["threads"] = threads  # torch threads per run: the figures are those of this count
+    return result
 
 
 def summary(result):

@@ -6,9 +6,13 @@ allowed, and each is checked (every tree's node arrays bounded) before it can pr
 """
 from __future__ import annotations
 
+import io
+import zipfile
+
 import numpy as np
 
 TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' default-trusted types; every tree is validated
+MAX_UNPACKED = 1 << 30  # bytes a recogniser file may unpack to (a forest of 100 trees on 2,048 rows: about 25 MB)
 
 
 def dumps(estimator):
@@ -23,6 +27,7 @@ def loads(data):
     from sklearn.ensemble import RandomForestClassifier
     from skops.io.exceptions import UntrustedTypesFoundException
 
+    _check_unpacked_size(data)
     try:  # skops audits every type in the file before it constructs anything
         model = skops.io.loads(data, trusted=TRUSTED)
     except UntrustedTypesFoundException as exc:
@@ -40,6 +45,19 @@ def loads(data):
     except (AttributeError, TypeError, ValueError) as exc:
         raise ValueError(f"holds an invalid recogniser: {exc}; refused") from None
     return model
+
+
+def _check_unpacked_size(data):
+    """A skops file is a zip: one that would unpack to more than ``MAX_UNPACKED`` (a zip bomb) is refused unread.
+
+    zipfile stops every member at the size its directory declares, so the declared sizes bound what is read."""
+    try:
+        declared = sum(info.file_size for info in zipfile.ZipFile(io.BytesIO(data)).infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"is not a skops file (not a readable zip archive: {exc}); refused without running anything") from None
+    if declared > MAX_UNPACKED:
+        raise ValueError(f"would unpack to {declared:,} bytes, more than the {MAX_UNPACKED:,} a recogniser needs; refused "
+                         "without loading it (the file may be crafted to exhaust memory)")
 
 
 def check_forest(forest):

@@ -13,7 +13,14 @@ CHUNK = 2048
 
 
 def _convert(x, size):
-    """uint8 tensor (N, H, W, C) -> float (N, 3, size, size), on x's device."""
+    """uint8 tensor (N, H, W, C) -> float (N, 3, size, size), on x's device.
+
+    Float input is taken as network input already (``images.network_inputs`` resizes images of
+    different sides one by one with this same function) and passed through unchanged."""
+    if x.is_floating_point():
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
+            raise ValueError(f"float network inputs must be (N, 3, {size}, {size}), not {tuple(x.shape)}")
+        return x.float().contiguous()
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -25,7 +32,9 @@ def _convert(x, size):
 
 
 def to_input(images, size):
-    """(N, H, W, C) uint8 (numpy or torch) -> (N, 3, size, size) float32; gray is repeated to three channels."""
+    """(N, H, W, C) uint8 (numpy or torch) -> (N, 3, size, size) float32; gray is repeated to three channels.
+
+    (N, 3, size, size) float input is returned as it is (see :func:`_convert`)."""
     if isinstance(images, torch.Tensor):
         parts = [images[start : start + CHUNK] for start in range(0, len(images), CHUNK)]
     else:

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from rerelrp.errors import RerelrpError, StopRequested
 from rerelrp.progress import PHASES, Progress
 
-STATES = ("idle", "running", "done", "stopped", "failed")
-
 
 @dataclass
 class JobSnapshot:

@@ -9,20 +9,23 @@ task is kept once ``add_task`` returns: the relevance rows in ``store_`` replace
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from rerelrp.base import Prediction, TaskSequenceLearner
-from rerelrp.device import flush_denormals
+from rerelrp.device import flush_denormals, resolve_device
 from rerelrp.errors import ConfigError
+from rerelrp.fitted_state import rebuild
 from rerelrp.inputs import ImageSource, LazyInputs
-from rerelrp.nets import build_net, grow_layer
+from rerelrp.nets import grow_layer
 from rerelrp.progress import Reporter
 from rerelrp.pruning import search_cut
 from rerelrp.recognition import RelevanceStore, fit_recognizer, signals
-from rerelrp.scope import input_statistics, knn_distance, scaled
+from rerelrp.scope import N_STATISTICS, scope_distance, scope_statistics
 from rerelrp.subnetworks import Explanation, SubnetworkRunner
+from rerelrp.task_report import TaskReport
 from rerelrp.training import Schedule, class_weights, head_loss, recalibrate_batchnorm, train
 from rerelrp.units import Freezer, UnitLedger
 
@@ -31,23 +34,24 @@ SEARCH_RECALIBRATION = 512  # training images that give each candidate cut its B
 __all__ = ["Explanation", "Prediction", "ReReLRP"]
 
 
+@dataclass
+class Trained:
+    """What training one task hands to the steps after it (never kept on the learner)."""
+
+    curve: list  # one dict per epoch
+    freezer: Freezer  # keeps old units exact while BatchNorm statistics are recomputed
+    recalibrated: bool  # BatchNorm statistics were recomputed on training images (pruning does the same)
+
+
 class ReReLRP(TaskSequenceLearner):
     """Replay-free class-incremental learner that remembers and recognises tasks with LRP."""
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.net_ = None
-        self.ledger_ = None
-        self.store_ = None
-        self.recognizers_ = []
-        self.history_ = []  # one report per learned task
 
     # ------------------------------------------------------------------ learning
     def add_task(self, task, callback=None, stop=None):
         """Learn ``task``; returns self (its report is ``history_[-1]``). On stop or error nothing changes."""
         self.check_params()
         self._check_task(task)
-        snapshot = self.export_state() if self.tasks_ else None
+        snapshot = self.export_state() if self.n_tasks else None
         try:
             with flush_denormals():
                 self._add_task(task, Reporter(callback, stop, task=self.n_tasks))
@@ -58,11 +62,10 @@ class ReReLRP(TaskSequenceLearner):
 
     def _add_task(self, task, report):
         t = self.n_tasks
-        torch.manual_seed(self.seed * 10007 + t)
-        if self.net_ is None:
-            self.net_ = build_net(self.net, self.input_size).to(self._torch_device())
-            self.ledger_ = UnitLedger(self.net_.layer_sizes)
-            self.store_ = RelevanceStore()
+        torch.manual_seed(self.task_seed(t))
+        if not t:
+            self._begin(task)
+            self.ledger_, self.store_, self.recognizers_ = UnitLedger(self.net_.layer_sizes), RelevanceStore(), []
         rng = np.random.default_rng([self.seed, t])
         grown = self._grow(t)
         self.net_.add_head(task.n_classes)
@@ -70,7 +73,7 @@ class ReReLRP(TaskSequenceLearner):
         seconds = {}
 
         clock = time.perf_counter()
-        curve = self._train(task, t, report)
+        trained = self._train(task, t, report)
         val_full, learned_nothing = self._check_learned(task, t)
         if learned_nothing:
             report("warning", 1, 1, learned_nothing)
@@ -81,8 +84,8 @@ class ReReLRP(TaskSequenceLearner):
         seconds["relevance"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        pruned = self._prune(task, t, scores, rng, report)
-        kept_acc = self._settle(task, t, pruned.kept)
+        pruned = self._prune(task, t, scores, rng, report, trained)
+        kept_acc = self._settle(task, t, pruned.kept, trained)
         self.ledger_.add(pruned.kept)
         seconds["prune"] = time.perf_counter() - clock
 
@@ -90,15 +93,12 @@ class ReReLRP(TaskSequenceLearner):
         self._remember(task, t, rng, report)
         seconds["recognizer"] = time.perf_counter() - clock
 
-        self.history_.append({
-            "task": t,
-            "name": task.name,
-            "classes": list(task.class_names),
-            "seconds": seconds,
-            "grown": grown,
-            "train_curve": curve,
-            "recalibrated": self._recalibrated,
-            "prune": {
+        params = self.get_params()
+        self.history_.append(TaskReport(
+            task=t, name=task.name, classes=list(task.class_names), seconds=seconds, train_curve=trained.curve,
+            settings=params, schedule=Schedule.of(params).plan(len(task.train)), stored_bytes=self.store_.nbytes_of_task(t),
+            grown=grown, recalibrated=trained.recalibrated,
+            prune={
                 "val_acc_full": val_full,
                 "val_acc_kept": kept_acc,
                 "search_images": pruned.n_images,
@@ -109,9 +109,7 @@ class ReReLRP(TaskSequenceLearner):
                 "shortfall": pruned.shortfall,
                 "kept_units": {name: int(k.sum()) for name, k in self.ledger_.task(t).items()},
             },
-            "stored_bytes": self.store_.nbytes_of_task(t),
-            "warnings": ([learned_nothing] if learned_nothing else []) + self._capacity_warnings(self.capacity()),
-        })
+            warnings=([learned_nothing] if learned_nothing else []) + self._capacity_warnings(self.capacity())))
         report("done", 1, 1, f"task {t} learned", seconds=seconds)
 
     def _grow(self, t):
@@ -123,7 +121,7 @@ class ReReLRP(TaskSequenceLearner):
             return {}
         layers = {layer.name: layer for layer in self.net_.unit_layers}
         grown = {}
-        generator = torch.Generator().manual_seed(self.seed * 10007 + t)
+        generator = torch.Generator().manual_seed(self.task_seed(t))
         for name, n_new in self.ledger_.free_deficit(self.min_free).items():
             layer = layers[name]
             if not layer.growable:
@@ -148,28 +146,27 @@ class ReReLRP(TaskSequenceLearner):
         return warnings
 
     def _runner(self):
-        return SubnetworkRunner(self.net_, self.ledger_, self.offsets_, self.composite, self._torch_device())
+        return SubnetworkRunner(self.net_, self.ledger_, self.offsets_, self.composite, self.device_)
 
     def _train(self, task, t, report):
-        device = self._torch_device()
+        device = self.device_
         lo, hi = self.offsets_[t], self.offsets_[t + 1]
-        source = ImageSource([task.train.images], self.input_size, device)
+        source = ImageSource([task.train.images], self.input_size_, device)
         labels = torch.as_tensor(task.train.labels, device=device)
-        x_val = LazyInputs(task.val.images, self.input_size)
+        x_val = LazyInputs(task.val.images, self.input_size_)
         y_val = torch.as_tensor(task.val.labels)
-        self._freezer = Freezer(self.net_, self.ledger_, new_head=t)
+        freezer = Freezer(self.net_, self.ledger_, new_head=t)
         runner = self._runner()
-        generator = torch.Generator().manual_seed(self.seed * 10007 + t)
+        generator = torch.Generator().manual_seed(self.task_seed(t))
         weights = class_weights(task.train.labels, task.n_classes) if self.class_balance else None
-        curve = train(self.net_, self._freezer.trainable(self.net_), source, labels, Schedule.of(self.get_params()),
-                      head_loss(slice(lo, hi), weights), generator, report, hooks=self._freezer,
+        curve = train(self.net_, freezer.trainable(), source, labels, Schedule.of(self.get_params()),
+                      head_loss(slice(lo, hi), weights), generator, report, hooks=freezer,
                       validate=lambda: runner.scores(x_val, y_val, t))
-        self._recalibrated = False
-        if self.recalibrate:
-            self._recalibrated = self._recalibrate_if_better(source, generator, lambda: runner.scores(x_val, y_val, t))
-        return curve
+        recalibrated = self.recalibrate and self._recalibrate_if_better(
+            source, freezer, generator, lambda: runner.scores(x_val, y_val, t))
+        return Trained(curve, freezer, bool(recalibrated))
 
-    def _recalibrate_if_better(self, source, generator, scores):
+    def _recalibrate_if_better(self, source, freezer, generator, scores):
         """BatchNorm statistics recomputed on training images, kept only if validation agrees.
 
         After a few dozen steps the running statistics are far from the data (the 28 CT : 150 MR
@@ -179,7 +176,7 @@ class ReReLRP(TaskSequenceLearner):
         """
         before = scores()
         saved = {k: v.clone() for k, v in self.net_.state_dict().items() if "running_" in k or "num_batches" in k}
-        recalibrate_batchnorm(self.net_, source, self._freezer, generator=generator)
+        recalibrate_batchnorm(self.net_, source, freezer, generator=generator)
         after = scores()
         if (after["val_acc"], -after["val_loss"]) >= (before["val_acc"], -before["val_loss"]):
             return True
@@ -192,7 +189,7 @@ class ReReLRP(TaskSequenceLearner):
         Balanced accuracy (mean recall over classes) is what is compared with chance: on 28 CT
         against 150 MR, calling everything MR scores 84 % plain accuracy and 50 % balanced.
         """
-        x_val = LazyInputs(task.val.images, self.input_size)
+        x_val = LazyInputs(task.val.images, self.input_size_)
         predicted = self._runner().head_logits(x_val, t).argmax(1).numpy()
         y, k = task.val.labels, task.n_classes
         recalls = [np.mean(predicted[y == c] == c) for c in range(k) if np.any(y == c)]
@@ -205,15 +202,15 @@ class ReReLRP(TaskSequenceLearner):
                 "anyway. Train longer (epochs, min_steps), check the labels, or add images")
         return accuracy, None
 
-    def _settle(self, task, t, kept_flat):
+    def _settle(self, task, t, kept_flat, trained):
         """BatchNorm statistics of task t's pruned sub-network, from its own activations; its validation accuracy."""
-        masks = {name: torch.tensor(k, dtype=torch.float32, device=self._torch_device())[None]
+        masks = {name: torch.tensor(k, dtype=torch.float32, device=self.device_)[None]
                  for name, k in self.ledger_.unflat(kept_flat).items()}
-        if self._recalibrated:
-            source = ImageSource([task.train.images], self.input_size, self._torch_device())
-            generator = torch.Generator().manual_seed(self.seed * 10007 + t)
-            recalibrate_batchnorm(self.net_, source, self._freezer, masks=masks, generator=generator)
-        x_val, y_val = LazyInputs(task.val.images, self.input_size), torch.as_tensor(task.val.labels)
+        if trained.recalibrated:
+            source = ImageSource([task.train.images], self.input_size_, self.device_)
+            generator = torch.Generator().manual_seed(self.task_seed(t))
+            recalibrate_batchnorm(self.net_, source, trained.freezer, masks=masks, generator=generator)
+        x_val, y_val = LazyInputs(task.val.images, self.input_size_), torch.as_tensor(task.val.labels)
         return self._runner().accuracy(x_val, y_val, t, masks)
 
     def _sample(self, split, n, rng):
@@ -228,7 +225,7 @@ class ReReLRP(TaskSequenceLearner):
                 take = max(1, int(round(n * len(members) / len(labels))))
                 index.extend(rng.choice(members, size=min(take, len(members)), replace=False))
             index = np.sort(np.asarray(index))
-        return LazyInputs(split.images[index], self.input_size), torch.as_tensor(labels[index])
+        return LazyInputs(split.images[index], self.input_size_), torch.as_tensor(labels[index])
 
     def _unit_scores(self, task, t, rng, report):
         """Relevance size of every unit for task t, LRP started at the true class, full network."""
@@ -237,24 +234,24 @@ class ReReLRP(TaskSequenceLearner):
         units = self._runner().lrp(x, groups, targets=y, report=report, phase="relevance", full=True).units
         return units.abs().sum(0).numpy()
 
-    def _prune(self, task, t, scores, rng, report):
+    def _prune(self, task, t, scores, rng, report, trained):
         """The kept set of task t, judged on at least ``prune_samples`` images: the validation images,
         topped up with training images when there are fewer, so that 27 validation images do not
         decide alone (training images flatter a cut, so a large validation split decides alone)."""
-        x_eval, y_eval = LazyInputs(task.val.images, self.input_size), torch.as_tensor(task.val.labels)
+        x_eval, y_eval = LazyInputs(task.val.images, self.input_size_), torch.as_tensor(task.val.labels)
         top_up = self.prune_samples - len(y_eval)
         if top_up > 0:
             x_train, y_train = self._sample(task.train, top_up, rng)
             x_eval, y_eval = LazyInputs.cat([x_eval, x_train]), torch.cat([y_eval, y_train])
-        slices, runner, device = self.ledger_.slices, self._runner(), self._torch_device()
-        source = ImageSource([task.train.images], self.input_size, device)
+        slices, runner, device = self.ledger_.slices, self._runner(), self.device_
+        source = ImageSource([task.train.images], self.input_size_, device)
 
         def evaluate(kept):
             masks = {name: torch.tensor(kept[sl], dtype=torch.float32, device=device)[None]
                      for name, sl in slices.items()}
-            if self._recalibrated:  # judge each candidate with its own BatchNorm statistics, as it will be used
-                generator = torch.Generator().manual_seed(self.seed * 10007 + t)  # the same images for every cut
-                recalibrate_batchnorm(self.net_, source, self._freezer, masks=masks, generator=generator,
+            if trained.recalibrated:  # judge each candidate with its own BatchNorm statistics, as it will be used
+                generator = torch.Generator().manual_seed(self.task_seed(t))  # the same images for every cut
+                recalibrate_batchnorm(self.net_, source, trained.freezer, masks=masks, generator=generator,
                                       limit=SEARCH_RECALIBRATION)
             return runner.accuracy(x_eval, y_eval, t, masks)
 
@@ -276,7 +273,7 @@ class ReReLRP(TaskSequenceLearner):
         sizes = self.ledger_.layer_sizes
         kept = self.ledger_.flat(self.ledger_.task(t)) if self.activation_features else None
         self.store_.add_task(t, rows[t], self.n_features, sizes, kept)
-        self.store_.scope_stats.append(input_statistics(x))
+        self.store_.scope_stats.append(scope_statistics(x))
         self.store_.scope.append(self._scope_distances(task, t))
         for m in range(t):
             self.store_.add_ood(m, t, rows[m], sizes)
@@ -293,11 +290,11 @@ class ReReLRP(TaskSequenceLearner):
         Empty without validation images: the task then claims no image (see :mod:`rerelrp.scope`)."""
         if len(task.val) == 0:
             return np.zeros(0, np.float32)
-        x_val = LazyInputs(task.val.images, self.input_size)
+        x_val = LazyInputs(task.val.images, self.input_size_)
         _, acts = self._runner().forward_signals(x_val, t)
         columns = self.store_.activation_columns(t, self.ledger_.layer_sizes) - self.ledger_.n_units
-        rows = np.concatenate([acts[:, columns].numpy(), input_statistics(x_val)], 1)
-        return knn_distance(*scaled(self.store_.scope_reference(t), rows)).astype(np.float32)
+        rows = np.concatenate([acts[:, columns].numpy(), scope_statistics(x_val)], 1)
+        return scope_distance(self.store_.scope_reference(t), rows, N_STATISTICS).astype(np.float32)
 
     # ------------------------------------------------------------------ using the model
     def predict(self, images, memo=None):
@@ -307,7 +304,7 @@ class ReReLRP(TaskSequenceLearner):
         later tasks reuses the LRP of the sub-networks it has seen (see ``SubnetworkRunner.stacked``)."""
         self._check_fitted()
         with flush_denormals():
-            return self._runner().predict(images, self.input_size, self.recognizers_, self.store_, self.class_names_,
+            return self._runner().predict(images, self.input_size_, self.recognizers_, self.store_, self.class_names_,
                                           self.scope_rate, memo=memo)
 
     def explain(self, images, composite=None, top_k=5):
@@ -315,17 +312,17 @@ class ReReLRP(TaskSequenceLearner):
         prediction, all from one LRP pass."""
         self._check_fitted()
         with flush_denormals():
-            return self._runner().explain(images, self.input_size, self.recognizers_, self.store_,
+            return self._runner().explain(images, self.input_size_, self.recognizers_, self.store_,
                                           self.class_names_, composite or self.composite, top_k, self.scope_rate)
 
     def subnetwork_logits(self, images, task):
         """Logits of sub-network ``task`` through its own head (what task-aware accuracy reads)."""
         self._check_fitted()
-        return self._runner().subnetwork_logits(LazyInputs(images, self.input_size), task)
+        return self._runner().subnetwork_logits(LazyInputs(images, self.input_size_), task)
 
     def capacity(self):
         """Per layer: units kept by each task, shared, free (see :meth:`UnitLedger.capacity`)."""
-        if self.ledger_ is None:
+        if not self.n_tasks:
             return []
         return self.ledger_.capacity(warn_below=self.min_free)
 
@@ -344,11 +341,12 @@ class ReReLRP(TaskSequenceLearner):
             "params": self.get_params(),
             "meta": {
                 "arch": self.net_.arch,
+                "input_size": self.net_.input_size,
                 "layer_sizes": [[name, int(n)] for name, n in layer_sizes.items()],
                 "head_sizes": [len(t["classes"]) for t in self.tasks_],
                 "input_blocks": self.net_.input_blocks(),
                 "tasks": list(self.tasks_),
-                "history": list(self.history_),
+                "history": [report.to_dict() for report in self.history_],
             },
             "tensors": {k: v.detach().to("cpu").clone().contiguous() for k, v in self.net_.state_dict().items()},
             "arrays": arrays,
@@ -370,62 +368,12 @@ class ReReLRP(TaskSequenceLearner):
 
     def _restore(self, state):
         """Make ``state`` (from :meth:`export_state`, or None: nothing learned) the fitted state."""
-        if state is None:
-            self.net_, self.ledger_, self.store_, self.recognizers_, self.tasks_, self.history_ = (
-                None, None, None, [], [], [])
+        if state is None:  # back to unfitted: the fitted attributes go
+            for name in ("device_", "net_", "ledger_", "store_", "recognizers_", "tasks_", "history_"):
+                self.__dict__.pop(name, None)
             return
-        meta, arrays = state["meta"], state["arrays"]
-        tasks, T = meta.get("tasks"), len(meta.get("tasks") or [])
-        if not isinstance(tasks, list) or not tasks or not all(
-                isinstance(t, dict) and isinstance(t.get("classes"), list) and isinstance(t.get("name"), str)
-                for t in tasks):
-            raise ConfigError("meta: no valid task list")
-        sizes = meta.get("layer_sizes")
-        if not (isinstance(sizes, list) and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], str)
-                                                and isinstance(s[1], int) and s[1] > 0 for s in sizes)):
-            raise ConfigError("meta: no valid layer sizes")
-        layer_sizes = dict(sizes)
-        head_sizes = [len(t["classes"]) for t in tasks]
-        if meta.get("head_sizes") != head_sizes or meta.get("arch") != self.net:
-            raise ConfigError("meta: the heads or the network do not match the tasks and settings")
-        net = build_net(self.net, self.input_size, head_sizes)
-        if net.layer_sizes != layer_sizes:
-            net = build_net(self.net, self.input_size, head_sizes, layer_sizes)
-        if list(net.layer_sizes.items()) != list(layer_sizes.items()):
-            raise ConfigError(f"meta: layer sizes {layer_sizes} do not fit a {self.net} network")
-        try:
-            net.set_input_blocks(meta.get("input_blocks") or {})
-        except (ValueError, AttributeError) as exc:
-            raise ConfigError(f"meta: {exc}") from None
-        tensors, expected = state["tensors"], net.state_dict()
-        if set(tensors) != set(expected):
-            missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-            raise ConfigError(f"tensors: do not match the network: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        for key, value in expected.items():
-            if tensors[key].shape != value.shape or tensors[key].dtype != value.dtype:
-                raise ConfigError(f"tensors: {key} has shape {tuple(tensors[key].shape)} {tensors[key].dtype}, "
-                                  f"expected {tuple(value.shape)} {value.dtype}")
-        net.load_state_dict(tensors, strict=True)
-        ledger = UnitLedger(layer_sizes)
-        for name, n in layer_sizes.items():
-            kept = arrays.get(f"kept/{name}")
-            if kept is None or kept.dtype != bool or kept.shape != (T, n):
-                raise ConfigError(f"arrays: kept/{name} is missing or not bool ({T}, {n})")
-            ledger.kept[name] = kept.copy()
-        try:
-            store = RelevanceStore.from_arrays({k: v for k, v in arrays.items() if not k.startswith("kept/")},
-                                               T, layer_sizes)
-        except ValueError as exc:
-            raise ConfigError(f"arrays: {exc}") from None
-        estimators = state.get("estimators") or {}
-        names = [f"recognizer-{m:03d}" for m in range(T - 1)]
-        if sorted(estimators) != names:
-            raise ConfigError(f"estimators: {len(estimators)} recogniser(s) given; {T} tasks need {T - 1}")
-        for m, name in enumerate(names):
-            if estimators[name].n_features_in_ != store.n_columns(m):
-                raise ConfigError(f"estimators: {name} reads {estimators[name].n_features_in_} features, the store "
-                                  f"keeps {store.n_columns(m)}")
-        self.net_ = net.to(self._torch_device()).eval()
-        self.ledger_, self.store_ = ledger, store
-        self.recognizers_ = [estimators[name] for name in names]
-        self.tasks_, self.history_ = list(tasks), list(meta.get("history") or [])
+        fitted = rebuild(state, self.net, self.input_size)
+        self.device_ = resolve_device(self.device)
+        self.net_ = fitted.net.to(self.device_).eval()
+        self.ledger_, self.store_, self.recognizers_ = fitted.ledger, fitted.store, fitted.recognizers
+        self.tasks_, self.history_ = fitted.tasks, fitted.history

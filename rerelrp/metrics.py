@@ -2,10 +2,18 @@
 
 Row i is measured after learning task i, column j is task j's test split (j <= i). Accuracies
 average over tasks (each task counts once, as in FACIL); recognition pools all test images.
+The latest test (after the last learned task) also gives what a clinical reader needs
+(:mod:`rerelrp.clinical`): confusion matrices, per-class sensitivity, specificity, PPV, NPV
+and AUROC, and 95 % intervals of every accuracy.
 """
 from __future__ import annotations
 
 import numpy as np
+
+import rerelrp.clinical as clinical
+
+# what RunMetrics keeps of the latest test only, under the names metrics.json gives them
+LATEST = ("taw_ci95", "tag_ci95", "balanced_accuracy_taw", "ci_unit", "confusion", "per_class")
 
 
 def evaluate_tasks(learner, tasks, report=None, memos=None):
@@ -14,7 +22,9 @@ def evaluate_tasks(learner, tasks, report=None, memos=None):
     ``memos`` (a dict kept between calls for one learner, which must take ``predict(images, memo)``)
     lets testing after each task reuse what the earlier tests computed (see ``ReReLRP.predict``).
     """
-    row = {"tag": [], "taw": [], "recognized": [], "n": []}
+    row = {"tag": [], "taw": [], "recognized": [], "n": [], "taw_ci95": [], "tag_ci95": [], "balanced_accuracy_taw": [],
+           "ci_unit": [], "confusion": {"taw": []}, "per_class": []}
+    tag_true, tag_pred, draws = [], [], []
     for j, task in enumerate(tasks):
         if report:
             report("eval", j + 1, len(tasks), f"testing on task {j} ({task.name})")
@@ -27,7 +37,38 @@ def evaluate_tasks(learner, tasks, report=None, memos=None):
         row["taw"].append(100.0 * float(np.mean(pred.subnet_class[:, j] == y)))
         row["recognized"].append(100.0 * float(np.mean(pred.task == j)))
         row["n"].append(int(len(y)))
+        draws.append(_clinical_figures(row, j, task, pred, learner.offsets_))
+        tag_true.append(learner.offsets_[j] + y)
+        tag_pred.append(pred.global_class)
+    n_seen = int(learner.offsets_[len(tasks)])  # over every class seen, global indices
+    row["confusion"]["tag"] = clinical.confusion(np.concatenate(tag_true), np.concatenate(tag_pred), n_seen).tolist()
+    row["final_ci95"] = {key: _percent(clinical.mean_interval([d[:, col] for d in draws]))
+                         for col, key in enumerate(("taw", "tag"))}
     return row
+
+
+def _percent(ci):
+    return clinical.json_safe([100.0 * v for v in ci])
+
+
+def _clinical_figures(row, j, task, pred, offsets):
+    """Task j's task-aware confusion matrix and per-class rows, and its TAw / TAg intervals (%), into ``row``.
+
+    Patients (``task.test.groups``) are resampled where several images share one. Returns the
+    bootstrap draws (n_boot, 2) of its TAw and TAg accuracy, for the interval of their mean over tasks.
+    """
+    y, groups, k = task.test.labels, getattr(task.test, "groups", None), task.n_classes
+    taw_pred = pred.subnet_class[:, j]
+    correct = np.stack([taw_pred == y, pred.global_class == offsets[j] + y], 1)
+    draws = clinical.accuracy_draws(correct, groups, seed=j)
+    for col, key in enumerate(("taw", "tag")):
+        row[f"{key}_ci95"].append(_percent(clinical.accuracy_interval(correct[:, col], groups, draws=draws[:, col])))
+    row["balanced_accuracy_taw"].append(clinical.json_safe(100.0 * clinical.balanced_accuracy(y, taw_pred)))
+    row["ci_unit"].append("group" if clinical.clustered(groups, len(y)) else "image")
+    row["confusion"]["taw"].append(clinical.confusion(y, taw_pred, k).tolist())
+    proba = None if pred.subnet_proba is None else pred.subnet_proba[:, j, :k]
+    row["per_class"].append(clinical.per_class_rows(y, taw_pred, proba, k, list(task.class_names), groups, seed=j))
+    return draws
 
 
 def forgetting(matrix):
@@ -48,19 +89,23 @@ class RunMetrics:
         self.seconds, self.capacity, self.stored_bytes, self.prune = [], [], [], []
         self.warnings = []  # per task: what the learner warned about (a task that learned nothing, full layers)
         self.out_of_scope = []  # AUROC blocks of data sets of no task (``rerelrp run --ood``; rerelrp.scope)
+        self.latest = {}  # the latest test's figures of LATEST, and its test images per task ("n_test")
+        self.final_ci95 = {}  # {"taw", "tag"}: 95 % interval (%) of the final mean accuracy
 
     def add(self, task_summary, row, eval_seconds, capacity):
-        self.tasks.append({"name": task_summary["name"], "classes": task_summary["classes"]})
+        self.tasks.append({"name": task_summary.name, "classes": task_summary.classes})
         self.acc_tag.append(row["tag"])
         self.acc_taw.append(row["taw"])
         self.recognized.append(row["recognized"])
         pooled = np.dot(row["recognized"], row["n"]) / max(1, sum(row["n"]))
         self.task_recognition.append(float(pooled))
-        self.seconds.append({**task_summary["seconds"], "eval": eval_seconds})
+        self.seconds.append({**task_summary.seconds, "eval": eval_seconds})
         self.capacity.append(capacity)
-        self.stored_bytes.append(task_summary["stored_bytes"])
-        self.prune.append(task_summary["prune"])
-        self.warnings.append(list(task_summary.get("warnings", [])))
+        self.stored_bytes.append(task_summary.stored_bytes)
+        self.prune.append(task_summary.prune)
+        self.warnings.append(list(task_summary.warnings))
+        self.latest = {"n_test": row["n"], **{key: row[key] for key in LATEST}}
+        self.final_ci95 = row["final_ci95"]
 
     def final(self):
         if not self.acc_tag:
@@ -70,6 +115,7 @@ class RunMetrics:
             "taw": float(np.mean(self.acc_taw[-1])),
             "forgetting_tag": forgetting(self.acc_tag),
             "forgetting_taw": forgetting(self.acc_taw),
+            **{f"{key}_ci95": ci for key, ci in self.final_ci95.items()},
         }
 
     def tag_after_each_task(self):
@@ -90,6 +136,7 @@ class RunMetrics:
             "prune": self.prune,
             "warnings": self.warnings,
             **({"out_of_scope": self.out_of_scope} if self.out_of_scope else {}),
+            **self.latest,
         }
 
     @classmethod
@@ -103,4 +150,7 @@ class RunMetrics:
         m.stored_bytes, m.prune = data.get("stored_bytes", []), data.get("prune", [])
         m.warnings = data.get("warnings", [[] for _ in m.tasks])
         m.out_of_scope = data.get("out_of_scope", [])
+        m.latest = {key: data[key] for key in ("n_test", *LATEST) if key in data}  # absent from older metrics.json
+        final = data.get("final", {})
+        m.final_ci95 = {key: final[f"{key}_ci95"] for key in ("taw", "tag") if f"{key}_ci95" in final}
         return m

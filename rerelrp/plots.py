@@ -8,6 +8,7 @@ at zero (blue: negative evidence, red: positive evidence).
 from __future__ import annotations
 
 import colorsys
+import html
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,6 +16,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from rerelrp.images import resize_nearest
+from rerelrp.text import printable
 
 # Tableau-like qualitative colours without grey (grey means "free capacity").
 _PALETTE = (
@@ -47,14 +49,19 @@ def task_colors(n):
     return out
 
 
+def safe(text):
+    """A user-derived name as plotly text: plotly reads <a>, <span style> and entities in titles, ticks and hovers."""
+    return html.escape(printable(text), quote=False)
+
+
 def task_labels(task_names):
     """Unique axis labels ``"0: name"`` (two tasks may share a data set's name)."""
-    return [f"{i}: {name}" for i, name in enumerate(task_names)]
+    return [f"{i}: {safe(name)}" for i, name in enumerate(task_names)]
 
 
 def _layout(fig, title=None, height=None, margin=None, **extra):
     fig.update_layout(
-        title=dict(text=title, x=0.0, xanchor="left") if title else None,
+        title=dict(text=safe(title), x=0.0, xanchor="left") if title else None,
         margin=margin or dict(l=10, r=10, t=50 if title else 20, b=10),
         font=FONT,
         plot_bgcolor="white",
@@ -304,7 +311,7 @@ def heatmap_figure(image, heatmaps, titles, overlay=False, input_title="input"):
     panels = [resize_nearest(_as_rgb(image), shape)]
     panels += [heatmap_rgb(h, image, overlay) for h in heatmaps]
     n = len(panels)
-    fig = make_subplots(rows=1, cols=n, subplot_titles=[input_title] + list(titles), horizontal_spacing=0.02)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[safe(t) for t in [input_title, *titles]], horizontal_spacing=0.02)
     for i, panel in enumerate(panels):
         fig.add_trace(go.Image(z=panel, hovertemplate="x %{x}, y %{y}<extra></extra>"), row=1, col=i + 1)
     # An invisible heatmap carries the colour bar of the relevance scale.
@@ -350,7 +357,7 @@ def sample_grid_figure(images, labels, class_names, per_class=8, seed=0, title=N
         tickmode="array",
         ticks="",
         tickvals=[1 + c * row + (row - 1) / 2 for c in range(n_classes)],
-        ticktext=[str(name)[:28] for name in class_names],
+        ticktext=[safe(str(name)[:28]) for name in class_names],
         showgrid=False,
         zeroline=False,
     )
@@ -374,3 +381,36 @@ def comparison_figure(result, title="TAg after each task (mean ± sd over seeds)
     _layout(fig, title, height=380, xaxis_title="tasks learned", yaxis_title="TAg (%)", yaxis_range=[0, 100])
     fig.update_xaxes(dtick=1)
     return fig
+
+
+# ------------------------------------------------------------------------------- clinical
+def confusion_heatmap(matrix, class_names, title="Confusion matrix"):
+    """Counts of true (rows) against predicted (columns) classes, each cell written as its count and
+    coloured by its share of the true class (a rare class stays readable). Margins follow the label
+    lengths; repeated names (``normal`` of two tasks) get their index so that no two rows merge."""
+    counts = np.asarray(matrix, dtype=np.int64).reshape(len(class_names), len(class_names))
+    labels = [safe(c) for c in class_names]
+    if len(set(labels)) < len(labels):
+        labels = [f"{i}: {c}" for i, c in enumerate(labels)]
+    totals = counts.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(totals > 0, 100.0 * counts / totals, np.nan)
+    longest = max((len(c) for c in labels), default=1)
+    angled = longest > 8 and len(labels) > 2
+    k = max(1, len(labels))
+    fig = go.Figure(
+        go.Heatmap(
+            z=share, x=labels, y=labels, text=counts.astype(str), texttemplate="%{text}",
+            textfont=dict(size=12 if k <= 10 else 9), zmin=0, zmax=100, colorscale="Blues",
+            colorbar=dict(title=dict(text="% of true"), thickness=12),
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text} images (%{z:.1f} % of the true class)<extra></extra>",
+            xgap=1, ygap=1,
+        )
+    )
+    fig.update_yaxes(autorange="reversed", title_text="true class", type="category")
+    fig.update_xaxes(title_text="predicted class", type="category", tickangle=-45 if angled else 0)
+    left = min(320, 30 + 7 * longest)
+    bottom = min(260, 50 + (5 * longest if angled else 0))
+    top = 50 if title else 20
+    return _layout(fig, title, height=max(260, top + bottom + 36 * k),
+                   margin=dict(l=left, r=10, t=top, b=bottom))

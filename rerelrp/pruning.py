@@ -52,8 +52,7 @@ def search_cut(scores, frozen, slices, evaluate, acc_drop, n_val, min_free, on_s
         protected[sl.start + int(np.argmax(scores[sl]))] = True
     order = np.flatnonzero(~protected)
     order = order[np.argsort(scores[order], kind="stable")]
-    # a share of the images judged: on fewer than 100 / acc_drop images no image may be lost (a floor of
-    # one image cost the 28 CT : 150 MR folder one of its 26 test images on two seeds of three)
+    # a share of the images judged: on fewer than 100 / acc_drop images no image may be lost
     tol = float(acc_drop)
     evaluations = 0
     accuracy = {}

@@ -12,24 +12,15 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
+from rerelrp.scope import MOMENTS, N_STATISTICS
+from rerelrp.units import layer_starts, unit_pairs
+
 
 def select_features(id_rows, n_features):
     """The units with the largest mean relevance magnitude on a task's own samples."""
     score = np.abs(id_rows).mean(0)
     n = min(n_features, int((score > 0).sum()) or 1)
     return np.sort(np.argsort(-score, kind="stable")[:n]).astype(np.int64)
-
-
-def layer_starts(layer_sizes):
-    """Flat index of each layer's first unit (layers in network order)."""
-    return np.concatenate([[0], np.cumsum(list(layer_sizes.values()))[:-1]]).astype(np.int64)
-
-
-def unit_pairs(flat, starts):
-    """Flat unit indices as int32 (layer number, unit) pairs."""
-    flat = np.asarray(flat, dtype=np.int64)
-    layer = np.searchsorted(starts, flat, side="right") - 1
-    return np.stack([layer, flat - starts[layer]], axis=1).astype(np.int32).reshape(-1, 2)
 
 
 class RelevanceStore:
@@ -49,7 +40,7 @@ class RelevanceStore:
         self.active = []  # per m: int32 (a, 2), activations
         self.rows = []  # per m: {t: float32 (n, k + a)}
         self.scope = []  # per m: float32 (n_val,) scope distances of task m's validation images (rerelrp.scope)
-        self.scope_stats = []  # per m: float32 (n, 7) input statistics of the images behind rows[m][m]
+        self.scope_stats = []  # per m: float32 (n, 9) input statistics of the images behind rows[m][m] (or 7: older)
 
     def columns(self, m, layer_sizes):
         """Recogniser m's columns in a :func:`signals` array of a network with these layer sizes."""
@@ -130,12 +121,14 @@ class RelevanceStore:
             if m not in rows:
                 raise ValueError(f"rows/{m}/{m} (task {m}'s own rows) is missing")
             store.rows.append(rows)
-            scope = arrays.get(f"scope/{m}", np.zeros(0, np.float32))  # absent in workspaces of rerelrp 0.2.0
-            stats = arrays.get(f"scope_stats/{m}", np.zeros((0, 7), np.float32))
+            scope = arrays.get(f"scope/{m}", np.zeros(0, np.float32))  # absent in workspaces saved before the scope check
+            stats = arrays.get(f"scope_stats/{m}", np.zeros((0, N_STATISTICS), np.float32))
             if scope.dtype != np.float32 or scope.ndim != 1:
                 raise ValueError(f"scope/{m} is {scope.dtype} {scope.shape}, expected float32 (n,)")
-            if stats.dtype != np.float32 or stats.shape[1:] != (7,) or (len(scope) and len(stats) != len(rows[m])):
-                raise ValueError(f"scope_stats/{m} is {stats.dtype} {stats.shape}, expected float32 ({len(rows[m])}, 7)")
+            width_ok = stats.shape[1:] in ((MOMENTS,), (N_STATISTICS,))  # MOMENTS: saved before the layout statistics
+            if stats.dtype != np.float32 or not width_ok or (len(scope) and len(stats) != len(rows[m])):
+                raise ValueError(f"scope_stats/{m} is {stats.dtype} {stats.shape}, "
+                                 f"expected float32 ({len(rows[m])}, {N_STATISTICS}) or ({len(rows[m])}, {MOMENTS})")
             store.scope.append(scope.copy())
             store.scope_stats.append(stats.copy())
         extra = set(arrays) - set(store.to_arrays())

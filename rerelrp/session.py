@@ -22,9 +22,24 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from rerelrp import settings as learner_settings
+import rerelrp.settings as learner_settings
+from rerelrp.compare import compare, parse_methods, parse_seeds, plan
+from rerelrp.data import build_sequence, load_dataset, medical_demo_paths
 from rerelrp.errors import ConfigError, RerelrpError, StopRequested
+from rerelrp.fileio import write_json_atomic
 from rerelrp.jobs import Job
+from rerelrp.learner import ReReLRP
+from rerelrp.runner import SequenceRun, learned_tasks
+from rerelrp.versions import package_versions
+from rerelrp.workspace import (
+    DEFAULT_ROOT,
+    check_target,
+    is_workspace,
+    load_workspace,
+    resolve_workspace,
+    task_fingerprint,
+    workspace_info,
+)
 
 
 class AppState:
@@ -37,7 +52,6 @@ class AppState:
     """
 
     def __init__(self, settings=None, demo="medical", workspace_root=None):
-        from rerelrp.workspace import DEFAULT_ROOT
 
         self.lock = threading.RLock()  # guards state changes
         self.model_lock = threading.Lock()  # serialises predict / explain on the published learner
@@ -63,7 +77,6 @@ class AppState:
     def load_demo(self, kind="medical"):
         """Load a bundled demo and plan it: ``medical`` (chest X-ray, breast ultrasound, blood cells,
         one task each) or ``digits`` (5 tasks of 2 digits). Returns the data sets."""
-        from rerelrp.data import build_sequence, load_dataset, medical_demo_paths
 
         if kind not in ("medical", "digits"):
             raise ConfigError(f"unknown demo {kind!r}: medical or digits")
@@ -123,8 +136,6 @@ class AppState:
 
     # ------------------------------------------------------------ settings and model
     def _new_run(self, tasks):
-        from rerelrp.learner import ReReLRP
-        from rerelrp.runner import SequenceRun
 
         self.run = SequenceRun(ReReLRP(**self.settings), tasks)
 
@@ -175,13 +186,12 @@ class AppState:
 
     def _working_copy(self):
         """A run whose learner and metrics are copies; the planned tasks (images) are shared."""
-        from rerelrp.runner import SequenceRun
 
         with self.lock, self.model_lock:
             learner = copy.deepcopy(self.run.learner)
             per_task = {k: v for k, v in self.settings.items() if not learner_settings.SETTINGS[k].fixed}
             learner.set_params(**per_task).check_params()
-            return SequenceRun(learner, list(self.run.tasks), copy.deepcopy(self.run.metrics))
+            return SequenceRun(learner, list(self.run.tasks), copy.deepcopy(self.run.metrics), workspace=self.workspace)
 
     def _publish(self, work, generation):
         """Make ``work`` the published run, unless the run was reset since the job started."""
@@ -215,13 +225,12 @@ class AppState:
                     work = self._working_copy()
                     i = work.n_learned
                     job.note(f"task {i} ({work.tasks[i].name}): started")
-                    summary = work.step(callback=callback, stop=stop)
-                    self._save(work)
+                    summary = work.step(callback=callback, stop=stop)  # saved to the workspace before it returns
                     if not self._publish(work, generation):
                         raise StopRequested("the run was reset while training; the result was dropped")
                     summaries.append(summary)
                     job.add_result(summary)
-                    job.note(f"task {i} ({summary['name']}): learned in {sum(summary['seconds'].values()):.1f} s")
+                    job.note(f"task {i} ({summary.name}): learned in {sum(summary.seconds.values()):.1f} s")
                     if stop.is_set():
                         break
                 return summaries
@@ -238,7 +247,6 @@ class AppState:
         settings. Each finished run is a job result; the comparison becomes :attr:`comparison` (and
         the workspace's ``compare.json``, which its reports show) when every run is done.
         """
-        from rerelrp.compare import compare, parse_methods, parse_seeds, plan
 
         with self.lock:
             self._check_idle("start a comparison")
@@ -270,8 +278,6 @@ class AppState:
             return job
 
     def _keep_comparison(self, result):
-        from rerelrp.fileio import write_json_atomic
-        from rerelrp.workspace import is_workspace
 
         with self.lock:
             self.comparison = result
@@ -289,7 +295,6 @@ class AppState:
 
     def set_workspace(self, name):
         """Save to workspace ``name`` (a folder under the workspace root, or a path) from now on."""
-        from rerelrp.workspace import check_target, is_workspace, resolve_workspace
 
         self._check_idle("change the workspace")
         path = resolve_workspace(name, self.workspace_root)
@@ -299,11 +304,6 @@ class AppState:
         self.workspace = path
         return path
 
-    def _save(self, work):
-        from rerelrp.workspace import save_workspace
-
-        save_workspace(self.workspace, work.learner, work.metrics, tasks=work.tasks[: work.n_learned])
-
     def open_workspace(self, path):
         """Make the model saved in ``path`` the published run; later tasks are saved there too.
 
@@ -311,15 +311,11 @@ class AppState:
         the fingerprints saved with them); uploads are not stored, so a workspace learned from
         uploads opens for explaining, recognising and reports, but cannot learn further tasks.
         """
-        from rerelrp.data import reload_tasks
-        from rerelrp.runner import SequenceRun
-        from rerelrp.workspace import check_sequence, load_workspace
 
         self._check_idle("open a workspace")
         learner, metrics, meta = load_workspace(path)
         try:
-            tasks, note = reload_tasks(learner.tasks_), None
-            check_sequence(path, learner, meta, tasks)
+            tasks, note = learned_tasks(learner, {**meta, "path": str(path)}), None
         except RerelrpError as exc:
             tasks, note = [], f"the images of the learned tasks are not available ({exc})"
         with self.lock:
@@ -339,8 +335,6 @@ class AppState:
 
     def report_meta(self):
         """What a report says about where the model is kept (the session's workspace, once saved)."""
-        from rerelrp.runner import package_versions
-        from rerelrp.workspace import is_workspace, task_fingerprint, workspace_info
 
         meta = {"name": self.workspace.name, "path": str(self.workspace), "versions": package_versions(),
                 "saved_device": self.learner.describe_device()}

@@ -17,6 +17,7 @@ from rerelrp.errors import ConfigError
 NETS = ("vgg", "vgg11", "lenet", "resnet18")
 COMPOSITES = ("EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1Flat")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MIN_AUTO_INPUT = 28  # "auto" never runs the network below the size its defaults were tuned at (8 px digits run at 28)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class Setting:
     flag: str | None = None
     fixed: bool = False
     label: str | None = None  # what a form calls it (default: the name, capitalised)
+    zero_means: str | None = None  # 0 is allowed beside the bounds and means this (e.g. "auto")
+    rerelrp_only: bool = False  # what only ReReLRP does (LRP, pruning, recognisers): baselines take no such setting
+
+    def applies_to(self, method):
+        return method in ("rerelrp", "rerelrp-maxsoftmax") or not self.rerelrp_only
 
     @property
     def kind(self):
@@ -68,6 +74,8 @@ class Setting:
             if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
                 raise ConfigError(f"{self.name} must be a whole number, not {value!r}")
             value = int(value)
+            if value == 0 and self.zero_means:
+                return 0
         elif kind is float:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ConfigError(f"{self.name} must be a number, not {value!r}")
@@ -79,6 +87,8 @@ class Setting:
         return value
 
     def range_text(self):
+        if self.zero_means:
+            return f"0 ({self.zero_means}) or in [{_num(self.low)}, {_num(self.high)}]"
         if self.low is not None and self.high is not None:
             close = ")" if self.open_high else "]"
             return f"in [{_num(self.low)}, {_num(self.high)}{close}"
@@ -95,10 +105,11 @@ SETTINGS = {s.name: s for s in (
     # the network (fixed by the first task)
     Setting("net", "vgg", "backbone: a small VGG, the paper's VGG11, LeNet or ResNet-18 for small inputs", "network",
             choices=NETS, fixed=True, label="Network"),
-    Setting("input_size", 28, "side of the square network input in pixels; images are resized to it", "network",
-            low=8, high=512, fixed=True, label="Input size (px)"),
+    Setting("input_size", 0, "side of the square network input in pixels; images are resized to it. 0 (auto): the "
+            f"side the first task's images were loaded at, at least {MIN_AUTO_INPUT}", "network",
+            low=8, high=512, fixed=True, label="Input size (px, 0: auto)", zero_means="auto"),
     Setting("composite", "EpsilonPlusFlat", "zennit LRP composite for unit relevance and recognition", "network",
-            choices=COMPOSITES, fixed=True, label="LRP composite"),
+            choices=COMPOSITES, fixed=True, label="LRP composite", rerelrp_only=True),
     Setting("device", "auto", "auto (CUDA, else Apple MPS, else CPU), cpu, cuda or mps", "network",
             choices=DEVICES, pattern=r"cuda:\d+", fixed=True),
     Setting("seed", 0, "seed of every random choice (weights, batches, samples, forests, splits)", "network",
@@ -120,39 +131,55 @@ SETTINGS = {s.name: s for s in (
             "training", label="Best epoch"),
     Setting("recalibrate", True, "recompute BatchNorm statistics on the training images after training and for the "
             "pruned sub-network, so that evaluation sees what training saw", "training",
-            label="Recompute BN stats"),
+            label="Recompute BN stats", rerelrp_only=True),
     # keeping and freeing units
     Setting("acc_drop", 0.25, "accuracy points a task may lose when its least relevant units are dropped",
-            "capacity", low=0.0, high=100.0, label="acc_drop (points)"),
+            "capacity", low=0.0, high=100.0, label="acc_drop (points)", rerelrp_only=True),
     Setting("min_free", 0.2, "share of every layer kept free for later tasks", "capacity",
-            low=0.0, high=1.0, open_high=True, label="Minimum free share per layer"),
+            low=0.0, high=1.0, open_high=True, label="Minimum free share per layer", rerelrp_only=True),
     Setting("prune_samples", 512, "a cut of units is judged on at least this many images: the validation images, "
             "topped up with training images (0: validation images only)", "capacity", low=0, high=1_000_000,
-            label="Images judging a cut"),
+            label="Images judging a cut", rerelrp_only=True),
     Setting("grow", True, "add units to layers whose free share falls below min_free", "capacity",
-            label="Grow full layers"),
+            label="Grow full layers", rerelrp_only=True),
     # remembering and recognising tasks
     Setting("relevance_samples", 512, "training images per task whose LRP ranks the units for pruning", "recognition",
-            low=1, high=1_000_000, label="Relevance samples per task"),
+            low=1, high=1_000_000, label="Relevance samples per task", rerelrp_only=True),
     Setting("recognizer_samples", 2048, "training images per task whose relevance rows are kept for the recognisers",
-            "recognition", low=2, high=1_000_000, label="Recogniser samples per task"),
+            "recognition", low=2, high=1_000_000, label="Recogniser samples per task", rerelrp_only=True),
     Setting("n_features", 40, "relevance features (units) each recogniser reads", "recognition",
-            low=1, high=100_000, flag="features", label="Features per recogniser"),
+            low=1, high=100_000, flag="features", label="Features per recogniser", rerelrp_only=True),
     Setting("activation_features", True, "recognisers also read the activation of every unit the task's sub-network "
-            "keeps (from the same forward pass)", "recognition", label="Unit activations as features"),
+            "keeps (from the same forward pass)", "recognition", label="Unit activations as features", rerelrp_only=True),
     Setting("n_trees", 100, "trees per recogniser forest", "recognition", low=1, high=10_000, flag="trees",
-            label="Trees per forest"),
+            label="Trees per forest", rerelrp_only=True),
     Setting("scope_rate", 0.05, "share of a task's own validation images the out-of-scope check may call out of "
             "scope: it sets each task's threshold (changeable after training)", "recognition", low=0.0, high=0.5,
-            label="Out-of-scope rejection rate"),
+            label="Out-of-scope rejection rate", rerelrp_only=True),
 )}
 GROUPS = {"network": "Network (fixed by the first task)", "training": "Training", "capacity": "Capacity",
           "recognition": "Remembering and recognising tasks"}
 
 
-def defaults():
-    """Every setting at its default."""
-    return {name: s.default for name, s in SETTINGS.items()}
+def network_input_size(input_size, image_side):
+    """The network's input side for the setting ``input_size`` (0: auto) and the first task's loaded image side."""
+    if input_size:
+        return int(input_size)
+    return int(min(max(image_side, MIN_AUTO_INPUT), SETTINGS["input_size"].high))
+
+
+def _int_or_auto(text):
+    return 0 if str(text).strip().lower() == "auto" else int(text)
+
+
+def defaults(method="rerelrp"):
+    """Every setting that applies to ``method``, at its default."""
+    return {name: s.default for name, s in SETTINGS.items() if s.applies_to(method)}
+
+
+def for_method(values, method):
+    """The settings of ``values`` that apply to ``method`` (a baseline takes no LRP, pruning or recogniser setting)."""
+    return {name: value for name, value in values.items() if SETTINGS[name].applies_to(method)}
 
 
 def check(values):
@@ -173,7 +200,8 @@ def add_options(parser):
             parser.add_argument(s.option, dest=s.name, action=argparse.BooleanOptionalAction, default=s.default,
                                 help=s.help)
         else:  # values are checked by check(), so that every refusal says the same thing everywhere
-            parser.add_argument(s.option, dest=s.name, type=s.kind, default=s.default, help=s.help + extra)
+            kind = _int_or_auto if s.zero_means else s.kind
+            parser.add_argument(s.option, dest=s.name, type=kind, default=s.default, help=s.help + extra)
 
 
 def from_options(args):

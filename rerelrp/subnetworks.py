@@ -15,18 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from rerelrp.base import Prediction
+from rerelrp.batching import rows_per_pass
 from rerelrp.inputs import LazyInputs
-from rerelrp.recognition import chain_probabilities, in_task_probability, layer_starts, signals
+from rerelrp.recognition import chain_probabilities, in_task_probability, signals
 from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, subnetwork_masks, unit_activation
-from rerelrp.scope import input_statistics, knn_distance, scaled, scope_scores, threshold
-
-MAX_BATCH = 512  # rows per stacked pass (samples x sub-networks) at 28 px and below
-
-
-def rows_per_pass(input_size):
-    """Rows per stacked pass: 512 up to 28 px, then fewer in proportion to the pixels, so that the
-    activations an LRP pass keeps stay near their 28-px size (512 rows at 128 px took gigabytes)."""
-    return MAX_BATCH if input_size <= 28 else max(16, MAX_BATCH * 28 * 28 // input_size**2)
+from rerelrp.scope import scope_distance, scope_scores, scope_statistics, threshold
+from rerelrp.units import layer_starts, unit_pairs
 
 
 @dataclass
@@ -198,7 +192,7 @@ class SubnetworkRunner:
         if memo is not None and not heatmap:
             starts, logits, units = self._remembered(memo, known, lrp_tasks, starts, logits, units)
         return (starts.numpy(), logits, units.numpy(), torch.cat(heats).numpy() if heatmap else None,
-                input_statistics(x))
+                scope_statistics(x))
 
     def _remembered(self, memo, known, lrp_tasks, starts, logits, units):
         """Put the ``known`` sub-networks' results of ``memo`` before this call's, then remember the
@@ -234,47 +228,46 @@ class SubnetworkRunner:
 
     def scope(self, units, stats, store, rate):
         """Out-of-scope scores (N,) from (N, T, 2U) unit signals and (N, 7) input statistics (see
-        :mod:`rerelrp.scope`); NaN when no task has scope data (a workspace of rerelrp 0.2.0)."""
+        :mod:`rerelrp.scope`); NaN when no task has scope data (a workspace saved before the scope check existed)."""
         sizes = self.ledger.layer_sizes
         distances, thresholds = [], []
         for m in range(self.n_tasks):
             if len(store.scope[m]):
-                rows = np.concatenate([units[:, m, store.activation_columns(m, sizes)], stats], 1)
-                distances.append(knn_distance(*scaled(store.scope_reference(m), rows)))
+                width = store.scope_stats[m].shape[1]  # 7: a task saved before the layout statistics
+                rows = np.concatenate([units[:, m, store.activation_columns(m, sizes)], stats[:, :width]], 1)
+                distances.append(scope_distance(store.scope_reference(m), rows, width))
                 thresholds.append(threshold(store.scope[m], rate))
         if not distances:
             return np.full(len(units), np.nan)
         return scope_scores(np.stack(distances, 1), thresholds)
 
-    def answer(self, subnet_class, units, stats, recognizers, store, class_names, scope_rate):
-        """The task-agnostic :class:`Prediction` from each sub-network's class and unit signals."""
+    def answer(self, subnet_class, logits, units, stats, recognizers, store, class_names, scope_rate):
+        """The task-agnostic :class:`Prediction` from each sub-network's class, (-inf padded) logits and unit signals."""
         p_task = self.recognise(units, recognizers, store)
         task = p_task.argmax(1)
         local = subnet_class[np.arange(len(task)), task]
         glob = self.offsets[task] + local
         score = self.scope(units, stats, store, scope_rate)
         return Prediction(task, local, glob, p_task, subnet_class, [class_names[g] for g in glob],
-                          score, np.nan_to_num(score, nan=0.0) > 1.0)
+                          score, np.nan_to_num(score, nan=0.0) > 1.0, subnet_proba=torch.softmax(logits, -1).numpy())
 
     def predict(self, images, input_size, recognizers, store, class_names, scope_rate, memo=None):
-        subnet_class, _, units, _, stats = self.stacked(images, input_size, memo=memo)
-        return self.answer(subnet_class, units, stats, recognizers, store, class_names, scope_rate)
+        subnet_class, logits, units, _, stats = self.stacked(images, input_size, memo=memo)
+        return self.answer(subnet_class, logits, units, stats, recognizers, store, class_names, scope_rate)
 
     def explain(self, images, input_size, recognizers, store, class_names, composite, top_k, scope_rate):
         subnet_class, logits, units, heats, stats = self.stacked(images, input_size, heatmap=True, composite=composite)
         relevance = units[..., : self.ledger.n_units]
         prob = torch.softmax(logits, -1).gather(-1, torch.as_tensor(subnet_class)[..., None])[..., 0].numpy()
-        names = list(self.ledger.layer_sizes)
-        first_unit = np.cumsum([0] + [self.ledger.layer_sizes[n] for n in names])
+        names, starts = list(self.ledger.layer_sizes), layer_starts(self.ledger.layer_sizes)
         top = []
         for i in range(len(units)):
             per_task = []
             for m in range(self.n_tasks):
                 best = np.argsort(-relevance[i, m])[:top_k]
-                layer_of = np.searchsorted(first_unit, best, "right") - 1
-                per_task.append([(names[li], int(u - first_unit[li]), float(relevance[i, m, u]))
-                                 for li, u in zip(layer_of, best)])
+                per_task.append([(names[layer], int(unit), float(relevance[i, m, u]))
+                                 for (layer, unit), u in zip(unit_pairs(best, starts), best)])
             top.append(per_task)
         return Explanation(heats, subnet_class, prob, top,
-                           self.answer(subnet_class, units, stats, recognizers, store, class_names, scope_rate),
+                           self.answer(subnet_class, logits, units, stats, recognizers, store, class_names, scope_rate),
                            composite)

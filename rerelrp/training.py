@@ -17,8 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 
+from rerelrp.batching import rows_per_pass
 from rerelrp.inputs import random_shift
+from rerelrp.relevance import subnetwork_masks
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,12 @@ class Schedule:
         """The schedule of a settings dict (extra keys ignored)."""
         return cls(**{k: params[k] for k in cls.__dataclass_fields__})
 
+    def plan(self, n):
+        """What training ``n`` images will run: epochs after the step floor, steps per epoch, steps in all."""
+        epochs, steps_per_epoch = epochs_for(self, n)
+        return {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "steps": epochs * steps_per_epoch,
+                "epochs_set": self.epochs, "min_steps": self.min_steps}
+
 
 class NoHooks:
     """Hooks around an optimiser step that do nothing (methods without frozen parameters)."""
@@ -56,6 +65,46 @@ def epochs_for(schedule, n):
     return max(schedule.epochs, int(np.ceil(schedule.min_steps / steps_per_epoch))), steps_per_epoch
 
 
+class _Stepper:
+    """One pass over the training images in a seeded order: optimiser steps, the hooks around each one."""
+
+    def __init__(self, net, source, labels, schedule, loss_fn, optimizer, scheduler, hooks, generator):
+        self.net, self.source, self.labels, self.schedule, self.loss_fn = net, source, labels, schedule, loss_fn
+        self.optimizer, self.scheduler, self.hooks, self.generator = optimizer, scheduler, hooks, generator
+
+    def epoch(self, on_step=None):
+        """``(summed loss weighted by batch size, correct predictions)`` of one epoch."""
+        net, schedule, n = self.net, self.schedule, len(self.source)
+        net.train()
+        order = torch.randperm(n, generator=self.generator).to(self.labels.device)
+        # kept on the device and read once per epoch: reading them every step would make a GPU
+        # wait for the host once per batch
+        losses, sizes, hits = [], [], []
+        for step, start in enumerate(range(0, n, schedule.batch_size)):
+            index = order[start : start + schedule.batch_size]
+            if len(index) < 2:  # BatchNorm needs two samples
+                continue
+            x = random_shift(self.source.batch(index), schedule.augment_shift, self.generator)
+            y = self.labels[index]
+            loss, logits = self.loss_fn(net, x, y, index)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.hooks.before_step()
+            self.optimizer.step()
+            self.hooks.after_step()
+            self.scheduler.step()
+            losses.append(loss.detach())
+            sizes.append(len(index))
+            hits.append((logits.argmax(1) == y).sum())
+            if on_step:
+                on_step(step + 1)
+        net.eval()
+        total_loss = 0.0
+        for value, size in zip(torch.stack(losses).tolist() if losses else [], sizes):
+            total_loss += value * size  # in Python floats, in step order: the sums of before, bit for bit
+        return total_loss, int(torch.stack(hits).sum()) if hits else 0
+
+
 def train(net, parameters, source, labels, schedule, loss_fn, generator, report=None, hooks=None, validate=None):
     """Train ``net`` on ``source`` (an :class:`~rerelrp.inputs.ImageSource`) with ``labels`` (LongTensor).
 
@@ -67,43 +116,18 @@ def train(net, parameters, source, labels, schedule, loss_fn, generator, report=
     """
     hooks = hooks or NoHooks()
     n = len(source)
-    device = labels.device
     optimizer = torch.optim.SGD(parameters, lr=schedule.lr, momentum=schedule.momentum,
                                 weight_decay=schedule.weight_decay)
     epochs, steps_per_epoch = epochs_for(schedule, n)
     total = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     curve, best, best_state, best_index = [], None, None, None
+    step = _Stepper(net, source, labels, schedule, loss_fn, optimizer, scheduler, hooks, generator)
     for epoch in range(epochs):
-        net.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        # kept on the device and read once per epoch: reading them every step would make a GPU
-        # wait for the host once per batch
-        losses, sizes, hits = [], [], []
-        for step, start in enumerate(range(0, n, schedule.batch_size)):
-            index = order[start : start + schedule.batch_size]
-            if len(index) < 2:  # BatchNorm needs two samples
-                continue
-            x = random_shift(source.batch(index), schedule.augment_shift, generator)
-            y = labels[index]
-            loss, logits = loss_fn(net, x, y, index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            hooks.before_step()
-            optimizer.step()
-            hooks.after_step()
-            scheduler.step()
-            losses.append(loss.detach())
-            sizes.append(len(index))
-            hits.append((logits.argmax(1) == y).sum())
-            if report:
-                report("train", epoch * steps_per_epoch + step + 1, total, f"epoch {epoch + 1}/{epochs}")
-        net.eval()
-        total_loss = 0.0
-        for value, size in zip(torch.stack(losses).tolist() if losses else [], sizes):
-            total_loss += value * size  # in Python floats, in step order: the sums of before, bit for bit
-        correct = int(torch.stack(hits).sum()) if hits else 0
-        point = {"epoch": epoch + 1, "loss": total_loss / n, "train_acc": 100.0 * correct / n}
+        on_step = (lambda k, e=epoch: report("train", e * steps_per_epoch + k, total, f"epoch {e + 1}/{epochs}")) \
+            if report else None
+        loss, correct = step.epoch(on_step)
+        point = {"epoch": epoch + 1, "loss": loss / n, "train_acc": 100.0 * correct / n}
         if validate is not None:
             point.update(validate())
             score = (point["val_acc"], -point.get("val_loss", 0.0))
@@ -134,8 +158,6 @@ def recalibrate_batchnorm(net, source, hooks=None, masks=None, limit=2048, batch
     Batches are of 256 images up to 28 px and fewer above (24 at 128 px), so that one batch's
     activations do not set the peak memory of a whole run.
     """
-    from rerelrp.relevance import subnetwork_masks
-    from rerelrp.subnetworks import rows_per_pass
 
     batch_size = batch_size or min(256, rows_per_pass(source.size))
 
@@ -167,9 +189,13 @@ def recalibrate_batchnorm(net, source, hooks=None, masks=None, limit=2048, batch
 
 
 def class_weights(labels, n_classes):
-    """Cross-entropy weights inverse to class frequency (1 for every class of a balanced set)."""
-    counts = np.bincount(np.asarray(labels), minlength=n_classes).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    """Cross-entropy weights inverse to class frequency (scikit-learn's "balanced"; 0 for a class without images)."""
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    weights = np.zeros(n_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    if len(present) < n_classes:  # sklearn spreads the images over the classes present; the absent ones count too
+        weights *= len(present) / n_classes
     return torch.as_tensor(weights, dtype=torch.float32)
 
 

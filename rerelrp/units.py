@@ -14,6 +14,18 @@ import numpy as np
 import torch
 
 
+def layer_starts(layer_sizes):
+    """Flat index of each layer's first unit (layers in network order)."""
+    return np.concatenate([[0], np.cumsum(list(layer_sizes.values()))[:-1]]).astype(np.int64)
+
+
+def unit_pairs(flat, starts):
+    """Flat unit indices as int32 (layer number, unit) pairs."""
+    flat = np.asarray(flat, dtype=np.int64)
+    layer = np.searchsorted(starts, flat, side="right") - 1
+    return np.stack([layer, flat - starts[layer]], axis=1).astype(np.int32).reshape(-1, 2)
+
+
 class UnitLedger:
     """Kept sets of every task, layer by layer, and the capacity they leave.
 
@@ -36,11 +48,8 @@ class UnitLedger:
     @property
     def slices(self):
         """Where each layer's units sit in the flat unit vector used by relevance and pruning."""
-        out, start = {}, 0
-        for name, n in self.layer_sizes.items():
-            out[name] = slice(start, start + n)
-            start += n
-        return out
+        return {name: slice(int(start), int(start) + n)
+                for (name, n), start in zip(self.layer_sizes.items(), layer_starts(self.layer_sizes))}
 
     @property
     def n_units(self):
@@ -130,7 +139,7 @@ class Freezer:
 
     def __init__(self, net, ledger, new_head):
         frozen = ledger.frozen()
-        self.entries = []
+        self.net, self.entries = net, []
         for layer in net.unit_layers:
             if layer.norm is not None and hasattr(layer.norm, "set_frozen"):
                 layer.norm.set_frozen(frozen[layer.name])
@@ -140,8 +149,9 @@ class Freezer:
         for i, head in enumerate(net.heads):
             head.requires_grad_(i == new_head)
 
-    def trainable(self, net):
-        return [p for p in net.parameters() if p.requires_grad]
+    def trainable(self):
+        """The parameters the optimiser may move (frozen entries inside them are restored after each step)."""
+        return [p for p in self.net.parameters() if p.requires_grad]
 
     def before_step(self):
         """Zero the gradients of frozen entries, so the optimiser's state never builds up on them."""

@@ -19,8 +19,12 @@ Saving writes a new snapshot into a temporary folder, fsyncs it, renames it into
 replaces ``CURRENT`` atomically; a crash or kill at any moment leaves the previous snapshot named
 by ``CURRENT`` and loadable. Loading verifies every checksum, then parses only data formats
 (JSON, safetensors, skops limited to the expected types, with every tree checked before use), so
-opening a workspace someone sent cannot run code. No image and no patient attribute is stored:
-tasks are described by names, sizes, file hashes and pixel fingerprints (hashes).
+opening a workspace someone sent cannot run code. Nor can it hang or exhaust memory: only regular
+files are read (a link, FIFO or device is refused before it is opened), each within a size limit
+(the manifest's, capped by ``MAX_FILE_BYTES``), JSON at most ``fileio.MAX_JSON_DEPTH`` levels deep,
+and the network ``learner.json`` describes is checked shape for shape against
+``network.safetensors`` before a tensor of it is allocated. No image and no patient attribute is
+stored: tasks are described by names, sizes, file hashes and pixel fingerprints (hashes).
 """
 from __future__ import annotations
 
@@ -29,23 +33,46 @@ import json
 import os
 import re
 import shutil
+import stat
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from rerelrp import estimator_io
 from rerelrp.errors import ConfigError, WorkspaceError
-from rerelrp.fileio import fsync_dir, json_bytes, sha256_bytes, write_bytes_atomic, write_bytes_durable
+from rerelrp.fileio import (
+    RefusedFile,
+    fsync_dir,
+    json_bytes,
+    parse_json,
+    read_regular,
+    sha256_bytes,
+    sha256_regular,
+    write_bytes_atomic,
+    write_bytes_durable,
+)
+from rerelrp.learner import ReReLRP
+from rerelrp.metrics import RunMetrics
+from rerelrp.nets import build_net
+from rerelrp.text import printable
+from rerelrp.versions import package_versions
 
 FORMAT = "rerelrp-workspace"
-FORMAT_VERSION = 2  # 2: files from the learner's export_state (rerelrp 0.2); 1: rerelrp 0.1
+FORMAT_VERSION = 3  # 3: typed task reports, nine scope statistics, the input size; 2: rerelrp 0.2; 1: rerelrp 0.1
+OLDEST_READABLE = 2  # format 2 opens as it is (seven scope statistics, task reports without settings)
 DEFAULT_ROOT = "./workspaces"
 KEEP_SNAPSHOTS = 2  # the current snapshot and the one before it
 _SNAPSHOT_RE = re.compile(r"^snap-(\d{6})$")
 _FILE_RE = re.compile(r"^(manifest|learner|metrics)\.json$|^(network|arrays)\.safetensors$"
                       r"|^estimators/[a-z][a-z0-9-]{0,63}\.skops$")
 _MAX_JSON = 64 << 20
+_MAX_POINTER = 64 << 10  # CURRENT is a few lines
+MAX_FILE_BYTES = 8 << 30  # one weights or recogniser file (VGG11 at 224 px with grown layers: under 1 GiB)
+_MAX_ENTRIES = 4096  # files and folders in one snapshot (a learner of 1,000 tasks has about 1,000)
+MAX_UNITS = 1 << 16  # units of one layer (VGG11's widest has 4,096 before it grows)
+MAX_CLASSES = 100_000  # classes of one task's head
 
 
 def _checkpoint(stage):
@@ -105,12 +132,11 @@ def save_workspace(path, learner, metrics=None, *, tasks=None, extra=None, keep=
     against the data later. ``extra``: JSON-able notes kept as they are (e.g. the data sources
     a run was made from). Returns the workspace path.
     """
-    from rerelrp.learner import ReReLRP
 
     path = Path(path)
     if not isinstance(learner, ReReLRP):
         raise WorkspaceError(path, f"only a ReReLRP learner can be saved, not {type(learner).__name__}")
-    if not learner.tasks_:
+    if not getattr(learner, "tasks_", None):  # an unfitted learner has no tasks_ at all
         raise WorkspaceError(path, "the learner has not learned a task yet; nothing to save")
     check_target(path)
     files = _serialise(learner, metrics, tasks, extra, path)
@@ -176,9 +202,6 @@ def _serialise(learner, metrics, tasks, extra, path):
     import safetensors.numpy
     import safetensors.torch
 
-    from rerelrp import estimator_io
-    from rerelrp.metrics import RunMetrics
-    from rerelrp.runner import package_versions
 
     T = learner.n_tasks
     fingerprints = [None] * T
@@ -222,10 +245,12 @@ def _read_pointer(path):
     path = Path(path)
     if not path.is_dir():
         raise WorkspaceError(path, "no such folder")
-    current = path / "CURRENT"
-    if not current.is_file():
+    if not os.path.lexists(path / "CURRENT"):
+        if (path / "snapshots").is_dir():  # the first save was interrupted before it was committed
+            raise WorkspaceError(path, "has no complete snapshot: nothing learned yet (the first save did not finish); "
+                                       "run again to learn its first task", "CURRENT")
         raise WorkspaceError(path, "not a rerelrp workspace (it has no CURRENT file)", "CURRENT")
-    pointer = _parse_json(path, "CURRENT", current.read_bytes()[: _MAX_JSON + 1])
+    pointer = _parse_json(path, "CURRENT", _read_limited(path, path / "CURRENT", "CURRENT", _MAX_POINTER))
     if not isinstance(pointer, dict) or pointer.get("format") != FORMAT:
         raise WorkspaceError(path, "not a rerelrp workspace pointer", "CURRENT")
     _check_version(path, "CURRENT", pointer.get("format_version"))
@@ -233,9 +258,9 @@ def _read_pointer(path):
     if not isinstance(name, str) or not _SNAPSHOT_RE.match(name):
         raise WorkspaceError(path, f"names the snapshot {name!r}, which is not a snapshot name", "CURRENT")
     snapshot = path / "snapshots" / name
-    if not snapshot.is_dir():
-        raise WorkspaceError(path, f"names snapshot {name}, which is missing", "CURRENT")
-    manifest_bytes = _read(path, snapshot, "manifest.json")
+    for folder, rel in ((path / "snapshots", "snapshots"), (snapshot, f"snapshots/{name}")):
+        _check_folder(path, folder, rel, f"names snapshot {name}, which is missing")
+    manifest_bytes = _read(path, snapshot, "manifest.json", _MAX_JSON)
     if sha256_bytes(manifest_bytes) != pointer.get("manifest_sha256"):
         raise WorkspaceError(path, "checksum mismatch: the manifest was changed after it was saved (corrupt or "
                                    "tampered); restore the workspace from a copy", f"snapshots/{name}/manifest.json")
@@ -252,29 +277,51 @@ def _check_version(path, file, version):
     if version > FORMAT_VERSION:
         raise WorkspaceError(path, f"was written in workspace format {version} by a newer rerelrp; this rerelrp "
                                    f"reads format {FORMAT_VERSION}. Upgrade rerelrp to open it", file)
-    if version < FORMAT_VERSION:
+    if version < OLDEST_READABLE:
         wrote = " (rerelrp 0.1)" if version == 1 else ""
         raise WorkspaceError(path, f"was written in the old workspace format {version}{wrote}; this rerelrp reads "
                                    f"format {FORMAT_VERSION}. Open it with the rerelrp version that wrote it, or train "
                                    "again (see 'Formats' in docs/workspaces-and-reports.md)", file)
 
 
-def _read(path, snapshot, rel):
+def _check_folder(path, folder, rel, missing):
+    """A real folder of the workspace: a link (to anywhere) or a file where a folder belongs is refused."""
     try:
-        return (snapshot / rel).read_bytes()
+        mode = os.lstat(folder).st_mode
     except FileNotFoundError:
-        raise WorkspaceError(path, "file missing (the workspace is incomplete or was tampered with)",
-                             f"snapshots/{snapshot.name}/{rel}") from None
+        raise WorkspaceError(path, missing, rel) from None
     except OSError as exc:
-        raise WorkspaceError(path, f"cannot be read ({exc.strerror})", f"snapshots/{snapshot.name}/{rel}") from None
+        raise WorkspaceError(path, f"cannot be read ({exc.strerror})", rel) from None
+    if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+        raise WorkspaceError(path, "is a link or not a folder; a workspace holds only its own folders and regular "
+                                   "files, so it is refused", rel)
+
+
+def _read_limited(path, file, rel, max_bytes):
+    """The bytes of one workspace file: a regular file of at most ``max_bytes``, else a WorkspaceError naming it."""
+    try:
+        return read_regular(file, max_bytes)
+    except FileNotFoundError:
+        raise WorkspaceError(path, "file missing (the workspace is incomplete or was tampered with)", rel) from None
+    except RefusedFile as exc:
+        raise WorkspaceError(path, str(exc), rel) from None
+    except OSError as exc:
+        raise WorkspaceError(path, f"cannot be read ({exc.strerror or exc})", rel) from None
+
+
+def _read(path, snapshot, rel, max_bytes):
+    where = f"snapshots/{snapshot.name}/{rel}"
+    if "/" in rel:  # estimators/NAME.skops: its folder must be the snapshot's own
+        _check_folder(path, snapshot / rel.rsplit("/", 1)[0], where.rsplit("/", 1)[0], "file missing")
+    return _read_limited(path, snapshot / rel, where, max_bytes)
 
 
 def _parse_json(path, file, data):
     if len(data) > _MAX_JSON:
         raise WorkspaceError(path, "too large for a workspace JSON file", file)
     try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return parse_json(data)
+    except ValueError as exc:
         raise WorkspaceError(path, f"is not valid JSON ({exc}); the file is corrupt", file) from None
 
 
@@ -287,19 +334,47 @@ def _verified_files(path, snapshot, manifest):
     for rel in listed:
         if not isinstance(rel, str) or not _FILE_RE.match(rel):
             raise WorkspaceError(path, f"the manifest lists an unexpected file {rel!r}", f"{where}/manifest.json")
-    present = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if not p.is_dir()} - {"manifest.json"}
+    present = _snapshot_files(path, snapshot, where) - {"manifest.json"}
     unlisted = sorted(present - set(listed))
     if unlisted:
-        raise WorkspaceError(path, f"holds file(s) the manifest does not list: {', '.join(unlisted)} "
+        raise WorkspaceError(path, f"holds file(s) the manifest does not list: {printable(', '.join(unlisted[:20]))} "
                                    "(the workspace was changed after it was saved)", where)
     out = {}
     for rel, entry in listed.items():
-        data = _read(path, snapshot, rel)
-        if not isinstance(entry, dict) or sha256_bytes(data) != entry.get("sha256") or len(data) != entry.get("bytes"):
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        limit = _MAX_JSON if rel.endswith(".json") else MAX_FILE_BYTES
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= limit:
+            raise WorkspaceError(path, f"the manifest gives it a size of {size!r} bytes; at most {limit:,} are allowed",
+                                 f"{where}/{rel}")
+        data = _read(path, snapshot, rel, size)
+        if sha256_bytes(data) != entry.get("sha256") or len(data) != size:
             raise WorkspaceError(path, "checksum mismatch: the file is corrupt or was changed after it was saved; "
                                        "restore the workspace from a copy", f"{where}/{rel}")
         out[rel] = data
     return out
+
+
+def _snapshot_files(path, snapshot, where):
+    """Every entry below the snapshot folder (a bounded walk that follows no link); links and special files refused."""
+    found, pending = set(), [("", snapshot)]
+    while pending:
+        prefix, folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise WorkspaceError(path, f"cannot be listed ({exc.strerror})", f"{where}/{prefix}") from None
+        for entry in entries:
+            rel = prefix + entry.name
+            if len(found) + len(pending) >= _MAX_ENTRIES:
+                raise WorkspaceError(path, f"holds more than {_MAX_ENTRIES:,} entries; not a workspace snapshot", where)
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((rel + "/", Path(entry.path)))
+            elif entry.is_file(follow_symlinks=False):
+                found.add(rel)
+            else:
+                raise WorkspaceError(path, "is a link or a special file (FIFO, device, socket); a workspace holds only "
+                                           "regular files, so it is refused", f"{where}/{printable(rel)}")
+    return found
 
 
 def load_workspace(path, device=None):
@@ -309,7 +384,6 @@ def load_workspace(path, device=None):
     Every file is verified against its checksum first; a corrupt, tampered, newer- or older-format
     workspace raises :class:`~rerelrp.errors.WorkspaceError` naming the file and the problem.
     """
-    from rerelrp.metrics import RunMetrics
 
     path = Path(path)
     snapshot, manifest = _read_pointer(path)
@@ -323,7 +397,11 @@ def load_workspace(path, device=None):
     metrics_data = _parse_json(path, f"{where}/metrics.json", files["metrics.json"])
     if not isinstance(metrics_data, dict):
         raise WorkspaceError(path, "does not hold a metrics object", f"{where}/metrics.json")
-    metrics = RunMetrics.from_dict(metrics_data)
+    try:
+        metrics = RunMetrics.from_dict(metrics_data)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:  # a metrics object of the wrong shape
+        raise WorkspaceError(path, f"does not hold readable metrics ({type(exc).__name__}: {printable(exc)})",
+                             f"{where}/metrics.json") from None
     meta = {
         "path": str(path),
         "name": path.name,
@@ -348,8 +426,6 @@ def _build_learner(path, where, record, files, device):
     import safetensors
     import safetensors.torch
 
-    from rerelrp import estimator_io
-    from rerelrp.learner import ReReLRP
 
     if not isinstance(record, dict) or not isinstance(record.get("params"), dict) or not isinstance(record.get("meta"), dict):
         raise WorkspaceError(path, "does not hold the learner's settings and metadata", f"{where}/learner.json")
@@ -358,6 +434,7 @@ def _build_learner(path, where, record, files, device):
         tensors = safetensors.torch.load(files["network.safetensors"])
     except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
         raise WorkspaceError(path, f"is not a readable safetensors file ({exc})", name) from None
+    _check_network(path, where, record, tensors)
     arrays = _load_arrays(path, f"{where}/arrays.safetensors", files["arrays.safetensors"])
     estimators = {}
     for rel, data in files.items():
@@ -374,6 +451,55 @@ def _build_learner(path, where, record, files, device):
         part = str(exc).split(":", 1)[0]
         raise WorkspaceError(path, f"holds a learner this rerelrp cannot rebuild: {exc}",
                              f"{where}/{_STATE_FILES.get(part, 'learner.json')}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:  # metadata of the wrong shape
+        raise WorkspaceError(path, f"holds a learner this rerelrp cannot rebuild ({type(exc).__name__}: "
+                                   f"{printable(exc)})", f"{where}/learner.json") from None
+
+
+def _check_network(path, where, record, tensors):
+    """The network ``learner.json`` describes must be the one ``network.safetensors`` holds, tensor for tensor.
+
+    It is built on PyTorch's meta device (shapes only, no memory) exactly as the learner will
+    build it, so layer sizes or class counts crafted to request 640 GB are refused before anything
+    is allocated: the real network is then no larger than the file that was read. Malformed
+    metadata is left to the learner, which refuses it before building anything.
+    """
+    import torch
+
+
+    meta, file = record["meta"], f"{where}/learner.json"
+    sizes, tasks, arch = meta.get("layer_sizes"), meta.get("tasks"), meta.get("arch")
+    size = meta.get("input_size", record["params"].get("input_size"))  # the learner's own fallback
+    if not (isinstance(sizes, list) and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], str)
+                                            and type(s[1]) is int for s in sizes)):
+        return
+    for name, n in sizes:
+        if not 1 <= n <= MAX_UNITS:
+            raise WorkspaceError(path, f"gives layer {printable(name)!r} {n:,} units; a layer has 1 to {MAX_UNITS:,}",
+                                 file)
+    if not (isinstance(tasks, list) and all(isinstance(t, dict) and isinstance(t.get("classes"), list) for t in tasks)):
+        return
+    heads = [len(t["classes"]) for t in tasks]
+    if any(not 1 <= k <= MAX_CLASSES for k in heads):
+        raise WorkspaceError(path, f"gives a task {max(heads):,} classes; a task has 1 to {MAX_CLASSES:,}", file)
+    if type(size) is not int or not 8 <= size <= 512 or not isinstance(arch, str):
+        return
+    layer_sizes = dict(sizes)
+    try:
+        with torch.device("meta"):
+            net = build_net(arch, size, heads)
+            if net.layer_sizes != layer_sizes:
+                net = build_net(arch, size, heads, layer_sizes)
+        expected = {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
+    except Exception as exc:  # noqa: BLE001 - whatever the metadata holds, it is refused with its reason
+        raise WorkspaceError(path, f"describes a network this rerelrp cannot build ({type(exc).__name__}: "
+                                   f"{printable(exc)})", file) from None
+    held = {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}
+    if held != expected:
+        first = next((k for k in sorted(set(expected) | set(held)) if held.get(k) != expected.get(k)), None)
+        raise WorkspaceError(path, f"describes a network that network.safetensors does not hold: {printable(first)} is "
+                                   f"{held.get(first, 'missing')} in the weights, {expected.get(first, 'not in')} the "
+                                   "network (corrupt or crafted)", file)
 
 
 def _load_arrays(path, name, data):
@@ -388,20 +514,23 @@ def _load_arrays(path, name, data):
 
 # ---------------------------------------------------------------------------------------- listing
 def workspace_info(path):
-    """Name, tasks learned, save time and format of a workspace, reading only its pointer and manifest."""
+    """Name, tasks learned, save time and format of a workspace, reading only its pointer and manifest.
+
+    Names are :func:`~rerelrp.text.printable` (a folder name need not be UTF-8; a manifest may be crafted)."""
     path = Path(path)
     snapshot, manifest = _read_pointer(path)
     files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    names = manifest.get("task_names")
     return {
-        "name": path.name,
+        "name": printable(path.name),
         "path": str(path),
         "n_tasks": manifest.get("n_tasks"),
-        "task_names": manifest.get("task_names", []),
+        "task_names": [printable(n) for n in names] if isinstance(names, list) else [],
         "saved_at": manifest.get("saved_at"),
         "modified": datetime.fromtimestamp((path / "CURRENT").stat().st_mtime).isoformat(timespec="seconds"),
         "format_version": manifest.get("format_version"),
         "snapshot": snapshot.name,
-        "bytes": sum(int(f.get("bytes", 0)) for f in files.values() if isinstance(f, dict)),
+        "bytes": sum(f["bytes"] for f in files.values() if isinstance(f, dict) and type(f.get("bytes")) is int),
         "problem": None,
     }
 
@@ -418,10 +547,93 @@ def list_workspaces(root=DEFAULT_ROOT):
         try:
             out.append(workspace_info(child))
         except WorkspaceError as exc:
-            out.append({"name": child.name, "path": str(child), "n_tasks": None, "task_names": [], "saved_at": None,
+            out.append({"name": printable(child.name), "path": str(child), "n_tasks": None, "task_names": [], "saved_at": None,
                         "modified": datetime.fromtimestamp((child / "CURRENT").stat().st_mtime).isoformat(timespec="seconds"),
                         "format_version": None, "snapshot": None, "bytes": None, "problem": exc.problem})
     return sorted(out, key=lambda info: info["modified"], reverse=True)
+
+
+# ---------------------------------------------------------------------------------------- reloading
+DATA_FOLDER_ENTRIES = 100_000  # entries a recorded DICOM folder may hold (the loader reads at most 20,000 files)
+
+
+def check_reload(path, task_records):
+    """Before the learned tasks' data are loaded again from the sources their provenance names, make sure each
+    source is the data the workspace learned, without walking or parsing anything a workspace merely names.
+
+    The rule (a workspace someone sent may name "/" or any local file): a recorded ``.npz`` or zip
+    is read only if it is a regular file of the recorded size and SHA-256; a recorded DICOM folder
+    is walked only if it is a real folder that is not a file-system root, the home folder or one
+    above it, holds every recorded file at its recorded size, and holds at most
+    ``DATA_FOLDER_ENTRIES`` entries (counted without following links, stopping at the limit); a
+    recorded manifest must be a regular file inside that folder. The loader then checks every file's
+    hash and the pixels' fingerprints as before. Raises :class:`WorkspaceError` naming the task.
+    """
+    for i, record in enumerate(task_records):
+        provenance = record.get("provenance") if isinstance(record, dict) else None
+        spec = provenance.get("reload") if isinstance(provenance, dict) else None
+        if not isinstance(spec, dict) or spec.get("loader") == "demo":
+            continue  # nothing to read (reload_tasks says why an upload cannot be loaded again)
+        try:
+            _check_source(spec, provenance)
+        except (RefusedFile, OSError, ValueError) as exc:
+            source = printable(spec.get("source"))
+            raise WorkspaceError(path, f"task {i} names {source!r} as its data, which is not loaded again: "
+                                       f"{printable(exc)}. Load the data yourself (rerelrp run --data, the Data page)",
+                                 "learner.json") from None
+
+
+def _recorded(provenance, key="files"):
+    entries = provenance.get(key)
+    entries = [entries] if isinstance(entries, dict) else entries if isinstance(entries, list) else []
+    return [e for e in entries if isinstance(e, dict) and type(e.get("bytes")) is int and isinstance(e.get("sha256"), str)]
+
+
+def _check_source(spec, provenance):
+
+    source = spec.get("source")
+    if not isinstance(source, str) or not os.path.isabs(source):
+        raise ValueError("the recorded source is not an absolute path")
+    loader, where = spec.get("loader"), Path(source)
+    if loader == "medmnist" or (loader == "dicom" and not stat.S_ISDIR(os.lstat(where).st_mode)):
+        records = _recorded(provenance, "files" if loader == "medmnist" else "source")
+        size = os.lstat(where).st_size
+        if not any(r["bytes"] == size for r in records):
+            raise ValueError("its size is not the recorded one")
+        if sha256_regular(where) not in {r["sha256"] for r in records}:
+            raise ValueError("its SHA-256 is not the recorded one")
+        return
+    if loader != "dicom":
+        raise ValueError(f"unknown loader {printable(loader)!r}")
+    if stat.S_ISLNK(os.lstat(where).st_mode):
+        raise ValueError("it is a link")
+    home = Path.home()
+    if where == where.parent or where == home or where in home.parents:
+        raise ValueError("a file-system root, the home folder or a folder above it is not a data folder")
+    files = _recorded(provenance)
+    if not files:
+        raise ValueError("no file of it is recorded")
+    for entry in files:
+        rel = entry.get("path")
+        if not isinstance(rel, str) or os.path.isabs(rel) or ".." in Path(rel).parts:
+            raise ValueError("a recorded file path leaves the folder")
+        info = os.stat(where / rel)  # the loader follows links to files too; a link to a device is no regular file
+        if not stat.S_ISREG(info.st_mode) or info.st_size != entry["bytes"]:
+            raise ValueError(f"the recorded file {printable(rel)!r} is not there at its recorded size")
+    manifest = spec.get("manifest")
+    if manifest is not None:
+        resolved = (where / str(manifest)).resolve()
+        if where.resolve() not in resolved.parents or not stat.S_ISREG(os.lstat(resolved).st_mode):
+            raise ValueError("its recorded manifest is not a regular file inside the folder")
+    count, pending = 0, [where]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                count += 1
+                if count > DATA_FOLDER_ENTRIES:
+                    raise ValueError(f"it holds more than {DATA_FOLDER_ENTRIES:,} entries; not the data folder of a run")
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
 
 
 # ---------------------------------------------------------------------------------------- continuing

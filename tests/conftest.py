@@ -102,3 +102,26 @@ def no_network():
             setattr(socket.socket, name, real[name])
         socket.create_connection = real["create_connection"]
         socket.getaddrinfo = real["getaddrinfo"]
+
+
+@pytest.fixture
+def gated_steps(monkeypatch):
+    """Each task of a job waits at its start until the returned event is set.
+
+    Tests that act on a running job (busy checks, Stop) then see it running however fast the
+    machine trains, and a Stop pressed before release is honoured at the task's first batch.
+    """
+    import threading
+
+    from rerelrp.runner import SequenceRun
+
+    release, original = threading.Event(), SequenceRun.step
+
+    def step(self, callback=None, stop=None):
+        if not release.wait(600):
+            raise TimeoutError("the test never released the gated task")
+        return original(self, callback, stop)
+
+    monkeypatch.setattr(SequenceRun, "step", step)
+    yield release
+    release.set()

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from rerelrp.errors import DataError
-from rerelrp.images import encode_png, read_image, sniff, square, stack_images
+from rerelrp.geometry import square
+from rerelrp.images import encode_png, read_image, sniff, stack_images
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom" / "single"
 PYDICOM_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"

@@ -1,6 +1,5 @@
 """Background jobs (rerelrp.jobs) and the app state (rerelrp.session), without Streamlit."""
 import threading
-import time
 
 import pytest
 import torch
@@ -116,25 +115,17 @@ def _params(learner):
     return {k: v.detach().clone() for k, v in learner.net_.state_dict().items()}
 
 
-def test_stop_leaves_the_published_model_exactly_as_before(trained):
+def test_stop_leaves_the_published_model_exactly_as_before(trained, gated_steps):
     before_run = trained.run
     before = _params(trained.learner)
     version = trained.version
-    seen_train = threading.Event()
-    job = trained.start_training(1)
+    job = trained.start_training(1)  # held at the start of its task until released
     with pytest.raises(ConfigError, match="while a task is training"):
         trained.set_plan([])
     with pytest.raises(ConfigError):
         trained.start_training(1)
-    # stop as soon as the second task is in its training loop
-    deadline = time.time() + 120
-    while time.time() < deadline and not seen_train.is_set():
-        snap = job.snapshot()
-        if snap.task == 1 and "train" in snap.events:
-            seen_train.set()
-        time.sleep(0.05)
-    assert seen_train.is_set(), "training never started"
     trained.stop_training()
+    gated_steps.set()  # the task starts with Stop pressed: it must end at its first batch
     assert job.wait(120)
     assert job.state == "stopped"
     assert trained.run is before_run and trained.version == version
@@ -179,7 +170,7 @@ def test_learn_all_remaining_publishes_each_task():
     job = state.start_training(None)
     assert job.wait(600) and job.state == "done", job.error
     assert state.n_learned == 2 and state.run.done and len(job.results) == 2
-    assert [r["task"] for r in job.results] == [0, 1]
+    assert [r.task for r in job.results] == [0, 1]
     assert len(state.run.metrics.acc_tag) == 2 and state.version == 2
     with pytest.raises(ConfigError, match="every planned task is learned"):
         state.start_training(1)

@@ -18,7 +18,7 @@ def test_run_on_the_demo_writes_the_documented_metrics(tmp_path, capsys):
     assert [t["classes"] for t in metrics["tasks"]] == [["0", "1", "2", "3", "4"], ["5", "6", "7", "8", "9"]]
     assert [len(r) for r in metrics["acc_tag"]] == [1, 2] and [len(r) for r in metrics["acc_taw"]] == [1, 2]
     assert len(metrics["task_recognition"]) == 2 and metrics["task_recognition"][0] == 100.0
-    assert set(metrics["final"]) == {"tag", "taw", "forgetting_tag", "forgetting_taw"}
+    assert set(metrics["final"]) == {"tag", "taw", "forgetting_tag", "forgetting_taw", "tag_ci95", "taw_ci95"}
     assert metrics["final"]["forgetting_taw"] == 0.0
     assert set(metrics["seconds"][1]) == {"train", "relevance", "prune", "recognizer", "eval"}
     assert {row["layer"] for row in metrics["capacity"][1]} >= {"conv1", "fc1"}

@@ -79,7 +79,7 @@ def test_cli_compare_writes_its_files_without_touching_the_network(tmp_path, cap
     assert [(r["method"], r["seed"]) for r in data["runs"]] == [
         (m, s) for m in ("rerelrp", "rerelrp-maxsoftmax", "replay", "ewc") for s in (0, 1)]
     for r in data["runs"]:
-        assert set(r["final"]) == {"tag", "taw", "forgetting_tag", "forgetting_taw"}
+        assert set(r["final"]) == {"tag", "taw", "forgetting_tag", "forgetting_taw", "tag_ci95", "taw_ci95"}
         assert {"method", "seed", "images_stored", "bytes_stored", "seconds"} <= set(r) and r["seconds"] > 0
         assert len(r["tag_after_each_task"]) == 2
     by = {(r["method"], r["seed"]): r for r in data["runs"]}

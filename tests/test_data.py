@@ -223,3 +223,28 @@ def test_reloading_a_medmnist_file_gives_the_same_data_set():
         np.testing.assert_array_equal(again.split(name).images, ds.split(name).images)
         np.testing.assert_array_equal(again.split(name).labels, ds.split(name).labels)
     assert again.class_names == ds.class_names and again.provenance == ds.provenance
+
+
+def test_medmnist_and_the_digits_demo_record_their_splits(tmp_path):
+    from rerelrp.data.tasks import task_from_classes
+
+    ds = load_medmnist(shared_file("medmnist", "breastmnist.npz"))
+    record = ds.provenance["split"]
+    assert record["unit"] == "official" and record["warnings"] == [] and ds.report.warnings == []
+    assert record["groups"] == {"train": 546, "val": 78, "test": 156}  # the published split, counted in images
+    assert {c: e["groups"] for c, e in record["per_class"].items()} == {
+        name: {s: n[k] for s, n in ds.counts().items()} for k, name in enumerate(ds.class_names)}
+    assert "MedMNIST's official train/val/test splits are used" in ds.report.notes
+    assert ds.train.groups is None
+    task = task_from_classes(ds, [1])
+    assert task.describe()["split"]["groups"] == {s: n[1] for s, n in ds.counts().items()} and task.warnings == []
+    assert task.train.groups is None
+
+    arrays = good_arrays(n=40)
+    del arrays["val_images"], arrays["val_labels"]
+    carved = load_medmnist(write_npz(tmp_path / "noval.npz", **arrays))
+    assert "the file's own train/test splits are used" in carved.report.notes
+
+    digits = load_demo()
+    assert digits.provenance["split"]["unit"] == "file"  # a seeded split of single images; none is official
+    assert digits.provenance["split"]["groups"] == {s: len(digits.split(s)) for s in ("train", "val", "test")}

@@ -81,7 +81,7 @@ def test_vgg11_learns_two_tasks_without_forgetting(tmp_path):
 
 
 def test_relevance_passes_take_fewer_rows_for_larger_inputs():
-    from rerelrp.subnetworks import rows_per_pass
+    from rerelrp.batching import rows_per_pass
 
     assert rows_per_pass(28) == rows_per_pass(16) == 512  # unchanged where every measured figure comes from
     assert rows_per_pass(64) == 98 and rows_per_pass(128) == 24 and rows_per_pass(224) == 16

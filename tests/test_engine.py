@@ -33,7 +33,7 @@ def three_task_learner(demo_tasks):
 
 def test_old_subnetworks_are_bit_identical_after_later_tasks(three_task_learner, demo_tasks):
     learner, right_after = three_task_learner
-    assert any(h["grown"] for h in learner.history_), "the test should cover layer growth too"
+    assert any(h.grown for h in learner.history_), "the test should cover layer growth too"
     for t in range(3):
         assert torch.equal(learner.subnetwork_logits(demo_tasks[t].test.images, t), right_after[t])
 
@@ -122,7 +122,7 @@ def test_predict_equals_one_image_through_one_subnetwork_at_a_time(three_task_le
     images = np.concatenate([demo_tasks[t].test.images[:4] for t in range(3)])
     pred = learner.predict(images)
     ledger, store, offsets = learner.ledger_, learner.store_, learner.offsets_
-    x = to_input(images, learner.input_size)
+    x = to_input(images, learner.input_size_)
     for i in range(len(images)):
         p_r = []
         for m in range(3):
@@ -169,18 +169,18 @@ def test_testing_again_after_a_later_task_reuses_the_old_relevance(three_task_le
     # LRP rows of images stacked differently agree to float rounding (see the test above)
     assert np.allclose(again.p_task, fresh.p_task, atol=0.051) and np.array_equal(again.task, fresh.task)
     runner = learner._runner()
-    _, _, by_memo, _, _ = runner.stacked(images, learner.input_size, memo=copy.deepcopy(memo))
-    _, _, by_pass, _, _ = runner.stacked(images, learner.input_size)
+    _, _, by_memo, _, _ = runner.stacked(images, learner.input_size_, memo=copy.deepcopy(memo))
+    _, _, by_pass, _, _ = runner.stacked(images, learner.input_size_)
     assert np.allclose(by_memo, by_pass, atol=1e-5)
 
 
 def test_predict_and_explain_agree_over_several_internal_chunks(three_task_learner, demo_tasks, monkeypatch):
-    import rerelrp.subnetworks as subnetworks
+    import rerelrp.batching as batching
 
     learner, _ = three_task_learner
     images = demo_tasks[1].test.images[:10]
     whole = learner.predict(images)
-    monkeypatch.setattr(subnetworks, "MAX_BATCH", 4)  # 10 images x 2 recognised sub-networks: 5 chunks of 2 images
+    monkeypatch.setattr(batching, "MAX_BATCH", 4)  # 10 images x 2 recognised sub-networks: 5 chunks of 2 images
     chunked = learner.predict(images)
     assert np.array_equal(chunked.subnet_class, whole.subnet_class)
     assert np.allclose(chunked.p_task, whole.p_task, atol=0.051) and np.array_equal(chunked.task, whole.task)
@@ -348,7 +348,7 @@ def test_bad_settings_are_refused_by_check_params_with_the_allowed_range(bad, me
     assert message in str(error.value)
     with pytest.raises(ConfigError):
         learner.add_task(demo_tasks[0])
-    assert learner.n_tasks == 0 and learner.net_ is None
+    assert learner.n_tasks == 0 and not hasattr(learner, "net_")
 
 
 def test_unknown_settings_are_refused_at_construction_and_params_round_trip():
@@ -420,8 +420,8 @@ def test_other_backbones_learn_two_tasks_exactly(demo_tasks, arch, size, device)
     if arch == "resnet18":  # residual layers cannot grow: a full layer is reported, not grown
         learner.ledger_.kept = {k: np.ones_like(v) for k, v in learner.ledger_.kept.items()}
         learner.add_task(few[0])  # every layer full: reported, not grown
-        assert learner.history_[-1]["grown"] == {}
-        warnings = learner.history_[-1]["warnings"]
+        assert learner.history_[-1].grown == {}
+        warnings = learner.history_[-1].warnings
         full = [w for w in warnings if "only reuse frozen units" in w]  # besides, perhaps, "learned nothing"
         assert len(full) == len(learner.ledger_.layer_sizes) and len(warnings) - len(full) <= 1
 

@@ -288,7 +288,7 @@ def test_samples_need_the_same_data(ws, tasks, png_file, tmp_path):
     learner2, _, meta2 = load_workspace(moved)
     samples, notes = resolve_samples(None, learner2, meta2)
     assert samples == [] and "not available" in notes[0] and "gone.npz" in notes[0]
-    with pytest.raises(WorkspaceError, match="cannot be loaded again"):
+    with pytest.raises(WorkspaceError, match="(cannot be|not) loaded again"):  # the file is named, not opened
         resolve_samples(["0:1"], learner2, meta2)
     assert resolve_samples([str(png_file)], learner2, meta2)[0][0].origin == "file scan.png"  # files still work
     # learned from an upload: its data were never stored

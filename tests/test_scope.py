@@ -8,12 +8,24 @@ import pytest
 from conftest import shared_file
 from rerelrp.cli import main
 from rerelrp.images import encode_png
-from rerelrp.scope import auroc_block, knn_distance, scope_scores, threshold
+from rerelrp.inputs import LazyInputs, to_input
+from rerelrp.scope import (
+    MOMENTS,
+    N_STATISTICS,
+    auroc_block,
+    input_statistics,
+    knn_distance,
+    scaled,
+    scope_distance,
+    scope_scores,
+    scope_statistics,
+    threshold,
+)
 
 FAST_ARGS = ["--epochs", "1", "--min-steps", "0", "--prune-samples", "64",
              "--relevance-samples", "64", "--recognizer-samples", "256", "--trees", "20", "--quiet"]
 COLUMNS = ["source", "index", "task", "task_name", "class_index", "class_name", "out_of_scope", "scope_score",
-           "p_task_0", "p_task_1"]
+           "scope_reason", "p_task_0", "p_task_1"]
 
 
 def test_knn_distance_is_the_distance_to_the_kth_nearest_row():
@@ -32,6 +44,30 @@ def test_a_task_claims_an_image_below_its_own_threshold():
     assert list(scores > 1) == [False, True, False]
     block = auroc_block([0.5, 0.9], [1.5, 0.8], "x")
     assert block["auroc"] == pytest.approx(0.75) and block["flagged_out_of_scope"] == 0.5
+
+
+def test_scope_statistics_add_the_brightness_of_the_border_and_of_the_inside():
+    framed = np.zeros((2, 28, 28, 1), np.uint8)
+    framed[0, 4:24, 4:24] = 200  # a slice in a dark field, as CT and MR are
+    framed[1] = 120  # an image that fills the frame, as X-rays and ultrasound do
+    stats = scope_statistics(to_input(framed, 28))
+    assert stats.shape == (2, N_STATISTICS) and stats.dtype == np.float32
+    assert np.array_equal(stats[:, :MOMENTS], input_statistics(to_input(framed, 28)))  # the seven come first
+    border, inside = stats[:, MOMENTS], stats[:, MOMENTS + 1]
+    assert border[0] == 0 and inside[0] > 0.5 and border[1] == pytest.approx(inside[1]) == pytest.approx(120 / 255)
+    assert np.array_equal(scope_statistics(LazyInputs(framed, 28)), stats)  # batch by batch, the same numbers
+
+
+def test_statistics_count_as_much_as_the_activations_and_old_workspaces_keep_their_distance():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(500, 100 + N_STATISTICS))  # 100 activations, then the statistics
+    odd_stats = np.r_[np.zeros(100), np.full(N_STATISTICS, 3.0)][None]
+    odd_acts = np.r_[np.full(100, 3.0), np.zeros(N_STATISTICS)][None]
+    plain = [knn_distance(*scaled(reference, q))[0] for q in (odd_stats, odd_acts)]
+    assert plain[1] > 2 * plain[0]  # plain: the 9 statistics barely count beside 100 activations
+    assert scope_distance(reference, odd_stats, MOMENTS)[0] == pytest.approx(plain[0])  # saved with 7: as before
+    blocks = [scope_distance(reference, q, N_STATISTICS)[0] for q in (odd_stats, odd_acts)]
+    assert blocks[0] == pytest.approx(blocks[1], rel=0.2)  # two equal blocks
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +116,10 @@ def test_predict_reads_dicom_png_and_npz_and_skips_what_it_cannot(workspace, cap
     for row in rows:
         assert row["task_name"] in ("pneumoniamnist", "breastmnist") and row["out_of_scope"] in ("True", "False")
         assert float(row["p_task_0"]) + float(row["p_task_1"]) == pytest.approx(1.0, abs=1e-3)
-        assert (float(row["scope_score"]) > 1) == (row["out_of_scope"] == "True")
+        by_modality = row["scope_reason"].startswith("modality ")  # the DICOM header names no learned modality
+        assert (float(row["scope_score"]) > 1 or by_modality) == (row["out_of_scope"] == "True")
+    ct_rows = [r for r in rows if r["source"].startswith(str(ct))]
+    assert all(r["scope_reason"] == "modality CT: no learned task is CT (tasks: CR/DX/RG, US)" for r in ct_rows)
     # CT slices and retina photos are of no learned task; most breast test images are of one
     foreign = [r for r in rows if r["source"] != str(breast)]
     assert np.mean([r["out_of_scope"] == "True" for r in foreign]) > np.mean([r["out_of_scope"] == "True"

@@ -14,11 +14,11 @@ from rerelrp.errors import ConfigError
 BASELINES = {cls.method: cls for cls in (Finetune, Joint, EWC, LwF, Replay, ICaRL)}
 
 
-def make_baseline(method, exemplars_per_class=20, **params):
-    """The baseline learner called ``method`` with learner ``params`` (:mod:`rerelrp.settings`)."""
+def make_baseline(method, **params):
+    """The baseline learner called ``method`` with ``params`` (the settings that apply to it and its own)."""
     if method not in BASELINES:
         raise ConfigError(f"unknown baseline '{method}'; valid: {', '.join(BASELINES)}")
-    return BASELINES[method](exemplars_per_class=exemplars_per_class, **params)
+    return BASELINES[method](**params)
 
 
 __all__ = ["BASELINES", "BaselineLearner", "EWC", "Finetune", "ICaRL", "Joint", "LwF", "Replay", "make_baseline"]

@@ -18,10 +18,9 @@ import torch.nn.functional as F
 
 from rerelrp.base import Prediction, TaskSequenceLearner
 from rerelrp.device import flush_denormals
-from rerelrp.errors import ConfigError
 from rerelrp.inputs import ImageSource, to_input
-from rerelrp.nets import build_net
 from rerelrp.progress import Reporter
+from rerelrp.task_report import TaskReport
 from rerelrp.training import Schedule, class_weights, train
 
 
@@ -31,18 +30,14 @@ class BaselineLearner(TaskSequenceLearner):
     method = "finetune"
     all_heads = False  # True: the loss spans every head seen so far (class-incremental training)
 
-    def __init__(self, exemplars_per_class=20, **params):
-        super().__init__(**params)
-        if not isinstance(exemplars_per_class, int) or exemplars_per_class < 1:
-            raise ConfigError(f"exemplars per class must be a whole number ≥ 1, not {exemplars_per_class!r}")
-        self.exemplars_per_class = exemplars_per_class
-        self.net_ = None
-        self.history_ = []
-
     def capacity(self):
         return []
 
     # ------------------------------------------------------------ what a method changes
+    def _initial_state(self):
+        """The method's own fitted attributes before its first task (a Fisher matrix, an exemplar memory)."""
+        return {}
+
     def _training_set(self, task, lo):
         """``[(uint8 images, global labels), ...]`` to train task ``t`` on."""
         return [(task.train.images, task.train.labels + lo)]
@@ -88,22 +83,24 @@ class BaselineLearner(TaskSequenceLearner):
         """Learn ``task``; returns self (its report is ``history_[-1]``)."""
         self.check_params()
         self._check_task(task)
-        t, device = self.n_tasks, self._torch_device()
+        t = self.n_tasks
         report = Reporter(callback, stop, task=t)
-        torch.manual_seed(self.seed * 10007 + t)
-        if self.net_ is None:
-            self.net_ = build_net(self.net, self.input_size).to(device)
+        torch.manual_seed(self.task_seed(t))
+        if not t:
+            self._begin(task)
+            self.__dict__.update(self._initial_state())
+        device = self.device_
         self.net_.add_head(task.n_classes)
         self.tasks_.append(task.describe())
         lo, hi = int(self.offsets_[t]), int(self.offsets_[t + 1])
         parts = self._training_set(task, lo)
         clock = time.perf_counter()
-        source = ImageSource([images for images, _ in parts], self.input_size, device)
+        source = ImageSource([images for images, _ in parts], self.input_size_, device)
         labels = torch.as_tensor(np.concatenate([labels for _, labels in parts]), device=device)
         weights = torch.ones(hi)
         if self.class_balance:
             weights[lo:hi] = class_weights(task.train.labels, task.n_classes)
-        generator = torch.Generator().manual_seed(self.seed * 10007 + t)
+        generator = torch.Generator().manual_seed(self.task_seed(t))
         x_val, y_val, first = self._validation_set(task, lo)
         with flush_denormals():
             curve = train(self.net_, self._trainable(t), source, labels, Schedule.of(self.get_params()),
@@ -111,16 +108,17 @@ class BaselineLearner(TaskSequenceLearner):
                           validate=lambda: self._validate(x_val, y_val, first, hi))
             self._after_task(task, lo, hi, source)
         images, nbytes = self.stored()
-        self.history_.append({
-            "task": t, "name": task.name, "classes": list(task.class_names), "train_curve": curve,
-            "seconds": {"train": time.perf_counter() - clock},
-            "stored_bytes": int(nbytes), "stored_images": int(images), "prune": {}, "warnings": []})
+        params = self.get_params()
+        self.history_.append(TaskReport(
+            task=t, name=task.name, classes=list(task.class_names), seconds={"train": time.perf_counter() - clock},
+            train_curve=curve, settings=params, schedule=Schedule.of(params).plan(len(source)),
+            stored_bytes=int(nbytes), stored_images=int(images)))
         return self
 
     def _validation_set(self, task, lo):
         """``(float images, labels, first class)`` that choose the best epoch: the new task's validation
         images, judged inside its own classes."""
-        return to_input(task.val.images, self.input_size), task.val.labels, lo
+        return to_input(task.val.images, self.input_size_), task.val.labels, lo
 
     @torch.no_grad()
     def _validate(self, x_val, y_val, first, hi):
@@ -128,7 +126,7 @@ class BaselineLearner(TaskSequenceLearner):
         if len(x_val) == 0:
             return {"val_acc": 0.0}
         self.net_.eval()
-        device = self._torch_device()
+        device = self.device_
         logits = torch.cat([self.net_(x_val[i : i + 512].to(device)).cpu() for i in range(0, len(x_val), 512)])
         logits, y = logits[:, first:hi], torch.as_tensor(y_val)
         return {"val_acc": 100.0 * float((logits.argmax(1) == y).float().mean()),
@@ -136,7 +134,7 @@ class BaselineLearner(TaskSequenceLearner):
 
     @torch.no_grad()
     def _all_scores(self, x):
-        device = self._torch_device()
+        device = self.device_
         self.net_.eval()
         return torch.cat([self._scores(x[i : i + 512].to(device)).cpu() for i in range(0, len(x), 512)])
 
@@ -144,13 +142,17 @@ class BaselineLearner(TaskSequenceLearner):
         """Task-agnostic prediction from all heads at once. ``memo`` (see ``ReReLRP.predict``) is
         ignored: a baseline's whole network moves with every task, so no earlier pass can be reused."""
         self._check_fitted()
-        scores = self._all_scores(to_input(images, self.input_size))
+        scores = self._all_scores(to_input(images, self.input_size_))
         offsets = self.offsets_
         glob = scores.argmax(1).numpy()
         task = np.searchsorted(offsets, glob, side="right") - 1
         subnet = np.stack([scores[:, offsets[m] : offsets[m + 1]].argmax(1).numpy() for m in range(self.n_tasks)], 1)
+        proba = np.zeros((len(glob), self.n_tasks, int(np.diff(offsets).max())), dtype=np.float32)
+        for m in range(self.n_tasks):  # each head's softmax on its own classes (iCaRL: of minus the distances)
+            proba[:, m, : offsets[m + 1] - offsets[m]] = torch.softmax(scores[:, offsets[m] : offsets[m + 1]], 1).numpy()
         names = self.class_names_
-        return Prediction(task, glob - offsets[task], glob, np.eye(self.n_tasks)[task], subnet, [names[g] for g in glob])
+        return Prediction(task, glob - offsets[task], glob, np.eye(self.n_tasks)[task], subnet, [names[g] for g in glob],
+                          subnet_proba=proba)
 
 
 Finetune = BaselineLearner
@@ -162,19 +164,18 @@ class Joint(BaselineLearner):
     method = "joint"
     all_heads = True
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self._seen = []  # (images, global labels) of every task so far
-        self._seen_val = []  # the same for validation: joint training keeps every image anyway
+    def _initial_state(self):
+        # (images, global labels) of every task so far, training and validation: joint training keeps every image
+        return {"seen_": [], "seen_val_": []}
 
     def _training_set(self, task, lo):
-        self._seen.append((task.train.images, task.train.labels + lo))
-        return list(self._seen)
+        self.seen_.append((task.train.images, task.train.labels + lo))
+        return list(self.seen_)
 
     def _validation_set(self, task, lo):
         """Every task's validation images so far, judged over all classes (what joint training is for)."""
-        self._seen_val.append((to_input(task.val.images, self.input_size), task.val.labels + lo))
-        return torch.cat([x for x, _ in self._seen_val]), np.concatenate([y for _, y in self._seen_val]), 0
+        self.seen_val_.append((to_input(task.val.images, self.input_size_), task.val.labels + lo))
+        return torch.cat([x for x, _ in self.seen_val_]), np.concatenate([y for _, y in self.seen_val_]), 0
 
     def stored(self):
-        return sum(len(images) for images, _ in self._seen), sum(images.nbytes for images, _ in self._seen)
+        return sum(len(images) for images, _ in self.seen_), sum(images.nbytes for images, _ in self.seen_)

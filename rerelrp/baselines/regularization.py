@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rerelrp.baselines.learner import BaselineLearner
+from rerelrp.errors import ConfigError
 
 
 class EWC(BaselineLearner):
@@ -20,28 +21,30 @@ class EWC(BaselineLearner):
 
     Fisher of a task: squared gradients of the cross-entropy of the model's own prediction (its
     most likely class in the task's head), per batch of 64 training images, averaged; merged with
-    the earlier tasks' as ``alpha * old + (1 - alpha) * new`` (FACIL's online form, ``alpha`` 0.5).
-    ``lamb`` is 100, not FACIL's 5,000: with our learning rate (0.05) 5,000 makes the penalty's
+    the earlier tasks' as ``alpha * old + (1 - alpha) * new`` (FACIL's online form, ``ewc_alpha`` 0.5).
+    ``ewc_lambda`` is 100, not FACIL's 5,000: with our learning rate (0.05) 5,000 makes the penalty's
     curvature ``lr * lamb * max F`` about 17 and SGD diverges (NaN loss on the digits demo's
     fourth task); 100 keeps it near 0.35 there, inside the stable range (< 1).
     """
 
     method = "ewc"
-    lamb = 100.0
-    alpha = 0.5
-    fisher_images = 2048
+    extra_params = {"ewc_lambda": 100.0, "ewc_alpha": 0.5, "fisher_images": 2048}
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.fisher_ = None  # body parameter name -> diagonal Fisher
-        self.anchor_ = None  # body parameter name -> value after the last task
+    def _check_extra_params(self):
+        _check_positive(self, "ewc_lambda", "fisher_images")
+        if not 0.0 <= self.ewc_alpha <= 1.0:
+            raise ConfigError(f"ewc_alpha must be in [0, 1], not {self.ewc_alpha!r}")
+
+    def _initial_state(self):
+        # body parameter name -> diagonal Fisher, and -> value after the last task
+        return {"fisher_": None, "anchor_": None}
 
     def _penalty(self, lo):
         if self.fisher_ is None:
             return None
 
         def penalty(net, x, logits):
-            return self.lamb / 2 * sum((self.fisher_[name] * (p - self.anchor_[name]).pow(2)).sum()
+            return self.ewc_lambda / 2 * sum((self.fisher_[name] * (p - self.anchor_[name]).pow(2)).sum()
                                        for name, p in net.body.named_parameters())
 
         return penalty
@@ -51,7 +54,7 @@ class EWC(BaselineLearner):
         params = dict(net.body.named_parameters())
         fisher = {name: torch.zeros_like(p) for name, p in params.items()}
         n = min(len(source), self.fisher_images)
-        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(self.seed * 10007 + lo))[:n]
+        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(self.task_seed(lo)))[:n]
         net.eval()
         for start in range(0, n, 64):
             index = order[start : start + 64]
@@ -65,7 +68,8 @@ class EWC(BaselineLearner):
         net.zero_grad(set_to_none=True)
         fisher = {name: f / n for name, f in fisher.items()}
         if self.fisher_ is not None:
-            fisher = {name: self.alpha * self.fisher_[name] + (1 - self.alpha) * f for name, f in fisher.items()}
+            a = self.ewc_alpha
+            fisher = {name: a * self.fisher_[name] + (1 - a) * f for name, f in fisher.items()}
         self.fisher_ = fisher
         self.anchor_ = {name: p.detach().clone() for name, p in params.items()}
 
@@ -73,11 +77,13 @@ class EWC(BaselineLearner):
 class LwF(BaselineLearner):
     """Learning without forgetting (Li & Hoiem, TPAMI 2018): while learning a task, the old heads'
     outputs on its images are distilled from a copy of the network made before it (temperature
-    ``T`` 2, weight ``lamb`` 1)."""
+    ``lwf_temperature`` 2, weight ``lwf_lambda`` 1)."""
 
     method = "lwf"
-    lamb = 1.0
-    T = 2.0
+    extra_params = {"lwf_lambda": 1.0, "lwf_temperature": 2.0}
+
+    def _check_extra_params(self):
+        _check_positive(self, "lwf_lambda", "lwf_temperature")
 
     def _trainable(self, t):
         return list(self.net_.parameters())  # the old heads learn too, held by the distillation
@@ -93,9 +99,16 @@ class LwF(BaselineLearner):
         def penalty(net, x, logits):
             with torch.no_grad():
                 target = old(x)
-            return self.lamb * sum(distillation(logits[:, h], target[:, h], self.T) for h in heads)
+            return self.lwf_lambda * sum(distillation(logits[:, h], target[:, h], self.lwf_temperature) for h in heads)
 
         return penalty
+
+
+def _check_positive(learner, *names):
+    for name in names:
+        value = getattr(learner, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"{name} must be a positive number, not {value!r}")
 
 
 def distillation(logits, target, T):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from rerelrp.baselines.learner import BaselineLearner
+from rerelrp.errors import ConfigError
 from rerelrp.inputs import to_input
 
 
@@ -29,10 +30,15 @@ class Replay(BaselineLearner):
 
     method = "replay"
     all_heads = True
+    extra_params = {"exemplars_per_class": 20}
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.memory_ = {}  # global class -> uint8 exemplar images
+    def _check_extra_params(self):
+        value = self.exemplars_per_class
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"exemplars_per_class must be a whole number ≥ 1, not {value!r}")
+
+    def _initial_state(self):
+        return {"memory_": {}}  # global class -> uint8 exemplar images
 
     def _memory_set(self, n_new):
         """The memory as (images, labels) pairs, each class repeated so that all of it about matches ``n_new``."""
@@ -45,7 +51,7 @@ class Replay(BaselineLearner):
         return [(task.train.images, task.train.labels + lo)] + self._memory_set(len(task.train))
 
     def _after_task(self, task, lo, hi, source):
-        rng = np.random.default_rng(self.seed * 10007 + lo)
+        rng = np.random.default_rng(self.task_seed(lo))
         for c in range(task.n_classes):
             where = np.flatnonzero(task.train.labels == c)
             chosen = self._select(task, where, c, rng)
@@ -74,9 +80,8 @@ class ICaRL(Replay):
         return [(task.train.images, task.train.labels + lo)] + [
             (images, np.full(len(images), c, np.int64)) for c, images in sorted(self.memory_.items())]
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.means_ = None  # (classes, features) normalised class means of the exemplars
+    def _initial_state(self):
+        return {**super()._initial_state(), "means_": None}  # (classes, features) normalised class means
 
     def _loss(self, lo, hi, weights):
         old = copy.deepcopy(self.net_).eval() if lo else None
@@ -93,8 +98,8 @@ class ICaRL(Replay):
 
     @torch.no_grad()
     def _features(self, images):
-        device = self._torch_device()
-        x = to_input(images, self.input_size)
+        device = self.device_
+        x = to_input(images, self.input_size_)
         self.net_.eval()
         f = torch.cat([self.net_.features(x[i : i + 512].to(device)).cpu() for i in range(0, len(x), 512)])
         return F.normalize(f, dim=1)

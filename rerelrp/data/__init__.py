@@ -3,8 +3,9 @@ from pathlib import Path
 
 from rerelrp.data.core import ImageDataset, LoadReport, SkippedFile, Split
 from rerelrp.data.demo import MEDICAL_DEMO_SOURCE, expand_sources, load_demo, medical_demo_paths
+from rerelrp.data.dicom import load_dicom
 from rerelrp.data.medmnist_npz import load_medmnist
-from rerelrp.data.tasks import Task, build_sequence, split_into_tasks, tasks_per_dataset
+from rerelrp.data.tasks import Task, build_sequence, split_into_tasks, task_from_classes, tasks_per_dataset
 from rerelrp.errors import DataError
 
 __all__ = [
@@ -27,9 +28,10 @@ __all__ = [
 ]
 
 
-def load_dataset(source, root="./data", download=False, seed=0):
+def load_dataset(source, root="./data", download=False, seed=0, group_by="auto"):
     """One entry for every kind of source: 'demo', a MedMNIST path or flag, a DICOM folder or zip
-    (``medical-demo`` is three data sets: see :func:`expand_sources`)."""
+    (``medical-demo`` is three data sets: see :func:`expand_sources`). ``group_by`` is the DICOM
+    splitting unit (see :func:`rerelrp.data.dicom.load_dicom`); the others come with their splits."""
     source = str(source)
     if source == MEDICAL_DEMO_SOURCE:
         raise DataError(source, "the medical demo is three data sets, one task each: expand it with expand_sources()")
@@ -37,9 +39,8 @@ def load_dataset(source, root="./data", download=False, seed=0):
         return load_demo(seed=seed)
     path = Path(source)
     if path.is_dir() or path.suffix.lower() == ".zip":
-        from rerelrp.data.dicom import load_dicom
 
-        return load_dicom(path, seed=seed)
+        return load_dicom(path, seed=seed, group_by=group_by)
     return load_medmnist(source, root=root, download=download, seed=seed)
 
 
@@ -55,7 +56,6 @@ def reload_dataset(spec):
     if loader == "medmnist":
         return load_medmnist(spec["source"], seed=spec.get("seed", 0))
     if loader == "dicom":
-        from rerelrp.data.dicom import load_dicom
 
         options = ("seed", "size", "window", "frames", "max_frames", "group_by", "manifest", "name")
         return load_dicom(spec["source"], **{k: spec[k] for k in options if spec.get(k) is not None})
@@ -68,7 +68,6 @@ def reload_tasks(task_records):
     Raises :class:`DataError` naming the first task whose data cannot be loaded again (an upload,
     a moved file); callers check the result against saved fingerprints.
     """
-    from rerelrp.data.tasks import task_from_classes
 
     loaded, tasks = {}, []
     for record in task_records:

@@ -16,21 +16,29 @@ from rerelrp.fileio import sha256_file
 
 SPLITS = ("train", "val", "test")
 LAZY_BYTES = 2**26  # splits beyond this (64 MiB of images) are cut into tasks by index, not by copy
+MAX_CLASSES = 10_000  # classes of one data set: checked on the labels before any class is listed
+MIN_SIDE = 4  # pixels per side of an image (the digits demo has 8)
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split: ``images`` uint8 (N, H, W, C) with C in {1, 3}; ``labels`` int64 (N,)."""
+    """One split: ``images`` uint8 (N, H, W, C) with C in {1, 3}; ``labels`` int64 (N,).
+
+    ``groups`` (int64 (N,) or None): which splitting unit (patient, study, series or file) each image
+    came from, as anonymous codes 0..G-1 in first-seen order of one load, so that a test bootstrap can
+    resample whole units; they mean nothing outside the process and are never stored.
+    """
 
     images: np.ndarray
     labels: np.ndarray
+    groups: np.ndarray | None = None
 
     def __len__(self):
         return len(self.labels)
 
     def subset(self, index):
         """The rows ``index``: copied, or by index when the images are large or memory-mapped."""
-        return Split(rows(self.images, index), self.labels[index])
+        return Split(rows(self.images, index), self.labels[index], None if self.groups is None else self.groups[index])
 
 
 class IndexedRows:
@@ -87,18 +95,24 @@ class SkippedFile:
 
 @dataclass
 class LoadReport:
-    """What a load did besides returning images: files skipped (with why), notes, dropped tags."""
+    """What a load did besides returning images: files skipped (with why), notes, warnings, dropped tags.
+
+    ``notes`` inform; ``warnings`` say what limits the meaning of the figures (e.g. test images of a
+    patient also seen in training), for the CLI, ``metrics.json``, the app and reports to show loudly.
+    """
 
     source: str
     skipped: list[SkippedFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     dropped_identifiers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self):
         return {
             "source": self.source,
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "dropped_identifiers": sorted(self.dropped_identifiers),
         }
 
@@ -139,6 +153,36 @@ def file_record(path, **extra):
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
 
 
+def split_record(per_class):
+    """The ``provenance["split"]`` record of ``per_class``: the unit split on, units per split, warnings.
+
+    ``per_class``: {class: {"unit", "patients" (count or None), "groups": {split: units}, "warnings"}};
+    the record's unit is the classes' common one, or "mixed". Only counts: the keys that made the
+    groups are never part of it.
+    """
+    units = {entry["unit"] for entry in per_class.values()}
+    return {
+        "unit": units.pop() if len(units) == 1 else "mixed",
+        "groups": {s: sum(entry["groups"][s] for entry in per_class.values()) for s in SPLITS},
+        "per_class": per_class,
+        "warnings": [w for entry in per_class.values() for w in entry["warnings"]],
+    }
+
+
+def image_split_record(unit, class_names, splits):
+    """A split record counting images (each its own unit): MedMNIST's official splits, the digits demo."""
+    counts = {s: np.bincount(splits[s].labels, minlength=len(class_names)) for s in SPLITS}
+    return split_record({name: {"unit": unit, "patients": None, "groups": {s: int(counts[s][c]) for s in SPLITS},
+                                "warnings": []} for c, name in enumerate(class_names)})
+
+
+def restrict_split_record(record, class_names):
+    """``record`` limited to ``class_names`` (a task's classes): their units, totals and warnings."""
+    if not record:
+        return None
+    return split_record({c: record["per_class"][c] for c in class_names if c in record["per_class"]})
+
+
 def stratified_holdout(labels, fraction, seed):
     """Indices (keep, holdout) with ``fraction`` of every class held out, at least one where possible.
 
@@ -166,6 +210,12 @@ def as_uint8_images(images, path, key="images"):
     elif images.ndim == 4 and images.shape[-1] not in (1, 3):
         if images.shape[1] in (1, 3) and images.shape[-1] > 4:
             images = np.moveaxis(images, 1, -1)  # channels-first arrays
+        elif images.shape[-1] in (2, 4):
+            raise DataError(
+                path,
+                f"'{key}' has shape {images.shape}: {images.shape[-1]} channels per pixel (gray with alpha, RGBA, "
+                "two measurements); only gray (1 channel) or RGB (3 channels) images are supported",
+            )
         else:
             raise DataError(
                 path,
@@ -178,6 +228,11 @@ def as_uint8_images(images, path, key="images"):
         )
     elif images.ndim != 4:
         raise DataError(path, f"'{key}' has shape {images.shape}: expected (N, H, W) or (N, H, W, C)")
+    if min(images.shape[1:3]) < MIN_SIDE:
+        raise DataError(path, f"'{key}' has images of {images.shape[1]}x{images.shape[2]} pixels: too small to learn "
+                              f"from (at least {MIN_SIDE} per side)")
+    if images.dtype == bool:
+        raise DataError(path, f"'{key}' holds booleans (masks?), not images; expected 8-bit gray or RGB values")
     if images.dtype == np.uint8:
         return np.ascontiguousarray(images)
     if np.issubdtype(images.dtype, np.floating):
@@ -187,7 +242,7 @@ def as_uint8_images(images, path, key="images"):
         if images.size and (images.min() < 0 or images.max() > 255):
             raise DataError(path, f"'{key}' values span {images.min():g}..{images.max():g}; expected 0..1 or 0..255")
         return np.round(images * (255.0 / top)).astype(np.uint8)
-    if np.issubdtype(images.dtype, np.integer) or images.dtype == bool:
+    if np.issubdtype(images.dtype, np.integer):
         if images.size and (images.min() < 0 or images.max() > 255):
             raise DataError(path, f"'{key}' values span {images.min()}..{images.max()}; expected 0..255")
         return images.astype(np.uint8)
@@ -221,6 +276,9 @@ def check_labels(labels, n_images, path, key="labels", n_classes=None):
         raise DataError(
             path, f"'{key}' holds label {labels.max()} but the data set has {n_classes} classes (0..{n_classes - 1})"
         )
+    if labels.size and labels.max() >= MAX_CLASSES:
+        raise DataError(path, f"'{key}' holds label {labels.max()}: more than {MAX_CLASSES:,} classes, which this "
+                              "loader does not take (are these labels class indices?)")
     return labels
 
 
@@ -233,7 +291,20 @@ def check_dataset(ds, path):
     for s in SPLITS:
         if len(ds.split(s)) == 0:
             raise DataError(path, f"the {s} split is empty")
-    missing = [ds.class_names[c] for c in range(ds.n_classes) if not np.any(ds.train.labels == c)]
+    in_train = set(np.unique(ds.train.labels).tolist())
+    missing = [ds.class_names[c] for c in range(ds.n_classes) if c not in in_train]
     if missing:
-        raise DataError(path, f"no training image for class(es) {', '.join(map(str, missing))}")
+        for s in ("val", "test"):  # a stray label there is the cause, not the classes it seems to skip
+            stray = sorted(set(np.unique(ds.split(s).labels).tolist()) - in_train)
+            if stray:
+                raise DataError(path, f"the {s} split holds label(s) {_some(stray)} that no training image has "
+                                      f"(training labels: {_some(sorted(in_train))})")
+        raise DataError(path, f"no training image for class(es) {_some(missing)}")
     return ds
+
+
+def _some(values, limit=10):
+    """At most ``limit`` values for a message, and how many more there are."""
+    values = list(map(str, values))
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(values[:limit]) + more

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerelrp.data.core import ImageDataset, LoadReport, Split, check_dataset, stratified_holdout
+from rerelrp.data.core import ImageDataset, LoadReport, Split, check_dataset, image_split_record, stratified_holdout
 
 BUNDLED = Path(__file__).resolve().with_name("bundled")
 MEDICAL_DEMO = ("pneumoniamnist", "breastmnist", "bloodmnist")  # in the order they are learned
@@ -42,13 +42,16 @@ def load_demo(seed=0):
     rest, test = stratified_holdout(labels, TEST_FRACTION, seed)
     train_in_rest, val_in_rest = stratified_holdout(labels[rest], VAL_FRACTION, seed + 1)
     train, val = rest[train_in_rest], rest[val_in_rest]
+    splits = {"train": Split(images[train], labels[train]), "val": Split(images[val], labels[val]),
+              "test": Split(images[test], labels[test])}
+    class_names = [str(d) for d in range(10)]
     ds = ImageDataset(
         name="digits",
-        class_names=[str(d) for d in range(10)],
-        train=Split(images[train], labels[train]),
-        val=Split(images[val], labels[val]),
-        test=Split(images[test], labels[test]),
+        class_names=class_names,
+        **splits,
+        # no writer is known per scan and none is official: each image is its own unit, like a file
         provenance={"kind": "demo", "source": "sklearn.datasets.load_digits (UCI optical digits, 8x8)",
+                    "split": image_split_record("file", class_names, splits),
                     "reload": {"loader": "demo", "seed": seed}},
         report=LoadReport(source="demo", notes=[f"splits: stratified, seed {seed}"]),
     )

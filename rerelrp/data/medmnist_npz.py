@@ -21,6 +21,7 @@ from rerelrp.data.core import (
     check_dataset,
     check_labels,
     file_record,
+    image_split_record,
     stratified_holdout,
 )
 from rerelrp.data.npz_archive import compressed_bytes, read_arrays
@@ -172,13 +173,16 @@ def load_medmnist(source, root="./data", download=False, seed=0, name=None):
         class_names = [f"class {c}" for c in range(n_classes)]
     else:
         class_names = [info["label"][str(c)] for c in range(n_classes)]
+    given = "train/val/test" if "val_images" in arrays else "train/test"
+    report.notes.append(f"MedMNIST's official {given} splits are used" if info else f"the file's own {given} splits are used")
     ds = ImageDataset(
         name=stem,
         class_names=class_names,
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        provenance={"kind": "medmnist", "flag": flag, "files": [record]}
+        provenance={"kind": "medmnist", "flag": flag, "files": [record],
+                    "split": image_split_record("official", class_names, splits)}
         | ({} if record.get("upload") else {"reload": {"loader": "medmnist", "source": str(path.resolve()), "seed": seed}}),
         report=report,
     )

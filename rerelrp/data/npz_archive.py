@@ -6,9 +6,13 @@ in place, so its images are read from disk only as batches use them and the oper
 may drop them again. A compressed member (``np.savez_compressed``, as MedMNIST ships) cannot be
 read at random; it is decompressed straight into its one array (no second copy). ``rerelrp
 unpack`` writes an uncompressed copy when the user asks, for files too large to hold.
+
+Every member's ``.npy`` header is checked against the member's size before anything is
+allocated: a header declaring 10^16 images in a small file is refused, not handed to NumPy.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import struct
@@ -17,6 +21,21 @@ import zipfile
 import numpy as np
 
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, 22 bytes we skip, file name length, extra length
+
+
+def _read_header(stream):
+    """(shape, fortran order, dtype) of the ``.npy`` at ``stream``'s position, the stream left at its data."""
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(stream)
+
+
+def _check_declared(info, shape, dtype, header_bytes):
+    """Refuse a member whose header declares more data than the member holds (ValueError naming it)."""
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > info.file_size - header_bytes:
+        raise ValueError(f"{info.filename} declares an array of shape {shape} ({declared:,} bytes) but holds "
+                         f"{max(0, info.file_size - header_bytes):,} bytes; refused before reading it")
 
 
 def _mapped(path, info):
@@ -28,11 +47,11 @@ def _mapped(path, info):
         signature, name_length, extra_length = LOCAL_HEADER.unpack(f.read(LOCAL_HEADER.size))
         if signature != b"PK\x03\x04":
             return None
-        f.seek(info.header_offset + LOCAL_HEADER.size + name_length + extra_length)
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
+        start = info.header_offset + LOCAL_HEADER.size + name_length + extra_length
+        f.seek(start)
+        shape, fortran, dtype = _read_header(f)
         offset = f.tell()
+    _check_declared(info, shape, dtype, offset - start)
     if dtype.hasobject:
         raise ValueError(f"{info.filename} holds Python objects (pickled); refused")
     if int(np.prod(shape)) == 0:
@@ -52,6 +71,9 @@ def read_arrays(source):
         for name, info in infos.items():
             mapped = _mapped(source, info) if isinstance(source, str | os.PathLike) else None
             if mapped is None:
+                with archive.open(info) as member:
+                    shape, _, dtype = _read_header(member)
+                    _check_declared(info, shape, dtype, member.tell())
                 with archive.open(info) as member:
                     mapped = np.lib.format.read_array(member, allow_pickle=False)
             arrays[name] = mapped

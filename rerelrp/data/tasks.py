@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerelrp.data.core import SPLITS, ImageDataset, Split
+from rerelrp.data.core import SPLITS, ImageDataset, Split, restrict_split_record
 from rerelrp.errors import ConfigError
 
 
@@ -32,14 +32,21 @@ class Task:
     def split(self, name):
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
+    @property
+    def warnings(self):
+        """The data warnings of this task's classes (e.g. test images of patients seen in training)."""
+        record = restrict_split_record(self.provenance.get("split"), self.class_names)
+        return record["warnings"] if record else []
+
     def describe(self):
-        """Metadata kept after the images are gone (workspace, metrics, reports)."""
+        """Metadata kept after the images are gone (workspace, metrics, reports); group codes stay out."""
         return {
             "name": self.name,
             "classes": list(self.class_names),
             "source": self.source,
             "sizes": {s: len(self.split(s)) for s in SPLITS},
             "image_shape": list(self.train.images.shape[1:]),
+            "split": restrict_split_record(self.provenance.get("split"), self.class_names),
             "provenance": self.provenance,
         }
 
@@ -66,7 +73,7 @@ def task_from_classes(ds: ImageDataset, classes, name=None):
         split = ds.split(s)
         index = np.flatnonzero(lookup[split.labels] >= 0)
         kept = split.subset(index)
-        parts[s] = Split(kept.images, lookup[kept.labels])
+        parts[s] = Split(kept.images, lookup[kept.labels], kept.groups)
     names = [ds.class_names[c] for c in classes]
     return Task(
         name=name or f"{ds.name}[{','.join(names)}]",

@@ -21,7 +21,6 @@ from rerelrp.report.content import (
     Sample,
     build_report,
     default_sample_refs,
-    learned_tasks,
     resolve_samples,
     test_sample,
 )
@@ -38,7 +37,6 @@ __all__ = [
     "build_report",
     "default_sample_refs",
     "find_unicode_font",
-    "learned_tasks",
     "make_report",
     "render_html",
     "render_pdf",

@@ -9,7 +9,6 @@ and fetches nothing.
 from __future__ import annotations
 
 import base64
-import html
 from functools import cache
 
 from markupsafe import Markup
@@ -27,6 +26,8 @@ def _environment():
     env = Environment(loader=PackageLoader("rerelrp.report", "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = text.pct
+    env.filters["verdict"] = text.verdict
+    env.filters["scope_reason"] = text.scope_reason
     return env
 
 
@@ -45,8 +46,8 @@ def _figures(content):
     """Every plotly figure of the report, by the place it takes in the template."""
     from rerelrp import plots
 
-    # plotly shows its strings as (limited) HTML: names from the data are escaped before they reach it
-    names = [html.escape(n) for n in content["task_names"]]
+    # plotly shows its strings as (limited) HTML: rerelrp.plots escapes every name from the data itself
+    names = list(content["task_names"])
     acc, cap = content["accuracy"], content["capacity"]
     figures = dict.fromkeys(("tag", "taw", "capacity", "history", "timings"), "")
     if acc["tag"]:
@@ -60,9 +61,18 @@ def _figures(content):
         figures["history"] = _figure(plots.capacity_history_figure(cap["history"], names, min_free=cap["min_free"]))
     if content["seconds"]:
         figures["timings"] = _figure(plots.timings_figure(content["seconds"], names))
+    clinical = content["clinical"]
+    figures["confusion"] = [
+        _figure(plots.confusion_heatmap(t["confusion"], t["classes"], f"Task {t['index']}: task-aware confusion matrix"))
+        if t["confusion"] and len(t["confusion"]) == len(t["classes"]) else ""
+        for t in clinical["tasks"]]
+    figures["confusion_tag"] = ""
+    if clinical["tag_confusion"]:
+        figures["confusion_tag"] = _figure(plots.confusion_heatmap(
+            clinical["tag_confusion"], clinical["tag_classes"], "Task-agnostic confusion matrix, all classes seen"))
     figures["recognition"] = []
     for smp in content["samples"]:
-        recognition = plots.recognition_figure(smp["p_task"], names, "Task recognition P<sub>T</sub>")
+        recognition = plots.recognition_figure(smp["p_task"], names, "Task recognition P_T")
         recognition.update_layout(height=210, width=min(640, max(320, 75 * len(names) + 80)))
         figures["recognition"].append(_figure(recognition, displayModeBar=False))
     return figures
@@ -88,11 +98,12 @@ def render_html(content):
 
     from rerelrp.plots import task_colors
 
-    settings = list(content["settings"].items())
+    settings = list(content["task_settings"]["run"])
     half = (len(settings) + 1) // 2
     return _environment().get_template("report.html.j2").render(
         c=content,
         sections=sections(content),
+        titles=text.TITLES,
         plotlyjs=Markup(plotly.offline.get_plotlyjs()),
         figures=_figures(content),
         samples=_samples(content),
@@ -106,4 +117,6 @@ def render_html(content):
         seeds=text.seeds(content["software"]),
         forgetting=text.FORGETTING,
         samples_intro=text.SAMPLES_INTRO,
+        per_class_columns=text.PER_CLASS_COLUMNS,
+        not_recorded=text.NOT_RECORDED,
     )

@@ -107,7 +107,10 @@ class _PdfReport:
         pdf.set_line_width(0.2)
         pdf.ln(2.5)
 
-    def subheading(self, title):
+    def subheading(self, title, need=18):
+        """A bold title, on the next page when less than ``need`` mm are left below it (no orphaned titles)."""
+        if self.pdf.get_y() + need > self.pdf.page_break_trigger:
+            self.pdf.add_page()
         self.text(10, "B")
         self.pdf.cell(0, 6, self.t(title), new_x="LMARGIN", new_y="NEXT")
 
@@ -115,8 +118,11 @@ class _PdfReport:
         self.text(size, style, color)
         self.pdf.multi_cell(self.W, size * 0.47, self.t(s), align=align, new_x="LMARGIN", new_y="NEXT")
 
-    def table(self, header, rows, widths, aligns=None, size=7.5, line=4.2):
-        """A table with a shaded heading row (fpdf2's table(): cells wrap, headings repeat after a page break)."""
+    def table(self, header, rows, widths, aligns=None, size=7.5, line=4.2, row_fills=None, cell_fills=None):
+        """A table with a shaded heading row (fpdf2's table(): cells wrap, headings repeat after a page break).
+
+        ``row_fills``: per body row an RGB fill or None; ``cell_fills``: per body row, per cell an
+        ``(rgb, white_text)`` or None (the confusion matrices' shading)."""
         from fpdf.fonts import FontFace
 
         pdf = self.pdf
@@ -126,9 +132,49 @@ class _PdfReport:
         with pdf.table(width=min(sum(widths), pdf.epw), col_widths=widths, align="LEFT", text_align=aligns or "LEFT",
                        v_align="TOP", line_height=line, padding=(0.5, 1),
                        headings_style=FontFace(emphasis="BOLD", color=INK, fill_color=HEADING_FILL)) as table:
-            for cells in [header, *rows]:
-                table.row([self.t(cell) for cell in cells])
+            table.row([self.t(cell) for cell in header])
+            for i, cells in enumerate(rows):
+                fill = row_fills[i] if row_fills else None
+                row = table.row(style=FontFace(fill_color=fill) if fill else None)
+                for j, cell in enumerate(cells):
+                    shade = cell_fills[i][j] if cell_fills else None
+                    style = FontFace(fill_color=shade[0], color=(255, 255, 255) if shade[1] else INK) if shade else None
+                    row.cell(self.t(cell), style=style)
         pdf.ln(2)
+
+    def warnbox(self, title, lines):
+        """A shaded box with a red bar: the warnings of one task, each on its own line(s)."""
+        pdf, t = self.pdf, self.t
+        bullet = "• " if t.ok("•") else "- "
+        sign = "⚠ " if t.ok("⚠") else ""
+        w, lh = self.W - 6, 3.7
+        self.text(7.5)
+        height = 6.5 + sum(len(pdf.multi_cell(w, lh, t(bullet + x), dry_run=True, output="LINES")) * lh for x in lines)
+        if pdf.get_y() + height > pdf.page_break_trigger and height < pdf.page_break_trigger - pdf.t_margin:
+            pdf.add_page()
+        y0 = pdf.get_y()
+        pdf.set_fill_color(253, 236, 234)
+        pdf.rect(pdf.l_margin, y0, self.W, height, style="F")
+        pdf.set_fill_color(192, 57, 43)
+        pdf.rect(pdf.l_margin, y0, 1.4, height, style="F")
+        pdf.set_xy(pdf.l_margin + 4, y0 + 1)
+        self.text(8, "B", (150, 40, 30))
+        pdf.cell(w, 4.5, t(sign + title), new_x="LMARGIN", new_y="NEXT")
+        self.text(7.5, "", (60, 20, 15))
+        for x in lines:
+            pdf.set_x(pdf.l_margin + 4)
+            pdf.multi_cell(w, lh, t(bullet + x), align="L", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_y(max(pdf.get_y(), y0 + height) + 2)
+
+    def fit(self, s, width):
+        """``s`` made printable and cut (with an ellipsis) to ``width`` mm in the current font: cells do not wrap."""
+        pdf, s = self.pdf, self.t(s)
+        if pdf.get_string_width(s) <= width:
+            return s
+        dots = "…" if self.t.ok("…") else "..."
+        while s and pdf.get_string_width(s + dots) > width:
+            s = s[:-1]
+        return s.rstrip() + dots
 
     def image(self, rgb, x, y, size):
         self.pdf.image(_png(rgb), x=x, y=y, w=size, h=size)
@@ -175,6 +221,11 @@ class _PdfReport:
             self.text(13, "B", (30, 30, 30))
             pdf.cell(cw - 4, 7, self.t(value))
         pdf.set_y(y + 19)
+        self.para(f"Final TAw: {s['final_taw']}\nFinal TAg: {s['final_tag']}", 8.5, (30, 30, 30), align="L")
+        if s["n_warnings"]:
+            self.para(f"{s['n_warnings']} warning(s) about the data or the model: see section "
+                      f"'{text.TITLES['data']}'.", 8.5, (192, 57, 43), "B", align="L")
+        pdf.ln(1)
         self.para(f"Network {s['net']}, trained on {s['device']}. TAg: task-agnostic accuracy (the model recognises the "
                   "task itself, then the class); TAw: task-aware accuracy (the task is given). Both in % of the test "
                   "images, averaged over tasks.")
@@ -201,13 +252,115 @@ class _PdfReport:
         widths = [0.15, 0.06, 0.11, 0.11, 0.11, 0.11, 0.08, 0.17, 0.10]
         self.table(cmp["header"], cmp["rows"], [W * w for w in widths], size=6.5)
 
+    def data(self):
+        rows = [[str(d["index"]), d["name"], d["split"], d["resolution"], str(len(d["warnings"]))] for d in self.c["data"]]
+        self.table(["#", "task", "split", "image size", "warnings"], rows, [7, 30, 68, 60, 15],
+                   ["R", "L", "L", "L", "R"], size=7, line=3.6)
+        for d in self.c["data"]:
+            if d["per_class"]:
+                self.subheading(f"Task {d['index']} ({d['name']}): split per class")
+                self.table(["class", "split by", "patients", "train / val / test"], [list(r) for r in d["per_class"]],
+                           [60, 30, 20, 40], ["L", "L", "R", "R"], size=7, line=3.6)
+        quiet = [d for d in self.c["data"] if not d["warnings"]]
+        for d in self.c["data"]:
+            if d["warnings"]:
+                self.warnbox(f"Warnings, task {d['index']} ({d['name']})", d["warnings"])
+        if quiet:
+            self.para("No warnings: " + ", ".join(f"task {d['index']} ({d['name']})" for d in quiet) + ".", 8, align="L")
+
     def settings(self):
-        items = [(k, str(v)) for k, v in self.c["settings"].items()]
+        ts, W = self.c["task_settings"], self.W
+        items = list(ts["run"])
         half = (len(items) + 1) // 2
         left, right = items[:half], items[half:] + [("", "")] * (2 * half - len(items))
-        W = self.W
+        self.subheading("Settings of the whole run (fixed by the first task)" if ts["recorded"]
+                        else "Settings when the workspace was saved")
         self.table(["setting", "value", "setting", "value"], [[a, b, c, d] for (a, b), (c, d) in zip(left, right)],
                    [W * 0.22, W * 0.28, W * 0.22, W * 0.28])
+        self.subheading("Settings per task")
+        if not ts["recorded"]:
+            self.para(f"Settings per task: {text.NOT_RECORDED} (this workspace was saved before each task's settings "
+                      "were kept); the table above holds the learner's settings when it was saved, which may differ "
+                      "from those earlier tasks trained with.", 8, (140, 100, 0))
+            return
+        self.para("What each task trained with and the schedule that ran: the step floor (min_steps) can run more "
+                  "epochs than were set. Shaded rows differ between tasks.", 7.5)
+        per_table = 6
+        for start in range(0, len(ts["tasks"]), per_table):
+            cols = range(start, min(start + per_table, len(ts["tasks"])))
+            width = min(28, (W - 48) / len(cols))
+            header = ["setting"] + [f"{ts['tasks'][i]}: {text.short_name(self.names[i], 16)}" for i in cols]
+            self.table(header, [[r["name"]] + [r["values"][i] for i in cols] for r in ts["rows"]],
+                       [48] + [width] * len(cols), ["L"] + ["R"] * len(cols), size=7, line=3.6,
+                       row_fills=[(255, 243, 205) if r["differs"] else None for r in ts["rows"]])
+
+    def clinical(self):
+        cl, W = self.c["clinical"], self.W
+        self.para(f"Final TAw: {cl['final_taw']}\nFinal TAg: {cl['final_tag']}", 8.5, (30, 30, 30), align="L")
+        self.para("Measured after the last task on each task's test images. TAw: the task is given and its sub-network "
+                  "answers; TAg: the model also recognises the task. Per class: that class against the task's other "
+                  "classes (task-aware), proportions 0-1 with 95 % intervals (Wilson, or whole patients resampled where "
+                  "the split grouped several images of one patient); AUROC one-vs-rest from the class probabilities, "
+                  "with a bootstrap interval. Confusion matrices: counts, rows true class, columns predicted class, "
+                  "shaded by the share of the true class.", 7.5)
+        for t in cl["tasks"]:
+            if self.pdf.get_y() > self.pdf.page_break_trigger - 45:
+                self.pdf.add_page()
+            self.subheading(f"Task {t['index']}: {t['name']}")
+            self.table(["figure", "value"], [["TAw", t["taw"]], ["TAg", t["tag"]],
+                                             ["balanced accuracy (TAw)", t["balanced_taw"]], ["intervals", t["ci_unit"]]],
+                       [40, W - 40], size=7, line=3.6)
+            if t["per_class"]:
+                self.per_class(t["per_class"])
+            else:
+                self.para(f"Per-class figures: {text.NOT_RECORDED}.", 7.5)
+            if t["confusion"] and len(t["confusion"]) == len(t["classes"]):
+                self.confusion(t["confusion"], t["classes"], "task-aware confusion matrix (counts)")
+            else:
+                self.para(f"Confusion matrix: {text.NOT_RECORDED}.", 7.5)
+        self.subheading("All classes seen (task-agnostic)")
+        if cl["tag_confusion"]:
+            self.confusion(cl["tag_confusion"], cl["tag_classes"], "task-agnostic confusion matrix (counts)")
+        else:
+            self.para(f"Task-agnostic confusion matrix: {text.NOT_RECORDED}.", 7.5)
+
+    def per_class(self, rows):
+        """The per-class table: class names cut to fit the column, the full names in a legend below."""
+        keys = [k for k, _ in text.PER_CLASS_COLUMNS]
+        cut = [(text.short_name(r["class"], 24), r["class"]) for r in rows]
+        body = [[short] + [str(r[k]) for k in keys[1:]] for (short, _), r in zip(cut, rows)]
+        self.table([label for _, label in text.PER_CLASS_COLUMNS], body, [29, 13] + [24.5] * 5 + [12.5],
+                   ["L", "R"] + ["R"] * 6, size=6.5, line=3.3)
+        long = [full for short, full in cut if short != full]
+        if long:
+            self.para("Full class names: " + "; ".join(long), 6.8, align="L")
+
+    def confusion(self, matrix, classes, title, per_table=14):
+        """Counts of true (rows) against predicted (columns) classes, columns by index, split over several
+        tables beyond ``per_table`` classes; the row labels carry the (shortened) names."""
+        counts = np.asarray(matrix, dtype=np.int64)
+        k = len(classes)
+        totals = counts.sum(1)
+        labels = [f"{i}: {text.short_name(c, 22)}" for i, c in enumerate(classes)]
+        for start in range(0, k, per_table):
+            cols = range(start, min(start + per_table, k))
+            width = min(14, (self.W - 42) / len(cols))
+            fills = []
+            for i in range(k):
+                row = [None]
+                for j in cols:
+                    share = counts[i, j] / totals[i] if totals[i] else 0.0
+                    rgb = tuple(round(255 + (b - 255) * share) for b in (33, 102, 172))
+                    row.append((rgb, share > 0.55) if counts[i, j] else None)
+                fills.append(row)
+            part = f", predicted classes {cols[0]}-{cols[-1]}" if k > per_table else ""
+            self.para(f"{title}{part}: row = true class, column = predicted class (by index)", 7, align="L")
+            self.table(["true \\ predicted"] + [str(j) for j in cols],
+                       [[labels[i]] + [str(counts[i, j]) for j in cols] for i in range(k)],
+                       [42] + [width] * len(cols), ["L"] + ["C"] * len(cols), size=6.5, line=3.3, cell_fills=fills)
+        long = [f"{i}: {c}" for i, c in enumerate(classes) if text.short_name(c, 22) != str(c)]
+        if long:
+            self.para("Full class names: " + "; ".join(long), 6.8, align="L")
 
     def accuracy(self):
         pdf, acc = self.pdf, self.c["accuracy"]
@@ -338,7 +491,8 @@ class _PdfReport:
         img = col - 3
         row_h = 14 + 2 * img + 4
         n_rows = (T + per_row - 1) // per_row
-        if pdf.get_y() + 10 + n_rows * row_h > pdf.page_break_trigger:
+        lines = self.sample_lines(smp)
+        if pdf.get_y() + 10 + 3.6 * len(lines) + n_rows * row_h > pdf.page_break_trigger:
             pdf.add_page()
         y = pdf.get_y() + 1
         pdf.set_draw_color(215, 222, 235)
@@ -346,17 +500,13 @@ class _PdfReport:
         pdf.rect(pdf.l_margin, y, W, 6.5, style="DF")
         pdf.set_xy(pdf.l_margin + 2, y + 0.6)
         self.text(8.5, "B")
-        pdf.cell(W * 0.45, 5.3, t(f"Sample {k + 1}: {smp['origin']}"))
-        verdict = "" if smp["correct"] is None else ("  (correct)" if smp["correct"] else "  (wrong)")
-        truth = "" if smp["true_task"] is None else f"true: task {smp['true_task']}, class {smp['true_class']} · "
-        color = (60, 60, 60) if smp["correct"] is None else (46, 125, 50) if smp["correct"] else (192, 57, 43)
-        self.text(7.5, "B" if smp["correct"] is False else "", color)
-        pdf.set_xy(pdf.l_margin + W * 0.45, y + 0.6)
-        scope = ("NONE OF THE LEARNED TASKS (scope score {:.2f} > 1); closest guess: " if smp["out_of_scope"]
-                 else "").format(smp["scope_score"])
-        pdf.cell(W * 0.55 - 2, 5.3, t(f"{truth}{scope}predicted: task {smp['pred_task']}, class {smp['pred_class']}"
-                                      f"{verdict}"), align="R")
-        y += 8.5
+        pdf.cell(W - 4, 5.3, self.fit(f"Sample {k + 1}: {smp['origin']}", W - 4))
+        pdf.set_xy(pdf.l_margin + 2, y + 7.2)
+        for line, color, bold in lines:
+            self.text(7.5, "B" if bold else "", color)
+            pdf.set_x(pdf.l_margin + 2)
+            pdf.multi_cell(W - 4, 3.6, t(line), align="L", new_x="LMARGIN", new_y="NEXT")
+        y = pdf.get_y() + 1.5
         x = pdf.l_margin
         self.text(7, "B", (60, 60, 60))
         pdf.set_xy(x, y)
@@ -373,13 +523,40 @@ class _PdfReport:
                         pdf.l_margin + 30 + c * col, y + r * row_h, img)
         pdf.set_y(y + n_rows * row_h)
 
+    def sample_lines(self, smp):
+        """(text, colour, bold) of the lines under a sample's title: its truth, the task-agnostic answer and the
+        true task's sub-network, each marked right or WRONG where the truth is known."""
+        marks = self.t.ok("✓") and self.t.ok("✗")
+        green, red, grey = (46, 125, 50), (192, 57, 43), (60, 60, 60)
+        lines = []
+        if smp["true_task"] is not None:
+            lines.append((f"true: task {smp['true_task']} ({self.names[smp['true_task']]}), class {smp['true_class']}",
+                          grey, False))
+        scope = f"NONE OF THE LEARNED TASKS ({text.scope_reason(smp)}); closest guess: " if smp["out_of_scope"] else ""
+        score = "" if smp["out_of_scope"] or smp["scope_score"] != smp["scope_score"] else \
+            f" · scope score {smp['scope_score']:.2f}"
+        answer = f"task-agnostic answer: {scope}task {smp['pred_task']} ({self.names[smp['pred_task']]}), class " \
+                 f"{smp['pred_class']}{score}"
+        v = smp.get("tag_verdict")
+        if v:
+            answer += "  " + text.verdict(v, marks, shout=True)
+        lines.append((answer, red if smp["out_of_scope"] or (v and not v["right"]) else green if v else grey,
+                      bool(smp["out_of_scope"] or (v and not v["right"]))))
+        v = smp.get("taw_verdict")
+        if v:
+            lines.append((f"sub-network of the true task {v['task']}: class {v['class']}  "
+                          + text.verdict(v, marks, shout=True), green if v["right"] else red, not v["right"]))
+        if smp.get("modality"):
+            lines.append((f"DICOM modality {smp['modality']}", grey, False))
+        return lines
+
     def subnet(self, sub, p, chosen, image, x, y, img):
         from rerelrp.plots import heatmap_rgb
 
         pdf, t, m = self.pdf, self.t, sub["task"]
         self.text(6.8, "B", (30, 30, 30))
         pdf.set_xy(x, y)
-        pdf.cell(img, 3.6, t(f"sub-net {m}: {sub['task_name']}"))
+        pdf.cell(img, 3.6, self.fit(f"sub-net {m}: {sub['task_name']}", img))
         self.text(6.4, "B" if chosen else "", (30, 30, 30))
         pdf.set_xy(x, y + 3.8)
         pdf.cell(img, 3.2, t(f"P_T = {p:.2f}"))
@@ -393,7 +570,8 @@ class _PdfReport:
             pdf.rect(x, y + 7.3, img, 2, style="D")
         self.text(6.4, "", (50, 50, 50))
         pdf.set_xy(x, y + 10)
-        pdf.cell(img, 3.2, t(f"predicts {sub['class']} (p {sub['prob']:.2f})"))
+        prob = f" (p {sub['prob']:.2f})"
+        pdf.cell(img, 3.2, self.fit(f"predicts {sub['class']}", img - pdf.get_string_width(prob)) + prob)
         self.image(heatmap_rgb(sub["heatmap"]), x, y + 14, img)
         self.image(heatmap_rgb(sub["heatmap"], image, overlay=True), x, y + 14 + img + 1, img)
 

@@ -41,14 +41,16 @@ import numpy as np
 from rerelrp.data.core import LoadReport
 from rerelrp.data.dicom.assemble import assemble, nothing_found
 from rerelrp.data.dicom.collect import Item, collect_items
-from rerelrp.data.dicom.identifiers import GROUPINGS, IDENTIFYING
+from rerelrp.data.dicom.identifiers import GROUP_BY, GROUPINGS, IDENTIFYING
 from rerelrp.data.dicom.pixels import FRAME_MODES, WINDOWS, Options
 from rerelrp.data.dicom.read import DICOM_FIRST_GROUPS, InMemory, new_counters, read_all, read_scrubbed, sniff_dicom
 from rerelrp.data.dicom.skips import Skip
 from rerelrp.data.dicom.sources import describe_source, open_source
 from rerelrp.errors import ConfigError, DataError
+from rerelrp.text import printable
 
-__all__ = ["DICOM_FIRST_GROUPS", "GROUPINGS", "IDENTIFYING", "load_dicom", "read_dicom_image", "sniff_dicom"]
+__all__ = ["DICOM_FIRST_GROUPS", "GROUP_BY", "GROUPINGS", "IDENTIFYING", "load_dicom", "read_dicom_image",
+           "read_dicom_image_with_meta", "sniff_dicom"]
 
 
 def load_dicom(
@@ -61,7 +63,7 @@ def load_dicom(
     max_files=20000,
     max_total_bytes=2 * 1024**3,
     manifest=None,
-    group_by="file",
+    group_by="auto",
     progress=None,
     stop=None,
     name=None,
@@ -90,10 +92,16 @@ def load_dicom(
         is read in memory, one entry at a time; nothing of it is written to disk.
     manifest : str | Path | None
         A CSV with ``path,label[,split]``; by default ``manifest.csv`` in the root is used if present.
-    group_by : "file" | "series" | "study" | "patient"
-        The unit that goes to one split as a whole. ``"file"`` (default) keeps all frames of a file
-        together; ``"patient"`` (or series/study) keeps all files of a patient together, which avoids
-        near-duplicate leakage between train and test. The keys are used in memory only.
+    group_by : "auto" | "patient" | "study" | "series" | "file"
+        The unit that goes to one split as a whole, so that test images are new patients (or studies,
+        scans), not near-duplicates of training images. ``"auto"`` (default), per class: patient when
+        every file names one (PatientID), else study, else series, else file; where that gives fewer
+        than 3 units (one could not be held out for both val and test) the next finer unit is used, with
+        a warning in ``report.warnings`` saying what the test figures then measure. An explicit unit
+        is used as given (a file without its key is its own unit), with a warning for each class that
+        has fewer than 3. ``"file"`` keeps only the frames of a file together. The keys are used in
+        memory only; ``provenance["split"]`` holds the counts, and every image's unit is an anonymous
+        code in ``Split.groups``.
     progress : callable(done, total) | None
         Called after every file, for a progress bar.
     stop : threading.Event-like | None
@@ -101,12 +109,12 @@ def load_dicom(
     name : str | None
         Name of the data set (default: the folder or zip name).
 
-    Splitting rule (no ``split`` column in a manifest)
-    -------------------------------------------------
+    Splitting rule (no ``split`` column in a manifest; a manifest's split column is taken as given)
+    -----------------------------------------------------------------------------------------------
     Per class and seeded, on the units of ``group_by``: a class with at least 3 units gives 15 % to
     test and 15 % to val, at least one each (about 70/15/15, always >= 1 left for training); a class
-    with 1 or 2 units goes to train entirely (said in ``report.notes``). If val or test would then be
-    empty overall, a :class:`DataError` says how many images per class are needed.
+    with 1 or 2 units goes to train entirely (said in ``report.warnings``). If val or test would then
+    be empty overall, a :class:`DataError` says how many units per class are needed.
 
     Bad files never stop a load: non-DICOM files, non-image objects, missing or undecodable pixel
     data, truncated files, unsafe or oversized zip entries are skipped, each with its reason in
@@ -122,7 +130,7 @@ def load_dicom(
             raise DataError(error_path, nothing_found(report))
         loaded, identifiers = read_all(items, opts, report, progress, stop)
     report.dropped_identifiers = sorted(identifiers)
-    ds = assemble(loaded, items, classes, opts, group_by, seed, report, source_record, ds_name, error_path)
+    ds = assemble(loaded, items, classes, opts, group_by, seed, report, source_record, printable(ds_name), error_path)
     if isinstance(source, (str, os.PathLike)):  # a file on disk can be read again; an upload cannot
         ds.provenance["reload"] = {"loader": "dicom", "source": str(Path(source).resolve()), "size": opts.size,
                                    "window": ds.provenance["settings"]["window"], "frames": opts.frames,
@@ -156,8 +164,8 @@ def _check_options(size, window, frames, max_frames, max_files, max_total_bytes,
     for label, value in (("max_frames", max_frames), ("max_files", max_files), ("max_total_bytes", max_total_bytes)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{label}={value!r}: must be a positive integer")
-    if group_by not in GROUPINGS:
-        raise ConfigError(f"group_by={group_by!r}: use one of {', '.join(GROUPINGS)}")
+    if group_by not in GROUP_BY:
+        raise ConfigError(f"group_by={group_by!r}: use one of {', '.join(GROUP_BY)}")
     return Options(int(size), window, frames, int(max_frames))
 
 
@@ -167,6 +175,12 @@ def read_dicom_image(data, name="upload", size=64, window="first"):
     Returns uint8 (size, size, C). A multi-frame object, a non-image object or an unreadable file
     raises :class:`DataError` naming the file, with any identifying value scrubbed from the reason.
     """
+    return read_dicom_image_with_meta(data, name, size, window)[0]
+
+
+def read_dicom_image_with_meta(data, name="upload", size=64, window="first"):
+    """:func:`read_dicom_image` and the file's non-identifying attributes (modality, body part, size, SHA-256):
+    the modality lets a caller tell an MR slice from a chest X-ray by its header (:mod:`rerelrp.modality`)."""
     opts = _check_options(size, window, "all", 2, 1, len(data) + 1, "file")
     item = Item(path=InMemory(bytes(data)), rel=str(name), label="")
     try:
@@ -177,4 +191,4 @@ def read_dicom_image(data, name="upload", size=64, window="first"):
     if frames > 1:
         raise DataError(name, f"a multi-frame DICOM object ({frames} frames, a 3D volume or cine); "
                               "upload a single 2D image")
-    return np.array(loaded.images[0])
+    return np.array(loaded.images[0]), dict(loaded.meta)

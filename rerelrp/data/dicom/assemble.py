@@ -2,7 +2,9 @@
 
 Splits are made on *units* of ``group_by`` (a file, or every file of one series, study or patient),
 per class and seeded, so that near-duplicates (the slices of one series, the scans of one patient)
-never sit on both sides of the train/test line; a manifest's ``split`` column is taken as given.
+never sit on both sides of the train/test line; ``"auto"`` takes the patient where it can and says,
+in the report's warnings, where a class had to be split below it. A manifest's ``split`` column is
+taken as given.
 All frames of a file share its split. Gray and colour files mixed make 3-channel images. The
 provenance holds the settings and, per file, only non-identifying attributes.
 """
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from rerelrp.data.core import ImageDataset, Split, check_dataset, stratified_holdout
+from rerelrp.data.core import SPLITS, ImageDataset, Split, check_dataset, split_record, stratified_holdout
+from rerelrp.data.dicom.identifiers import GROUPINGS
 from rerelrp.errors import DataError
 
 TEST_FRACTION = 0.15
 VAL_FRACTION = 0.15
 MIN_FOR_HOLDOUT = 3  # a class needs this many splitting units before it gives any to val/test
+PLURAL = {"patient": "patients", "study": "studies", "series": "series", "file": "files"}
 
 
 def nothing_found(report):
@@ -60,22 +64,24 @@ def assemble(loaded, items, classes, opts, group_by, seed, report, source_record
     def prepare(im):
         return np.repeat(im, 3, axis=-1) if to_rgb and im.shape[-1] == 1 else im
 
-    splits = _assign_splits(loaded, class_index, class_names, group_by, seed, report, error_path)
-    per_split = {"train": ([], []), "val": ([], []), "test": ([], [])}
+    splits, unit_of, split_rec = _assign_splits(loaded, class_index, class_names, group_by, seed, report, error_path)
+    report.warnings.extend(split_rec["warnings"])
+    per_split = {s: ([], [], []) for s in SPLITS}
     files = []
-    for lo, split in zip(loaded, splits):
-        images, labels = per_split[split]
+    for lo, split, unit in zip(loaded, splits, unit_of):
+        images, labels, groups = per_split[split]
         for im in lo.images:
             images.append(prepare(im))
             labels.append(class_index[lo.item.label])
+            groups.append(unit)
         files.append({"path": lo.item.rel, **lo.meta, "class": lo.item.label, "split": split})
     c = 3 if to_rgb else 1
 
     def build(name):
-        images, labels = per_split[name]
+        images, labels, groups = per_split[name]
         if images:
-            return Split(np.stack(images), np.asarray(labels, dtype=np.int64))
-        return Split(np.zeros((0, opts.size, opts.size, c), np.uint8), np.zeros(0, np.int64))
+            return Split(np.stack(images), np.asarray(labels, dtype=np.int64), np.asarray(groups, dtype=np.int64))
+        return Split(np.zeros((0, opts.size, opts.size, c), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     n_frames = sum(len(lo.images) for lo in loaded)
     report.notes.insert(
@@ -110,6 +116,7 @@ def assemble(loaded, items, classes, opts, group_by, seed, report, source_record
                 "seed": seed,
                 "resize": "pad to square with 0, then bilinear resize",
             },
+            "split": split_rec,
             "files": files,
         },
         report=report,
@@ -118,54 +125,143 @@ def assemble(loaded, items, classes, opts, group_by, seed, report, source_record
 
 
 def _assign_splits(loaded, class_index, class_names, group_by, seed, report, error_path):
-    """A split name per loaded file (manifest splits as given, else the seeded rule of load_dicom)."""
-    given = [lo.item.split for lo in loaded]
-    if all(s is not None for s in given):
-        report.notes.append("splits taken from the manifest's split column")
-        return given
+    """Per loaded file its split name and unit code, and the split record (the seeded rule of load_dicom).
+
+    A manifest's split column wins over ``group_by``. Unit codes number the units 0..G-1 in the order
+    the files were read: they tell which images belong together, nothing about whom.
+    """
+    files_of = {c: [lo for lo in loaded if lo.item.label == c] for c in class_names}
+    counts = {c: {u: _distinct(files, u) for u in GROUPINGS} for c, files in files_of.items()}
+    if all(lo.item.split is not None for lo in loaded):
+        report.notes.append("splits taken from the manifest's split column (group_by is not used)")
+        return _manifest_splits(loaded, files_of, counts)
+    first, unit = {}, {}
+    for c in class_names:
+        known = [u for u in GROUPINGS if counts[c][u] is not None]  # "file" is always known
+        enough = [u for u in known if counts[c][u] >= MIN_FOR_HOLDOUT]
+        first[c], unit[c] = (known[0], enough[0] if enough else "file") if group_by == "auto" else (group_by, group_by)
     # units: (class, group key); a file without the key is its own unit
     unit_of, units = [], {}
     missing_key = 0
     for n, lo in enumerate(loaded):
-        key = lo.keys.get(group_by) if group_by != "file" else None
-        if group_by != "file" and key is None:
+        c = lo.item.label
+        key = lo.keys.get(unit[c]) if unit[c] != "file" else None
+        if unit[c] != "file" and key is None:
             missing_key += 1
-        unit = (lo.item.label, key if key is not None else f"file:{n}")
-        unit_of.append(units.setdefault(unit, len(units)))
+        unit_of.append(units.setdefault((c, ("file", n) if key is None else ("key", key)), len(units)))
     unit_labels = np.zeros(len(units), dtype=np.int64)
     for (label, _), u in units.items():
         unit_labels[u] = class_index[label]
-    counts = np.bincount(unit_labels, minlength=len(class_names))
-    noun = "file" if group_by == "file" else group_by
+    n_units = np.bincount(unit_labels, minlength=len(class_names))
     unit_split = np.zeros(len(units), dtype=np.int64)  # 0 train, 1 val, 2 test
-    eligible = np.flatnonzero(counts[unit_labels] >= MIN_FOR_HOLDOUT)
+    eligible = np.flatnonzero(n_units[unit_labels] >= MIN_FOR_HOLDOUT)
     if eligible.size:
         rest, test = stratified_holdout(unit_labels[eligible], TEST_FRACTION, seed)
         _, val = stratified_holdout(unit_labels[eligible][rest], VAL_FRACTION / (1 - TEST_FRACTION), seed + 1)
         unit_split[eligible[test]] = 2
         unit_split[eligible[rest[val]]] = 1
-    small = [f"{class_names[c]} ({counts[c]})" for c in range(len(class_names)) if 0 < counts[c] < MIN_FOR_HOLDOUT]
-    if small:
-        report.notes.append(
-            f"classes with fewer than {MIN_FOR_HOLDOUT} {noun}s are used for training only: {', '.join(small)}"
-        )
+    common = set(unit.values()).pop() if len(set(unit.values())) == 1 else None
     if not (unit_split == 1).any() or not (unit_split == 2).any():
-        found = ", ".join(f"{class_names[c]} {counts[c]}" for c in range(len(class_names)))
+        noun = PLURAL[common] if common else "units"
+        what = noun if common else "units (patients, studies, series or files)"
+        found = ", ".join(f"{c} {n_units[k]}" if common else f"{c} {_amount(n_units[k], unit[c])}"
+                          for k, c in enumerate(class_names))
         raise DataError(
             error_path,
             f"too few images to make train/val/test splits: a class gives images to val and test only when it "
-            f"has at least {MIN_FOR_HOLDOUT} {noun}s, and at least one class must (found {noun}s per class: "
-            f"{found}). Add images, or give a manifest.csv with a split column",
+            f"has at least {MIN_FOR_HOLDOUT} {what}, and at least one class must (found {noun} per class: {found}). Add images, "
+            + ("split by a finer unit (group_by='auto' does so per class), " if group_by not in ("auto", "file") else "")
+            + "or give a manifest.csv with a split column",
         )
-    if group_by != "file":
+    if group_by == "auto":
+        report.notes.append(
+            f"group_by='auto': each class is split by patient, else study, series or file, the coarsest unit its "
+            f"files all name that gives at least {MIN_FOR_HOLDOUT}: "
+            + ", ".join(_unit_summary(c, unit[c], n_units[k], counts[c]["patient"]) for k, c in enumerate(class_names))
+        )
+    elif group_by != "file":
         report.notes.append(
             f"split by {group_by}: {len(units)} groups"
             + (f" ({missing_key} files without the key are their own group)" if missing_key else "")
             + "; a group that appears in two classes is split per class"
         )
+    plural = PLURAL[common] if common else "units"
     report.notes.append(
         f"splits: stratified by class, seed {seed}, about {1 - VAL_FRACTION - TEST_FRACTION:.0%}/"
-        f"{VAL_FRACTION:.0%}/{TEST_FRACTION:.0%} of the {noun}s of each class with >= {MIN_FOR_HOLDOUT} {noun}s"
+        f"{VAL_FRACTION:.0%}/{TEST_FRACTION:.0%} of the {plural} of each class with >= {MIN_FOR_HOLDOUT} {plural}"
     )
-    names = np.array(["train", "val", "test"])
-    return [str(names[unit_split[u]]) for u in unit_of]
+    per_class = {}
+    for k, c in enumerate(class_names):
+        mine = unit_labels == k
+        warning = _warning(c, first[c], unit[c], counts[c], int(n_units[k]))
+        per_class[c] = {"unit": unit[c], "patients": counts[c]["patient"],
+                        "groups": {name: int(np.sum(mine & (unit_split == s))) for s, name in enumerate(SPLITS)},
+                        "warnings": [warning] if warning else []}
+    return [SPLITS[unit_split[u]] for u in unit_of], unit_of, split_record(per_class)
+
+
+def _manifest_splits(loaded, files_of, counts):
+    """Splits as the manifest gives them, every file its own unit; a patient in two splits is warned about."""
+    per_class = {}
+    for c, files in files_of.items():
+        splits_of = {}
+        for lo in files:
+            splits_of.setdefault(lo.keys.get("patient"), set()).add(lo.item.split)
+        spread = sum(len(s) > 1 for s in splits_of.values()) if counts[c]["patient"] is not None else 0
+        per_class[c] = {
+            "unit": "manifest", "patients": counts[c]["patient"],
+            "groups": {s: sum(lo.item.split == s for lo in files) for s in SPLITS},
+            "warnings": [f"class '{c}': the manifest puts {spread} of {_amount(counts[c]['patient'], 'patient')} in "
+                         "more than one split: test figures then partly measure patients seen in training"] if spread else [],
+        }
+    return [lo.item.split for lo in loaded], list(range(len(loaded))), split_record(per_class)
+
+
+def _distinct(files, unit):
+    """How many units of ``unit`` the files of a class make; None when one of them lacks the key."""
+    if unit == "file":
+        return len(files)
+    values = {lo.keys.get(unit) for lo in files}
+    return None if None in values else len(values)
+
+
+def _amount(n, unit):
+    """'1 patient', '2 studies', '6 files'."""
+    return f"{n} {unit if n == 1 else PLURAL[unit]}"
+
+
+def _unit_summary(c, unit, n_units, patients):
+    """'ct by file (28 files; 1 patient)' for the note of an automatic split."""
+    if unit == "patient":
+        return f"{c} by patient ({_amount(n_units, unit)})"
+    return f"{c} by {unit} ({_amount(n_units, unit)}; {'no PatientID' if patients is None else _amount(patients, 'patient')})"
+
+
+def _warning(c, first, unit, counts, n_units):
+    """What limits the test figures of one class (None if nothing does): too few units, or not new patients."""
+    patients = counts["patient"]
+    if n_units < MIN_FOR_HOLDOUT:
+        known = f"{_amount(patients, 'patient')}, " if patients is not None and unit != "patient" else ""
+        return (f"class '{c}': {known}{_amount(n_units, unit)} (fewer than {MIN_FOR_HOLDOUT}): all its images are used "
+                "for training, so it has no val or test images")
+    if first != unit:
+        unknown = "" if patients is not None else "; no PatientID, so patients unknown"
+        head = f"class '{c}': {_amount(counts[first], first)} (fewer than {MIN_FOR_HOLDOUT}{unknown}): split by {unit} instead"
+    elif unit != "patient" and 1 in (patients, counts["series"]):
+        head = f"class '{c}': {'1 patient' if patients == 1 else 'one series'}, split by {unit}"
+    else:
+        return None
+    return f"{head}; test figures then measure {_measured(first, unit, patients, counts['series'])}"
+
+
+def _measured(first, unit, patients, series):
+    """What the test images of a class split below the patient level are: the sentence of its warning."""
+    new = {"study": "studies", "series": "series", "file": "images"}[unit]
+    if patients == 1:
+        return ("other images of the same scan of the same patient" if series == 1
+                else f"new {new} of the same patient") + ", not new patients"
+    if series == 1:
+        return "other images of the same scan, not new scans or patients"
+    if patients is not None:
+        return f"new {new} of {_amount(patients, 'patient')} that may also have images in training, not new patients"
+    return f"new {new} of {PLURAL[first]} that may also have images in training"

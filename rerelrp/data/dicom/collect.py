@@ -18,6 +18,7 @@ from rerelrp.data.core import SkippedFile
 from rerelrp.data.dicom.skips import Skip, add_listed, short
 from rerelrp.data.dicom.sources import is_ignored_dir, join_rel, unsafe_member
 from rerelrp.errors import DataError
+from rerelrp.text import printable
 
 MANIFEST_NAME = "manifest.csv"
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -94,13 +95,13 @@ def collect_items(tree, manifest, max_files, report):
                     SkippedFile(rel, "not inside a class folder (every class is a sub-folder of the root)")
                 )
                 continue
-            items.append(Item(tree.handle(rel), rel, inner[0]))
+            items.append(Item(tree.handle(rel), rel, printable(inner[0])))  # a folder name need not be UTF-8
     classes = {i.label for i in items}
     if where is None:
         for d in tree.listdir(class_root)[0]:
-            if not is_ignored_dir(d) and d not in classes:
-                report.notes.append(f"class folder '{d}' holds no files")
-                classes.add(d)
+            if not is_ignored_dir(d) and printable(d) not in classes:
+                report.notes.append(f"class folder '{printable(d)}' holds no files")
+                classes.add(printable(d))
     if len(items) > max_files:
         over = items[max_files:]
         add_listed(report, [(i.rel, f"over the cap max_files={max_files}: not read") for i in over], "files")
@@ -166,7 +167,7 @@ def _items_from_manifest(tree, where, manifest_rel, class_root, files, report):
             report.skipped.append(SkippedFile(rel, f"{at}: listed twice; the first row is used"))
             continue
         seen.add(key)
-        items.append(Item(tree.handle(entry), entry, cls, split))
+        items.append(Item(tree.handle(entry), entry, printable(cls), split))
     listed = seen | ({tree.identity(manifest_rel)} if manifest_rel is not None else set())
     unlisted = [f for f in files if tree.identity(f) not in listed]
     if unlisted:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-# group_by unit -> the attribute whose value makes one group ("file": every file is its own group)
-GROUPINGS = {"file": None, "series": "SeriesInstanceUID", "study": "StudyInstanceUID", "patient": "PatientID"}
+# group_by unit -> the attribute whose value makes one group ("file": every file is its own group), coarse to fine
+GROUPINGS = {"patient": "PatientID", "study": "StudyInstanceUID", "series": "SeriesInstanceUID", "file": None}
+# what load_dicom's group_by accepts: "auto" picks a unit of GROUPINGS per class (see assemble)
+GROUP_BY = ("auto", *GROUPINGS)
 
 # Identifying attributes (after the DICOM basic confidentiality profile, PS3.15 E.1). Besides these,
 # every person name (PN), date (DA), date-time (DT), time (TM) and instance UID counts as identifying.
