@@ -3,9 +3,10 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import get_state, job_heading, plot, show_error
-from rerelrp.compare import ABLATION, HEADER, METHODS, markdown, plan, table_rows
+from rerelrp.compare import HEADER, markdown, plan, table_rows
 from rerelrp.errors import RerelrpError
 from rerelrp.jobs import phase_fraction
+from rerelrp.method_run import ABLATION, METHODS
 from rerelrp.plots import comparison_figure
 from rerelrp.text import md
 

@@ -8,6 +8,7 @@ from pages.common import get_state, plot, show_error, step_seconds, workspace_pi
 from rerelrp.data import load_dataset, load_medmnist, split_into_tasks, tasks_per_dataset
 from rerelrp.errors import ConfigError, RerelrpError
 from rerelrp.plots import sample_grid_figure
+from rerelrp.settings import network_input_size
 from rerelrp.text import md
 
 DATA_ROOT = Path("./data")
@@ -55,7 +56,7 @@ SIZE_HELP = ("The side DICOM images are read at (padded to a square, then resize
 def size_cost(size):
     """What the chosen load size means for the network and the training time, said before loading."""
     settings = state.settings
-    side = state.learner.input_size_ if state.n_learned else (settings["input_size"] or int(size))
+    side = state.learner.input_size_ if state.n_learned else network_input_size(settings["input_size"], int(size))
     try:
         ms = 1000 * step_seconds(settings, side)
     except RerelrpError:

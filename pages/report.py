@@ -10,7 +10,7 @@ import streamlit as st
 
 from pages.common import model_page, show_error
 from rerelrp.errors import RerelrpError
-from rerelrp.images import read_image
+from rerelrp.modality import read_image_with_modality
 from rerelrp.relevance import COMPOSITES
 from rerelrp.report import DEFAULT_MAX_SAMPLES, Sample, build_report, default_sample_refs, render_html, render_pdf, test_sample
 from rerelrp.text import md
@@ -58,8 +58,8 @@ if build:
     samples = [test_sample(state.tasks, learner, t, i) for t, i in refs]
     for upload in uploads or []:
         try:
-            samples.append(Sample(read_image(upload.getvalue(), upload.name, dicom_size=learner.input_size_),
-                                  f"file {upload.name}"))
+            image, modality = read_image_with_modality(upload.getvalue(), upload.name, dicom_size=learner.input_size_)
+            samples.append(Sample(image, f"file {upload.name}", modality=modality))
         except RerelrpError as exc:
             show_error(exc, "Skipped: ")
     try:

@@ -2,10 +2,10 @@
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from pages.common import get_state, job_heading, plot, setting_widget, show_error, step_seconds, task_names
 from rerelrp.clinical import format_accuracy, per_class_table
+from rerelrp.device import available_devices
 from rerelrp.errors import RerelrpError
 from rerelrp.estimate import describe_plan, training_plan
 from rerelrp.jobs import ordered_phases, phase_fraction
@@ -82,8 +82,7 @@ if not state.can_learn:
 s = state.settings
 locked = learned > 0
 PER_ROW = 5
-devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
-    ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
+devices = available_devices()
 with st.form("settings", border=True):
     st.markdown("**Settings**" + (" · the network settings are fixed by the first task" if locked else ""))
     values = {}
@@ -216,8 +215,8 @@ with tab_clinical:
                  key="confusion_taw")
         with right:
             st.dataframe(pd.DataFrame(per_class_table(latest["per_class"][j])), hide_index=True, width="stretch")
-            st.caption("Per class, one against the rest, with 95 % intervals (Wilson; AUROC by bootstrap). PPV and "
-                       "NPV depend on how common each class is in this test set.")
+            st.caption("Per class, one against the rest, with 95 % intervals (Wilson; AUROC by bootstrap; F1 is shown "
+                       "without one). PPV and NPV depend on how common each class is in this test set.")
         all_classes = [f"{t['name']}: {c}" for t in state.learner.tasks_ for c in t["classes"]]
         st.markdown("**Task-agnostic** (the model also recognises the task): every class seen so far.")
         plot(confusion_heatmap(latest["confusion"]["tag"], all_classes, "All tasks: true × predicted"),
@@ -253,9 +252,15 @@ with tab_tasks:
             "classes": " | ".join(h.classes),
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    warnings = state.learner.history_[-1].warnings
-    for w in warnings:
-        st.warning(md(w), icon=":material/warning:")
+    *earlier, last = state.learner.history_
+    for w in last.warnings:
+        st.warning(f"Task {last.task} ({md(last.name)}): {md(w)}", icon=":material/warning:")
+    older = sum(len(h.warnings) for h in earlier)
+    if older:
+        with st.expander(f"Warnings of the earlier tasks ({older})"):
+            for h in earlier:
+                for w in h.warnings:
+                    st.markdown(f"- task {h.task} ({md(h.name)}): {md(w)}")
     choice = st.selectbox("Training curve of", range(learned), index=learned - 1,
                           format_func=lambda i: f"{i}: {names[i]}", key="curve_task")
     curve = state.learner.history_[choice].train_curve

@@ -22,11 +22,11 @@ import numpy as np
 
 from rerelrp.data import load_medmnist
 from rerelrp.data.core import SkippedFile
+from rerelrp.display_images import heatmap_rgb
 from rerelrp.errors import DataError, RerelrpError
 from rerelrp.fileio import RefusedFile, file_kind, read_regular, replaced_when_done
 from rerelrp.images import compact_input, encode_png, network_input, network_inputs, to_uint8
 from rerelrp.modality import apply_modality, read_image_with_modality, scope_texts
-from rerelrp.plots import heatmap_rgb
 from rerelrp.text import csv_cell, printable
 
 BATCH = 256  # images per predict call: one stacked pass per batch, bounded memory

@@ -11,21 +11,11 @@ once when both are asked for) and reports that training's time.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import torch
 
-import rerelrp.settings as settings
-from rerelrp.base import Prediction
-from rerelrp.baselines import BASELINES
+import rerelrp.parallel as parallel
 from rerelrp.errors import ConfigError
-from rerelrp.learner import ReReLRP
-from rerelrp.metrics import RunMetrics, evaluate_tasks
-from rerelrp.progress import Reporter
-
-METHODS = ("rerelrp", "rerelrp-maxsoftmax", "finetune", "ewc", "lwf", "icarl", "replay", "joint")
-ABLATION = "rerelrp-maxsoftmax"
+from rerelrp.method_run import ABLATION, METHODS
 
 
 def parse_methods(text):
@@ -51,82 +41,6 @@ def parse_seeds(text):
     return list(dict.fromkeys(seeds))
 
 
-class MostConfidentSubnetwork:
-    """A trained ReReLRP model whose task is the sub-network with the highest softmax probability
-    for its own class (no recognisers): the ``rerelrp-maxsoftmax`` ablation."""
-
-    def __init__(self, learner):
-        self.learner = learner
-
-    @property
-    def offsets_(self):
-        return self.learner.offsets_
-
-    def predict(self, images):
-        learner = self.learner
-        logits = [learner.subnetwork_logits(images, m) for m in range(learner.n_tasks)]
-        confidence = torch.stack([torch.softmax(lg, 1).max(1).values for lg in logits], 1).numpy()
-        subnet = np.stack([lg.argmax(1).numpy() for lg in logits], 1)
-        task = confidence.argmax(1)
-        local = subnet[np.arange(len(task)), task]
-        glob = learner.offsets_[task] + local
-        names = learner.class_names_
-        return Prediction(task, local, glob, confidence / confidence.sum(1, keepdims=True), subnet,
-                          [names[g] for g in glob])
-
-
-def _learner(method, params, exemplars_per_class):
-    """The learner of ``method`` with the shared settings that apply to it (and the exemplar budget where it keeps images)."""
-    if method == "rerelrp":
-        return ReReLRP(**params)
-    cls = BASELINES[method]
-    extra = {"exemplars_per_class": exemplars_per_class} if "exemplars_per_class" in cls.extra_params else {}
-    return cls(**settings.for_method(params, method), **extra)
-
-
-def _stored(method, learner):
-    """``(images, bytes)`` a method keeps after the last task."""
-    if method in ("rerelrp", ABLATION):
-        return 0, int(sum(h.stored_bytes for h in learner.history_))  # relevance rows of every task
-    return learner.stored()
-
-
-def _record(method, seed, metrics, learner, seconds):
-    images, nbytes = _stored(method, learner)
-    data = metrics.to_dict()
-    return {"method": method, "seed": seed, "final": metrics.final(), "images_stored": int(images),
-            "bytes_stored": int(nbytes), "seconds": float(seconds),
-            "tag_after_each_task": data["tag_after_each_task"], "acc_tag": data["acc_tag"],
-            "acc_taw": data["acc_taw"], "task_recognition": data["task_recognition"]}
-
-
-def run_method(method, tasks, params, seed, exemplars_per_class=20, also_ablation=False, callback=None, stop=None,
-               on_task=None):
-    """Learn ``tasks`` with ``method`` and ``seed``; returns its run record (two with ``also_ablation``:
-    ``rerelrp`` then ``rerelrp-maxsoftmax`` from the same model). ``on_task(k)`` with the number of
-    tasks learned: 0 at the start, then after each task."""
-    trained = "rerelrp" if method == ABLATION else method
-    learner = _learner(trained, {**params, "seed": seed}, exemplars_per_class).check_params()
-    views = {ABLATION: MostConfidentSubnetwork(learner)} if method == ABLATION else {method: learner}
-    if also_ablation:
-        views[ABLATION] = MostConfidentSubnetwork(learner)
-    metrics = {name: RunMetrics() for name in views}
-    clock = time.perf_counter()
-    if on_task:
-        on_task(0)
-    for i, task in enumerate(tasks):
-        learner.add_task(task, callback=callback, stop=stop)
-        summary = learner.history_[-1]
-        for name, view in views.items():
-            eval_clock = time.perf_counter()
-            row = evaluate_tasks(view, tasks[: i + 1], Reporter(callback, stop, task=i))
-            metrics[name].add(summary, row, time.perf_counter() - eval_clock, learner.capacity())
-        if on_task:
-            on_task(i + 1)
-    seconds = time.perf_counter() - clock
-    return [_record(name, seed, metrics[name], learner, seconds) for name in views]
-
-
 def plan(methods, seeds):
     """The runs to do, in order: ``[(method, seed, also_ablation)]`` (the ablation rides on ``rerelrp``)."""
     both = "rerelrp" in methods and ABLATION in methods
@@ -144,10 +58,9 @@ def compare(load_tasks, methods, seeds, params, exemplars_per_class=20, callback
     ``jobs`` worker processes, or on the Dask scheduler at ``cluster`` (``tcp://HOST:PORT``), as
     many at once as there are workers. ``threads`` torch threads per run (``None``: as they are;
     the same figures need the same count). Away from this process ``load_tasks`` should be a
-    :class:`rerelrp.parallel.TaskRecipe`, so that each worker loads the data itself; ``callback``
+    :class:`rerelrp.method_run.TaskRecipe`, so that each worker loads the data itself; ``callback``
     (phase progress) reaches only runs in this process, ``on_task`` and ``stop`` every run.
     """
-    from rerelrp import parallel
 
     methods, seeds = parse_methods(methods), parse_seeds(seeds)
     runs, names = [], None

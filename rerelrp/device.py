@@ -29,6 +29,12 @@ def resolve_device(name="auto"):
     return device
 
 
+def available_devices():
+    """The device settings that can work here: auto and cpu, then cuda and mps where present."""
+    mps = getattr(torch.backends, "mps", None)
+    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if mps and mps.is_available() else [])
+
+
 def make_cuda_reproducible():
     """Deterministic cuDNN and cuBLAS, no TF32: the same seed gives the same run, and frozen units
     stay exact. cuDNN's autotuner could pick another algorithm after a layer grows; TF32 would round

@@ -42,9 +42,19 @@ def evaluate_tasks(learner, tasks, report=None, memos=None):
         tag_pred.append(pred.global_class)
     n_seen = int(learner.offsets_[len(tasks)])  # over every class seen, global indices
     row["confusion"]["tag"] = clinical.confusion(np.concatenate(tag_true), np.concatenate(tag_pred), n_seen).tolist()
-    row["final_ci95"] = {key: _percent(clinical.mean_interval([d[:, col] for d in draws]))
+    row["final_ci95"] = {key: _percent(_final_interval([d[:, col] for d in draws], row[key], row["n"]))
                          for col, key in enumerate(("taw", "tag"))}
     return row
+
+
+def _final_interval(draws, accuracies, sizes):
+    """The interval of the mean over tasks; where every resample agrees (no error seen, or no hit), the
+    bootstrap says nothing about uncertainty, so the Wilson interval of the pooled images stands in."""
+    lo, hi = clinical.mean_interval(draws)
+    if np.isfinite(lo) and lo < hi:
+        return lo, hi
+    correct = int(round(sum(a / 100.0 * n for a, n in zip(accuracies, sizes))))
+    return clinical.wilson_interval(correct, int(sum(sizes)))
 
 
 def _percent(ci):

@@ -25,48 +25,14 @@ import time
 import uuid
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 
 from rerelrp.errors import ConfigError, RerelrpError, StopRequested
+from rerelrp.method_run import TaskRecipe, run_method
 
 CLUSTER_INSTALL = "pip install 'rerelrp[cluster]'"
 POLL_SECONDS = 0.2  # how often the waiting parent looks at the caller's stop flag
 REMOTE_STOP_POLL = 0.5  # how often a run on a Dask worker asks the scheduler whether Stop was pressed
 CONNECT_TIMEOUT = "20s"
-
-
-@dataclass(frozen=True)
-class TaskRecipe:
-    """What a worker needs to load the task sequence itself: the ``--data`` sources, ``--tasks``,
-    ``--data-root``, ``--group-by`` and ``--download``. Called with a seed it returns the tasks,
-    exactly as ``rerelrp compare`` loads them in one process."""
-
-    sources: tuple
-    n_tasks: int | None = None
-    data_root: str = "./data"
-    group_by: str = "auto"
-    download: bool = False
-
-    @classmethod
-    def of(cls, sources, n_tasks=None, data_root="./data", group_by="auto", download=False):
-        """A recipe whose files and folders that exist here are absolute paths (a worker may run in
-        another working directory; a cluster's workers must see them at the same path)."""
-        from rerelrp.data import MEDICAL_DEMO_SOURCE
-
-        def where(source):
-            source = str(source)
-            if source not in ("demo", MEDICAL_DEMO_SOURCE) and Path(source).exists():
-                return str(Path(source).resolve())
-            return source  # a name (demo, a MedMNIST flag) or a path only the workers see
-
-        return cls(tuple(where(s) for s in sources), n_tasks, str(Path(data_root).resolve()), group_by, bool(download))
-
-    def __call__(self, seed):
-        from rerelrp.data import build_sequence, expand_sources, load_dataset
-
-        datasets = [load_dataset(s, root=self.data_root, download=self.download, seed=seed, group_by=self.group_by)
-                    for s in expand_sources(list(self.sources))]
-        return build_sequence(datasets, self.n_tasks)
 
 
 @dataclass(frozen=True)
@@ -122,7 +88,6 @@ def torch_threads(threads):
 
 
 def _in_process(load_tasks, runs, params, exemplars_per_class, threads, callback, stop, on_task):
-    from rerelrp.compare import run_method
 
     loaded = {}
     with torch_threads(threads):
@@ -202,7 +167,10 @@ def _gather(pool, work, stop, on_task):
             if outcome is not None:
                 finished += 1
                 yield outcome["records"], outcome["tasks"]
-            elif error is not None and not isinstance(error, StopRequested) and failure is None:
+            elif isinstance(error, StopRequested) and not stopping:  # a Stop seen by a worker first
+                stopping = True
+                end_the_rest()
+            elif error is not None and failure is None:
                 failure = error
                 end_the_rest()
         if not stopping and failure is None and remaining and stop is not None and stop.is_set():
@@ -225,9 +193,7 @@ def _outcome(future):
         if isinstance(exc, ModuleNotFoundError) and "rerelrp" in str(exc):
             return None, ConfigError(f"a worker cannot import rerelrp ({exc}): install the same rerelrp version "
                                      "on every worker (docs/cluster.md)")
-        if type(exc).__name__ == "CancelledError":
-            return None, None
-        return None, exc
+        return (None, None) if future.cancelled() else (None, exc)
     if "error" in outcome:
         return None, _revive(outcome["error"])
     return outcome, None
@@ -260,7 +226,6 @@ def _execute(run, stop, report):
                               f"{run.version}: install the same version on every worker (docs/cluster.md)")
         if stop is not None and stop.is_set():
             raise StopRequested("stopped on request before this run started")
-        from rerelrp.compare import run_method
 
         with torch_threads(run.threads):
             tasks = _tasks_of(run.load_tasks, run.seed)
@@ -300,33 +265,38 @@ def _init_process_worker(events, stop):
 
 
 def _process_run(run):
-    return _execute(run, _STOP, lambda message: _EVENTS.put(["task", *message]))
+    return _execute(run, _STOP, lambda message: _EVENTS.put(("task", *message)))
 
 
 class _ProcessPool:
     """``jobs`` fresh loky worker processes, with ``threads`` torch (and BLAS) threads each, an event
-    they all see for Stop and a queue for per-task progress; shut down when the comparison ends."""
+    they all see for Stop and a queue for per-task progress; ended when the comparison ends.
+
+    The progress queue is a simple (unbuffered) one: a run's messages are written before its result
+    goes back, so once every run is in, the idle workers can be killed at once instead of waiting
+    seconds for each interpreter (torch, scikit-learn) to shut down.
+    """
 
     def __init__(self, jobs, threads):
         from joblib.externals.loky import ProcessPoolExecutor
         from joblib.externals.loky.backend.context import get_context
 
         ctx = get_context("loky")
-        self.events, self.stop = ctx.Queue(), ctx.Event()
+        self.events, self.stop = ctx.SimpleQueue(), ctx.Event()
         env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                           "LOKY_MAX_CPU_COUNT")}
         self.executor = ProcessPoolExecutor(max_workers=jobs, context=ctx, initializer=_init_process_worker,
                                             initargs=(self.events, self.stop), env=env)
-        self.inbox = queue.SimpleQueue()
+        self.inbox, self.closing = queue.SimpleQueue(), threading.Event()
         self.forwarder = threading.Thread(target=self._forward, name="rerelrp-progress", daemon=True)
         self.forwarder.start()
 
     def _forward(self):
         while True:
-            message = self.events.get()
-            if message is None:
+            if self.events._reader.poll(POLL_SECONDS):
+                self.inbox.put(tuple(self.events.get()))
+            elif self.closing.is_set():
                 return
-            self.inbox.put(tuple(message))
 
     def submit(self, run):
         return self.executor.submit(_process_run, run)
@@ -335,11 +305,12 @@ class _ProcessPool:
         self.stop.set()
 
     def close(self, clean):
-        self.stop.set()  # nothing may go on running once the caller stopped listening
-        self.executor.shutdown(wait=True, kill_workers=not clean)
-        self.events.put(None)
-        self.forwarder.join()
-        self.events.close()
+        self.stop.set()  # first: nothing may go on running once the caller stopped listening
+        # clean: every run is in and its progress written, the workers are idle; otherwise (an error
+        # here, Ctrl-C) whatever still runs is of no use
+        self.executor.shutdown(wait=True, kill_workers=True)
+        self.closing.set()
+        self.forwarder.join(5 * POLL_SECONDS)
 
 
 # ---------------------------------------------------------------- a Dask distributed cluster

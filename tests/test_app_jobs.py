@@ -220,3 +220,21 @@ def test_a_workspace_learned_from_an_upload_opens_without_its_data(tmp_path):
     assert prediction.p_task.shape == (4, 1)
     with pytest.raises(ConfigError, match="every planned task is learned"):
         fresh.start_training(1)
+
+
+def test_jobs_hold_with_a_trainer_that_finishes_at_once(monkeypatch, tmp_path, gated_steps):
+    """On a machine (or GPU) fast enough that training takes no time, the job rules still hold."""
+    import rerelrp.learner
+
+    monkeypatch.setattr(rerelrp.learner, "train", lambda *args, **kwargs: [])  # no optimiser step at all
+    state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
+    job = state.start_training(1)  # held at its task's start: busy however fast the rest is
+    with pytest.raises(ConfigError, match="while a task is training"):
+        state.set_plan([])
+    gated_steps.set()
+    assert job.wait(300) and job.state == "done", job.error
+    assert state.n_learned == 1 and not state.busy and state.learner.history_[0].train_curve == []
+    second = state.start_training(1)
+    state.stop_training()  # pressed before the task's first batch... or after it ended: either outcome is whole
+    assert second.wait(300) and second.state in ("stopped", "done")
+    assert state.n_learned == (1 if second.state == "stopped" else 2) == len(state.run.metrics.acc_tag)

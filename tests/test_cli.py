@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import shared_file
@@ -91,7 +92,13 @@ def test_run_on_a_real_dicom_folder_ct_vs_mr_reports_every_skipped_file(tmp_path
     assert main(["run", "--data", str(data), "--out", str(out), *FAST_ARGS]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tasks"] == [{"name": "ct_vs_mr t0", "classes": ["ct", "mr"]}]
-    assert len(metrics["acc_taw"]) == 1 and 0 <= metrics["final"]["taw"] <= 100
+    confusion, n = np.array(metrics["confusion"]["taw"][0]), metrics["n_test"][0]
+    assert len(metrics["acc_taw"]) == 1 and confusion.sum() == n  # the figure is what the test images give
+    assert metrics["final"]["taw"] == pytest.approx(100.0 * np.trace(confusion) / n)
+    lo, hi = metrics["final"]["taw_ci95"]
+    assert lo <= metrics["final"]["taw"] <= hi and hi - lo > 0  # a few test images: never a bare point
+    split = json.loads((out / "run.json").read_text())["data"]["tasks"][0]["split"]
+    assert split["unit"] in ("patient", "study", "series", "file", "mixed") and set(split["groups"]) == {"train", "val", "test"}
     record = json.loads((out / "run.json").read_text())
     skipped = {s["path"]: s["reason"] for s in record["load_reports"][0]["skipped"]}
     assert set(skipped) == {"mr/README-Series.txt", "mr/rtplan.dcm"}

@@ -230,3 +230,13 @@ def test_metrics_json_round_trips_and_older_files_still_load(clinical_run):
     again = RunMetrics.from_dict(old).to_dict()
     assert again == old and "confusion" not in again and set(again["final"]) == {"tag", "taw", "forgetting_tag",
                                                                                   "forgetting_taw"}
+
+
+def test_the_final_interval_is_not_a_point_when_no_error_was_seen():
+    from rerelrp.metrics import _final_interval
+
+    perfect = [np.ones(200), np.ones(200)]  # every resample of both tasks: 100 %
+    lo, hi = _final_interval(perfect, [100.0, 100.0], [20, 6])
+    assert (lo, hi) == clinical.wilson_interval(26, 26) and lo < 0.9 and hi == 1.0
+    spread = [np.linspace(0.8, 1.0, 200), np.linspace(0.6, 1.0, 200)]
+    assert _final_interval(spread, [90.0, 80.0], [20, 6]) == clinical.mean_interval(spread)

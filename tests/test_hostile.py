@@ -316,7 +316,7 @@ def test_reload_of_a_dicom_folder_needs_its_recorded_files_and_few_entries(tmp_p
         check_reload(tmp_path, [_dicom_record(folder, [{**files[0], "path": "../../etc/passwd"}])])
     with pytest.raises(WorkspaceError, match="manifest"):
         check_reload(tmp_path, [_dicom_record(folder, files, manifest="/etc/passwd")])
-    monkeypatch.setattr("rerelrp.workspace.DATA_FOLDER_ENTRIES", 20)
+    monkeypatch.setattr("rerelrp.workspace.data_checks.DATA_FOLDER_ENTRIES", 20)
     for k in range(25):
         (folder / "a" / f"other{k}.txt").write_bytes(b"")
     with pytest.raises(WorkspaceError, match="more than 20 entries"):

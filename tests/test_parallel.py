@@ -11,7 +11,8 @@ from conftest import FAST, no_network
 from rerelrp import compare
 from rerelrp.cli import main
 from rerelrp.errors import ConfigError, StopRequested
-from rerelrp.parallel import TaskRecipe, check
+from rerelrp.method_run import TaskRecipe
+from rerelrp.parallel import check
 
 # 2 methods x 2 seeds (rerelrp also gives its max-softmax ablation): 4 runs, 6 records. LeNet and 40 steps a
 # task: the runs learn something (TAg about 40-50 %, recognition about 90 %) in a second or two each, so that

@@ -1,9 +1,9 @@
-"""The figures of rerelrp.plots: shapes, colours, the symmetric relevance map."""
+"""The figures of rerelrp.plots and the images of rerelrp.display_images: shapes, colours, the symmetric relevance map."""
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from rerelrp import plots
+from rerelrp import display_images, plots
 
 
 def test_task_colors_are_distinct_stable_and_never_grey():
@@ -17,7 +17,7 @@ def test_task_colors_are_distinct_stable_and_never_grey():
 
 def test_heatmap_rgb_zero_is_white_and_sign_maps_to_red_and_blue():
     h = np.array([[0.0, 2.0], [-2.0, 1.0]])
-    rgb = plots.heatmap_rgb(h)
+    rgb = display_images.heatmap_rgb(h)
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
     assert rgb[0, 0].tolist() == [255, 255, 255]  # 0 -> white
     assert rgb[0, 1].tolist() == [255, 0, 0]  # +max -> pure red
@@ -27,7 +27,7 @@ def test_heatmap_rgb_zero_is_white_and_sign_maps_to_red_and_blue():
 
 def test_heatmap_rgb_is_linear_white_to_red_and_to_blue():
     v = np.linspace(-1, 1, 2001)
-    rgb = plots.heatmap_rgb(3.0 * v[None, :])[0].astype(float)
+    rgb = display_images.heatmap_rgb(3.0 * v[None, :])[0].astype(float)
     pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
     expected = np.stack([1 - neg, 1 - pos - neg, 1 - pos], axis=-1) * 255
     assert np.abs(rgb - expected).max() <= 0.5  # exact up to rounding to uint8
@@ -37,30 +37,30 @@ def test_heatmap_rgb_is_linear_white_to_red_and_to_blue():
 def test_heatmap_rgb_is_symmetric_around_zero_and_scale_free():
     rng = np.random.default_rng(0)
     h = rng.normal(size=(16, 16))
-    pos, neg = plots.heatmap_rgb(h), plots.heatmap_rgb(-h)
+    pos, neg = display_images.heatmap_rgb(h), display_images.heatmap_rgb(-h)
     assert np.array_equal(pos[..., 0], neg[..., 2])  # swapping the sign swaps red and blue
     assert np.array_equal(pos[..., 1], neg[..., 1])
-    assert np.array_equal(plots.heatmap_rgb(h * 1e-6), pos)  # scaled by the largest magnitude
+    assert np.array_equal(display_images.heatmap_rgb(h * 1e-6), pos)  # scaled by the largest magnitude
     # only positive values: no blue-ish pixel; only negative: no red-ish pixel
-    only_pos = plots.heatmap_rgb(np.abs(h))
+    only_pos = display_images.heatmap_rgb(np.abs(h))
     assert np.all(only_pos[..., 0] == 255)
-    only_neg = plots.heatmap_rgb(-np.abs(h))
+    only_neg = display_images.heatmap_rgb(-np.abs(h))
     assert np.all(only_neg[..., 2] == 255)
 
 
 def test_heatmap_rgb_handles_all_zero_and_nan():
-    assert np.all(plots.heatmap_rgb(np.zeros((3, 4))) == 255)
-    rgb = plots.heatmap_rgb(np.array([[np.nan, 1.0]]))
+    assert np.all(display_images.heatmap_rgb(np.zeros((3, 4))) == 255)
+    rgb = display_images.heatmap_rgb(np.array([[np.nan, 1.0]]))
     assert rgb[0, 0].tolist() == [255, 255, 255]
     with pytest.raises(ValueError):
-        plots.heatmap_rgb(np.zeros((2, 2, 2)))
+        display_images.heatmap_rgb(np.zeros((2, 2, 2)))
 
 
 def test_heatmap_overlay_keeps_the_image_where_relevance_is_zero():
     image = np.arange(64, dtype=np.uint8).reshape(8, 8, 1) * 3
     h = np.zeros((16, 16))
     h[0, 0], h[15, 15] = 1.0, -1.0
-    out = plots.heatmap_rgb(h, image, overlay=True)
+    out = display_images.heatmap_rgb(h, image, overlay=True)
     assert out.shape == (16, 16, 3)
     gray = np.repeat(np.repeat(image[..., 0], 2, 0), 2, 1)  # 8 -> 16 px, each pixel twice
     assert np.array_equal(out[5, 5], [gray[5, 5]] * 3)  # relevance 0: the input shows unchanged
@@ -68,7 +68,7 @@ def test_heatmap_overlay_keeps_the_image_where_relevance_is_zero():
     assert out[15, 15].tolist() == [0, 0, 255]
     colour = np.zeros((8, 8, 3), np.uint8)
     colour[..., 1] = 200
-    assert plots.heatmap_rgb(np.zeros((8, 8)), colour, overlay=True)[0, 0].tolist() == [67, 67, 67]  # gray of the input
+    assert display_images.heatmap_rgb(np.zeros((8, 8)), colour, overlay=True)[0, 0].tolist() == [67, 67, 67]  # gray of the input
 
 
 def test_accuracy_matrix_figure_is_lower_triangular_0_to_100():
@@ -147,7 +147,7 @@ def test_heatmap_figure_has_input_plus_one_panel_per_subnetwork():
     assert all(np.asarray(d.z).shape == (28, 28, 3) for d in images)
     assert [a.text for a in fig.layout.annotations] == ["input"] + titles
     # panel m is the colour map of heat map m
-    assert np.array_equal(np.asarray(images[1].z), plots.heatmap_rgb(maps[0], image, overlay=True))
+    assert np.array_equal(np.asarray(images[1].z), display_images.heatmap_rgb(maps[0], image, overlay=True))
 
 
 def test_timings_figure_stacks_phases():
@@ -168,7 +168,7 @@ def test_train_curve_and_sample_grid():
     assert [d.name for d in fig.data] == ["loss", "train acc", "val acc"]
     images = np.zeros((6, 8, 8, 1), np.uint8)
     images[3:] = 255
-    grid, row = plots.sample_grid(images, np.array([0, 0, 0, 1, 1, 1]), 2, per_class=3)
+    grid, row = display_images.sample_grid(images, np.array([0, 0, 0, 1, 1, 1]), 2, per_class=3)
     assert grid.shape == (2 * 9 + 1, 3 * 9 + 1, 3) and row == 9
     assert grid[1:9, 1:9].max() == 0 and grid[10:18, 1:9].min() == 255  # class 0 dark row, class 1 bright row
     fig = plots.sample_grid_figure(images, np.array([0, 0, 0, 1, 1, 1]), ["dark", "bright"], per_class=3)
@@ -183,5 +183,5 @@ def test_heatmap_figure_colour_bar_matches_the_panels():
     bar = next(d for d in fig.data if isinstance(d, go.Heatmap))
     assert (bar.zmin, bar.zmax) == (-1, 1) and bar.showscale
     stops = {float(at): [round(c) for c in unlabel_rgb(color)] for at, color in bar.colorscale}
-    panel = plots.heatmap_rgb(np.array([[-1.0, 0.0, 1.0]]))[0].tolist()
+    panel = display_images.heatmap_rgb(np.array([[-1.0, 0.0, 1.0]]))[0].tolist()
     assert [stops[0.0], stops[0.5], stops[1.0]] == panel

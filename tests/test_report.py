@@ -361,3 +361,228 @@ def test_a_sample_of_no_learned_task_is_called_so_in_html_and_pdf(ws):
     assert "NONE OF THE LEARNED TASKS (scope score 3.25 > 1)" in " ".join(text.split())
     smp["out_of_scope"], smp["scope_score"] = False, 0.5
     assert "none of the learned tasks</span>" not in render_html(content)
+
+
+# --------------------------------------------------------------------------- clinical figures, per-task settings, splits
+WARNING = ("class '0': 1 patient (fewer than 3): split by file instead; test figures then measure other images of the "
+           "same scan of the same patient, not new patients")
+
+
+def _patient_split(task, warned=None):
+    """``task`` with a split record as the DICOM loader writes it: every class split by patient (7 / 2 / 2 of 11),
+    except ``warned``, a class of one patient split by file with the loader's warning."""
+    from rerelrp.data.core import split_record
+
+    per_class = {}
+    for name in task.class_names:
+        one = name == warned
+        per_class[name] = {"unit": "file" if one else "patient", "patients": 1 if one else 11,
+                           "groups": {"train": 7, "val": 2, "test": 2}, "warnings": [WARNING] if one else []}
+    task.provenance = copy.deepcopy(task.provenance) | {"split": split_record(per_class)}
+    return task
+
+
+@pytest.fixture(scope="module")
+def mixed_ws(tmp_path_factory):
+    """Two tasks trained with different settings (epochs 1 with the 200-step floor, then epochs 3 without a floor
+    and another learning rate), task 0 with a data warning, task 1 split by patient."""
+    tasks = build_sequence([load_dataset("demo")], 2)
+    tasks = [_patient_split(tasks[0], warned="0"), _patient_split(tasks[1])]
+    learner = ReReLRP(**CONFIG)
+    run = SequenceRun(learner, tasks)
+    run.step()
+    learner.set_params(epochs=3, min_steps=0, lr=0.02)
+    run.step()
+    path = tmp_path_factory.mktemp("mixed") / "ws"
+    save_workspace(path, learner, run.metrics, tasks=tasks)
+    out = tmp_path_factory.mktemp("mixed-out")
+    make_report(path, out / "r.html", "html", samples=["0:1", "1:3"])
+    make_report(path, out / "r.pdf", "pdf", samples=["0:1", "1:3"])
+    return path, out / "r.html", out / "r.pdf"
+
+
+def pdf_text(path_or_bytes):
+    from pypdf import PdfReader
+
+    source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    return " ".join("\n".join(page.extract_text() for page in PdfReader(source).pages).split())
+
+
+def html_text(document):
+    """The page's visible text with whitespace collapsed (tags dropped, entities decoded)."""
+    import html
+
+    class Text(HTMLParser):
+        parts, skip = [], False
+
+        def handle_starttag(self, tag, attrs):
+            self.skip = tag in ("script", "style")
+
+        def handle_endtag(self, tag):
+            self.skip = False
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.parts = []
+    parser.feed(document)
+    return html.unescape(" ".join(" ".join(parser.parts).split()))
+
+
+def test_reports_carry_per_class_rows_and_intervals(mixed_ws):
+    from rerelrp.clinical import format_accuracy, per_class_table
+
+    path, html_file, pdf_file = mixed_ws
+    _, metrics, _ = load_workspace(path)
+    m = metrics.to_dict()
+    document = html_file.read_text(encoding="utf-8")
+    page, text = html_text(document), pdf_text(pdf_file)
+    for j in range(2):
+        taw = format_accuracy(m["acc_taw"][-1][j], m["taw_ci95"][j], m["n_test"][j])
+        assert "95 % CI" in taw and f"{m['n_test'][j]} images" in taw
+        assert f"TAw {taw}" in page and f"TAw {taw}" in text
+        for row in per_class_table(m["per_class"][j]):
+            cells = " ".join([row["class"], str(row["images"]), row["sensitivity"], row["specificity"], row["ppv"],
+                              row["npv"], row["auroc"], row["f1"]])
+            assert cells in page, cells
+            assert cells in text, cells
+    final = format_accuracy(m["final"]["taw"], m["final"]["taw_ci95"], sum(m["n_test"]))
+    assert f"Final TAw: {final}" in page and f"Final TAw: {final}" in text
+    # confusion matrices: one heatmap per task and one over all classes in the HTML, count tables in the PDF
+    assert document.count("task-aware confusion matrix") == 2 and "Task-agnostic confusion matrix" in document
+    first = m["confusion"]["taw"][0][0]
+    assert "task-aware confusion matrix (counts)" in text
+    assert "0: 0 " + " ".join(map(str, first)) in text
+
+
+def test_reports_show_the_settings_of_each_task(mixed_ws):
+    path, html_file, pdf_file = mixed_ws
+    learner, _, _ = load_workspace(path)
+    assert [h.schedule["epochs_set"] for h in learner.history_] == [1, 3]
+    runs = [h.schedule["epochs"] for h in learner.history_]
+    assert runs[0] > 1 and runs[1] == 3  # the step floor ran more epochs than were set for task 0
+    document = html_file.read_text(encoding="utf-8")
+    page, text = html_text(document), pdf_text(pdf_file)
+    for row in ("epochs set 1 3", f"epochs run (step floor included) {runs[0]} 3", "lr 0.05 0.02", "min_steps 200 0",
+                "batch_size 64 64"):
+        assert row in page, row
+        assert row in text, row
+    assert '<tr class="diff"><th>epochs set</th>' in document  # a setting that differs is marked
+    assert '<tr><th>batch_size</th>' in document
+    # fixed settings stay in the run's table, per-task ones are not repeated there
+    run_table = page.split("Settings of the whole run")[1].split("Settings per task")[0]
+    assert "net lenet" in run_table and "seed 0" in run_table and "lr" not in run_table
+
+
+def test_reports_show_splits_resolution_and_warnings(mixed_ws):
+    _, html_file, pdf_file = mixed_ws
+    document = html_file.read_text(encoding="utf-8")
+    page, text = html_text(document), pdf_text(pdf_file)
+    for phrase in ("split by patient: 35 / 10 / 10 patients (train / val / test)",  # task 1: 5 classes of 7 / 2 / 2
+                   "split by file or patient", WARNING, "loaded at 8 px, network reads 16 px",
+                   "Warnings, task 0 (digits t0)", "warning(s) about the data or the model"):
+        assert phrase in page, phrase
+        assert phrase in text, phrase
+    assert document.count('class="warnbox"') >= 2  # the summary's pointer and task 0's block
+    assert "0 file 1 7 / 2 / 2" in page and "1 patient 11 7 / 2 / 2" in text  # the split per class
+
+
+def test_samples_are_marked_right_or_wrong(ws, tasks):
+    learner, metrics, meta = load_workspace(ws)
+    image, label = tasks[1].test.images[3], int(tasks[1].test.labels[3])
+    content = build_report(learner, metrics, meta, [Sample(image, "test image", task=1, label=label)])
+    smp = content["samples"][0]
+    taw_class = smp["subnets"][1]["class"]
+    assert smp["taw_verdict"]["right"] == (taw_class == smp["true_class"])
+    assert smp["tag_verdict"]["right"] == smp["correct"]
+    # the same image under a label its task's sub-network does not give: both answers are wrong
+    classes = learner.tasks_[1]["classes"]
+    other = next(i for i, c in enumerate(classes) if str(c) not in (taw_class, smp["pred_class"]))
+    content = build_report(learner, metrics, meta, [Sample(image, "test image", task=1, label=other)])
+    smp = content["samples"][0]
+    assert not smp["taw_verdict"]["right"] and not smp["tag_verdict"]["right"]
+    page = html_text(render_html(content))
+    assert f"class {taw_class} ✗ wrong: true class {classes[other]}" in page
+    for font in (True, False):  # the fallback font has no ✓ / ✗: the words alone then
+        text = pdf_text(render_pdf(content, font=font))
+        assert f"sub-network of the true task 1: class {taw_class}" in text
+        assert f"WRONG: true class {classes[other]}" in text
+        assert ("✗ WRONG" in text) == font
+
+
+def test_a_file_of_no_learned_modality_is_out_of_scope(ws):
+    """A DICOM file's Modality that no task has puts it out of scope, whatever its score, and the report says why."""
+    learner, metrics, meta = load_workspace(ws)
+    for record in learner.tasks_:  # as if every task were chest X-rays read from DICOM files
+        record["provenance"] = dict(record["provenance"], kind="dicom",
+                                    files=[{"class": c, "modality": "CR"} for c in record["classes"]])
+    image = np.full((8, 8, 1), 90, np.uint8)
+    content = build_report(learner, metrics, meta, [Sample(image, "file brain.dcm", modality="MR"),
+                                                    Sample(image, "file same.png")])
+    flagged, plain = content["samples"]
+    assert flagged["out_of_scope"] and "modality MR" in flagged["scope_reason"]
+    assert plain["scope_reason"] is None and plain["out_of_scope"] == (plain["scope_score"] > 1)
+    reason = "modality MR: no learned task is MR (tasks: CR/DX/RG)"
+    assert f"none of the learned tasks ({reason})" in html_text(render_html(content))
+    assert f"NONE OF THE LEARNED TASKS ({reason})" in pdf_text(render_pdf(content))
+
+
+def test_a_dicom_file_sample_carries_its_modality(ws):
+    from conftest import shared_file
+
+    folder = shared_file("dicom", "mr_brain_series")
+    learner, _, meta = load_workspace(ws)
+    samples, _ = resolve_samples([str(sorted(folder.glob("*.dcm"))[0])], learner, meta)
+    assert samples[0].modality == "MR" and samples[0].image.ndim == 3
+
+
+def test_report_of_a_workspace_saved_before_the_new_keys(ws, tasks, tmp_path):
+    """Older workspaces hold no intervals, per-class rows, confusion matrices, split records or per-task
+    settings: both formats still build and say what is not recorded."""
+    learner, metrics, _ = load_workspace(ws)
+    metrics.latest, metrics.final_ci95 = {}, {}
+    for record in learner.tasks_:
+        record.pop("split", None)
+    for report in learner.history_:
+        report.settings, report.schedule, report.train_curve = {}, {}, []
+    old = save_workspace(tmp_path / "old", learner, metrics, tasks=tasks)
+    _, m, _ = load_workspace(old)
+    assert not {"taw_ci95", "per_class", "confusion", "n_test"} & set(m.to_dict())
+    out = make_report(old, tmp_path / "old.html", "html", samples=["none"])
+    page = html_text(Path(out["path"]).read_text(encoding="utf-8"))
+    make_report(old, tmp_path / "old.pdf", "pdf", samples=["none"])
+    text = pdf_text(tmp_path / "old.pdf")
+    for phrase in ("split: not recorded", "Settings per task: not recorded", "Per-class figures: not recorded",
+                   "Confusion matrix: not recorded", "Settings when the workspace was saved", "relevance_samples 24",
+                   "95 % CI and number of images not recorded"):
+        assert phrase in page, phrase
+        assert phrase in text, phrase
+
+
+def test_split_and_size_texts():
+    from rerelrp.report.study import resolution_text, split_text
+
+    groups = {"train": 546, "val": 78, "test": 156}
+    assert split_text({"unit": "official", "groups": groups}) == \
+        "MedMNIST's official splits: 546 / 78 / 156 images (train / val / test)"
+    assert split_text({"unit": "study", "groups": {"train": 7, "val": 2, "test": 1}}).startswith(
+        "split by study: 7 / 2 / 1 studies")
+    assert split_text(None) == "split: not recorded"
+    assert resolution_text([64, 64, 1], 64) == "loaded at 64 px, network reads 64 px"
+    assert resolution_text([512, 512, 1], 28).startswith("loaded at 512 px, network reads 28 px (downscaled")
+    assert resolution_text(None, 28) == "image size not recorded"
+
+
+def test_many_long_class_names_fit_the_pdf(ws):
+    """Long class names are cut in the PDF's tables and given in full in a legend."""
+    learner, metrics, meta = load_workspace(ws)
+    long = "immature granulocytes (myelocytes, metamyelocytes and promyelocytes)"
+    classes = [f"{long} {i}" for i in range(len(learner.tasks_[0]["classes"]))]
+    learner.tasks_[0] = copy.deepcopy(learner.tasks_[0]) | {"classes": classes}
+    content = build_report(learner, metrics, meta)
+    for row, name in zip(content["clinical"]["tasks"][0]["per_class"], classes):
+        row["class"] = name
+    text = pdf_text(render_pdf(content))
+    assert "Full class names: " + classes[0] in text

@@ -205,7 +205,8 @@ def exit_status(pid):
 @pytest.mark.parametrize("stage,tasks_after", [("file", 2), ("snapshot-written", 2), ("snapshot-renamed", 2),
                                                ("current-tmp", 2), ("current-switched", 3)])
 def test_save_killed_at_any_point_leaves_a_loadable_workspace(trained, tasks, ws, stage, tasks_after):
-    from rerelrp import fileio, workspace
+    from rerelrp import fileio
+    from rerelrp.workspace import saving
 
     _, _, learner3, metrics3 = trained
 
@@ -221,7 +222,7 @@ def test_save_killed_at_any_point_leaves_a_loadable_workspace(trained, tasks, ws
                 if name == stage and (name != "file" or len(seen) == 3):
                     os._exit(9)
 
-            workspace._checkpoint = checkpoint
+            saving.checkpoint = checkpoint
         save_workspace(ws, learner3, metrics3, tasks=tasks)
 
     assert exit_status(forked(killed_save)) == 9

@@ -124,26 +124,54 @@ def load_medmnist(source, root="./data", download=False, seed=0, name=None):
     upload, which is read in memory and never written to disk (``name`` then names it).
     A file without ``val_`` arrays gets a stratified, seeded 10 % validation split carved from train.
     """
-    if isinstance(source, (bytes, bytearray)) or hasattr(source, "read"):
-        data = bytes(source) if isinstance(source, (bytes, bytearray)) else source.read()
-        path = Path(name or getattr(source, "name", None) or "upload.npz")
-        arrays = _read_npz(io.BytesIO(data), path)
-        record = {"path": path.name, "bytes": len(data), "sha256": sha256_bytes(data), "upload": True}
-    else:
-        path = resolve_source(source, root=root, download=download)
-        arrays = _read_npz(path, path)
-        record = file_record(path)
+    path, arrays, record = _read_source(source, root, download, name)
     packed = 0 if record.get("upload") else compressed_bytes(path)
-    stem = path.stem
-    parsed = parse_flag(stem)
+    parsed = parse_flag(path.stem)
     flag = parsed[0] if parsed else None
     info = medmnist_info(flag) if flag else None
-
     report = LoadReport(source=str(path))
     if packed > BIG:
         report.notes.append(
             f"{packed / 2**30:.1f} GiB of compressed arrays are held in memory; `rerelrp unpack {path.name} "
             f"OTHER_FOLDER/{path.name}` writes an uncompressed copy whose images are read from disk as tasks need them")
+    _check_contents(arrays, path, flag, info)
+    splits = _read_splits(arrays, path, len(info["label"]) if info else None)
+    if "val" not in splits:
+        keep, hold = stratified_holdout(splits["train"].labels, VAL_FRACTION, seed)
+        splits["val"] = splits["train"].subset(hold)
+        splits["train"] = splits["train"].subset(keep)
+        report.notes.append(f"no val split in the file: {len(hold)} images carved from train (stratified, seed {seed})")
+    class_names = _class_names(info, splits)
+    given = "train/val/test" if "val_images" in arrays else "train/test"
+    report.notes.append(f"MedMNIST's official {given} splits are used" if info else f"the file's own {given} splits are used")
+    ds = ImageDataset(
+        name=path.stem,
+        class_names=class_names,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        provenance={"kind": "medmnist", "flag": flag, "files": [record],
+                    "split": image_split_record("official", class_names, splits)}
+        | ({} if record.get("upload") else {"reload": {"loader": "medmnist", "source": str(path.resolve()), "seed": seed}}),
+        report=report,
+    )
+    return check_dataset(ds, path)
+
+
+def _read_source(source, root, download, name):
+    """(path, arrays, file record) of a path or flag on disk, or of an upload's bytes read in memory."""
+    if isinstance(source, (bytes, bytearray)) or hasattr(source, "read"):
+        data = bytes(source) if isinstance(source, (bytes, bytearray)) else source.read()
+        path = Path(name or getattr(source, "name", None) or "upload.npz")
+        arrays = _read_npz(io.BytesIO(data), path)
+        return path, arrays, {"path": path.name, "bytes": len(data), "sha256": sha256_bytes(data), "upload": True}
+    path = resolve_source(source, root=root, download=download)
+    arrays = _read_npz(path, path)
+    return path, arrays, file_record(path)
+
+
+def _check_contents(arrays, path, flag, info):
+    """A DataError when the train/test arrays are missing or the data set is multi-label."""
     required = ["train_images", "train_labels", "test_images", "test_labels"]
     missing = [k for k in required if k not in arrays]
     if missing:
@@ -155,7 +183,9 @@ def load_medmnist(source, root="./data", download=False, seed=0, name=None):
     if info is not None and "multi-label" in info["task"]:
         raise DataError(path, f"{flag} is a multi-label data set: not supported, ReReLRP needs one class per image")
 
-    n_classes = len(info["label"]) if info else None
+
+def _read_splits(arrays, path, n_classes):
+    """{split: Split} of the splits the file holds, images and labels checked (labels < ``n_classes`` if known)."""
     splits = {}
     for s in SPLITS:
         if f"{s}_images" not in arrays:
@@ -163,27 +193,11 @@ def load_medmnist(source, root="./data", download=False, seed=0, name=None):
         images = as_uint8_images(arrays[f"{s}_images"], path, key=f"{s}_images")
         labels = check_labels(arrays.get(f"{s}_labels", np.zeros(0)), len(images), path, f"{s}_labels", n_classes)
         splits[s] = Split(images, labels)
-    if "val" not in splits:
-        keep, hold = stratified_holdout(splits["train"].labels, VAL_FRACTION, seed)
-        splits["val"] = splits["train"].subset(hold)
-        splits["train"] = splits["train"].subset(keep)
-        report.notes.append(f"no val split in the file: {len(hold)} images carved from train (stratified, seed {seed})")
-    if n_classes is None:
-        n_classes = int(max(int(splits[s].labels.max(initial=-1)) for s in SPLITS)) + 1
-        class_names = [f"class {c}" for c in range(n_classes)]
-    else:
-        class_names = [info["label"][str(c)] for c in range(n_classes)]
-    given = "train/val/test" if "val_images" in arrays else "train/test"
-    report.notes.append(f"MedMNIST's official {given} splits are used" if info else f"the file's own {given} splits are used")
-    ds = ImageDataset(
-        name=stem,
-        class_names=class_names,
-        train=splits["train"],
-        val=splits["val"],
-        test=splits["test"],
-        provenance={"kind": "medmnist", "flag": flag, "files": [record],
-                    "split": image_split_record("official", class_names, splits)}
-        | ({} if record.get("upload") else {"reload": {"loader": "medmnist", "source": str(path.resolve()), "seed": seed}}),
-        report=report,
-    )
-    return check_dataset(ds, path)
+    return splits
+
+
+def _class_names(info, splits):
+    """MedMNIST's class names, or 'class 0'.. up to the largest label for a file of unknown flag."""
+    if not info:
+        return [f"class {c}" for c in range(int(max(int(splits[s].labels.max(initial=-1)) for s in SPLITS)) + 1)]
+    return [info["label"][str(c)] for c in range(len(info["label"]))]

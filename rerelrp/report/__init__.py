@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import time
 
+from rerelrp.compare import read_comparison
 from rerelrp.errors import ConfigError
 from rerelrp.fileio import write_bytes_atomic
-from rerelrp.report.content import (
+from rerelrp.report.content import SECTIONS, TITLES, build_report
+from rerelrp.report.fonts import find_unicode_font
+from rerelrp.report.html import render_html
+from rerelrp.report.pdf import render_pdf
+from rerelrp.report.samples import (
     DEFAULT_MAX_SAMPLES,
     DEFAULT_PER_TASK,
-    SECTIONS,
-    TITLES,
     Sample,
-    build_report,
     default_sample_refs,
     resolve_samples,
     test_sample,
 )
-from rerelrp.report.fonts import find_unicode_font
-from rerelrp.report.html import render_html
-from rerelrp.report.pdf import render_pdf
+from rerelrp.workspace import load_workspace, resolve_workspace
 
 __all__ = [
     "DEFAULT_MAX_SAMPLES",
@@ -55,7 +55,6 @@ def make_report(workspace, out, fmt="html", samples=None, composite=None, device
     :func:`rerelrp.data.reload_tasks`), so no data source needs to be given. ``comparison``: a
     ``compare.json`` to show (default: the workspace's own, written by the app's Compare page).
     """
-    from rerelrp.workspace import load_workspace, resolve_workspace
 
     if fmt not in ("html", "pdf"):
         raise ConfigError(f"report format must be html or pdf, not '{fmt}'")
@@ -66,7 +65,6 @@ def make_report(workspace, out, fmt="html", samples=None, composite=None, device
         chosen, notes = list(samples), []
     else:
         chosen, notes = resolve_samples(samples, learner, meta, per_task, limit)
-    from rerelrp.compare import read_comparison
 
     found = comparison or (path / "compare.json" if (path / "compare.json").is_file() else None)
     content = build_report(learner, metrics, meta, chosen, composite=composite, title=title, notes=notes,

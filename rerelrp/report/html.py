@@ -13,8 +13,14 @@ from functools import cache
 
 from markupsafe import Markup
 
-from rerelrp.report import content as text
+import rerelrp.report.content as text
+from rerelrp import plots
+from rerelrp.display_images import heatmap_rgb
+from rerelrp.images import encode_png
+from rerelrp.plots import task_colors
 from rerelrp.report.content import sections
+from rerelrp.report.samples import scope_reason, verdict
+from rerelrp.report.study import NOT_RECORDED, PER_CLASS_COLUMNS
 
 CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -26,8 +32,8 @@ def _environment():
     env = Environment(loader=PackageLoader("rerelrp.report", "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = text.pct
-    env.filters["verdict"] = text.verdict
-    env.filters["scope_reason"] = text.scope_reason
+    env.filters["verdict"] = verdict
+    env.filters["scope_reason"] = scope_reason
     return env
 
 
@@ -37,14 +43,12 @@ def _figure(figure, **config):
 
 
 def _data_uri(rgb):
-    from rerelrp.images import encode_png
 
     return "data:image/png;base64," + base64.b64encode(encode_png(rgb)).decode()
 
 
 def _figures(content):
     """Every plotly figure of the report, by the place it takes in the template."""
-    from rerelrp import plots
 
     # plotly shows its strings as (limited) HTML: rerelrp.plots escapes every name from the data itself
     names = list(content["task_names"])
@@ -80,7 +84,6 @@ def _figures(content):
 
 def _samples(content):
     """Per sample: the input and, per sub-network, its heatmap and overlay as data: URIs."""
-    from rerelrp.plots import heatmap_rgb
 
     out = []
     for smp in content["samples"]:
@@ -96,7 +99,6 @@ def render_html(content):
     """One self-contained HTML document: plotly.js inlined once, images as data: URIs, no external reference."""
     import plotly.offline
 
-    from rerelrp.plots import task_colors
 
     settings = list(content["task_settings"]["run"])
     half = (len(settings) + 1) // 2
@@ -117,6 +119,6 @@ def render_html(content):
         seeds=text.seeds(content["software"]),
         forgetting=text.FORGETTING,
         samples_intro=text.SAMPLES_INTRO,
-        per_class_columns=text.PER_CLASS_COLUMNS,
-        not_recorded=text.NOT_RECORDED,
+        per_class_columns=PER_CLASS_COLUMNS,
+        not_recorded=NOT_RECORDED,
     )

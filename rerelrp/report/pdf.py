@@ -3,183 +3,36 @@
 Tables use fpdf2's own ``table()`` (cells wrap, headings repeat after a page break); what plotly
 draws in the HTML report is drawn here with rectangles in the same colours (viridis for the
 accuracy matrices, the task colours of :mod:`rerelrp.plots` for the capacity and recognition
-bars), and images are PNGs made in memory, enlarged with nearest neighbours so pixels stay sharp.
+bars). This module draws the sections; the primitives are in :mod:`.pdf_layout`, the samples in
+:mod:`.pdf_samples`.
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
+from plotly.colors import sample_colorscale, unlabel_rgb
 
-from rerelrp.report import content as text
+import rerelrp.report.content as text
 from rerelrp.report.content import sections
-from rerelrp.report.fonts import use_font
+from rerelrp.report.pdf_layout import ACCENT
+from rerelrp.report.pdf_samples import SampleDrawing
+from rerelrp.report.study import NOT_RECORDED, PER_CLASS_COLUMNS
 
-ACCENT = (76, 120, 168)
-GREY = (217, 217, 217)
-BORDER = (210, 210, 210)
-HEADING_FILL = (238, 241, 245)
-INK = (34, 34, 34)
-IMAGE_PX = 160  # images are enlarged to about this many pixels per side
+GREY = (217, 217, 217)  # free capacity, as in the app's figures
 
 
 def viridis(value):
     """Colour of an accuracy 0..100 on plotly's viridis (the app's figures' scale), and whether it needs white text."""
-    from plotly.colors import sample_colorscale, unlabel_rgb
-
     x = min(max(float(value) / 100.0, 0.0), 1.0)
     return tuple(round(c) for c in unlabel_rgb(sample_colorscale("Viridis", [x])[0])), x < 0.55
 
 
-def _png(rgb, enlarge=True):
-    """PNG bytes for fpdf2, enlarged with nearest neighbours so that viewers show sharp pixels."""
-    from rerelrp.images import encode_png
-
-    scale = max(1, round(IMAGE_PX / max(np.shape(rgb)[:2]))) if enlarge else 1
-    return io.BytesIO(encode_png(rgb, scale=scale))
-
-
-def _pdf_class():
-    from fpdf import FPDF
-
-    class ReportPDF(FPDF):
-        header_text = ""
-        font_name = "helvetica"
-        t = None
-
-        def header(self):
-            if self.page_no() == 1:
-                return
-            self.set_font(self.font_name, "", 7.5)
-            self.set_text_color(120, 120, 120)
-            self.set_xy(self.l_margin, 8)
-            self.cell(0, 4, self.t(self.header_text), align="R")
-            self.set_draw_color(200, 200, 200)
-            self.line(self.l_margin, 13, self.w - self.r_margin, 13)
-            self.set_y(17)
-
-        def footer(self):
-            self.set_y(-12)
-            self.set_font(self.font_name, "", 7.5)
-            self.set_text_color(120, 120, 120)
-            self.cell(0, 5, self.t(f"rerelrp explanation report · page {self.page_no()}/{{nb}}"), align="C")
-
-    return ReportPDF
-
-
-class _PdfReport:
+class _PdfReport(SampleDrawing):
     """Draws each section of the content with fpdf2 (A4 portrait, mm): tables, bars and images."""
 
     def __init__(self, content, font=True):
-        from plotly.colors import hex_to_rgb
-
-        from rerelrp.plots import task_colors
-
         self.c = content
-        pdf = self.pdf = _pdf_class()(orientation="P", unit="mm", format="A4")
-        pdf.set_margins(15, 17, 15)
-        pdf.set_auto_page_break(True, margin=16)
-        self.t = pdf.t = use_font(pdf, font)
-        pdf.header_text = content["title"]
-        pdf.set_title(self.t(content["title"]))
-        pdf.set_creator("rerelrp")
-        pdf.alias_nb_pages()
-        self.W = pdf.w - pdf.l_margin - pdf.r_margin
-        self.names = content["task_names"]
-        self.colors = [hex_to_rgb(c) for c in task_colors(len(self.names))]
+        super().__init__(content["title"], content["task_names"], font)
 
-    # ---------------------------------------------------------------- drawing helpers
-    def text(self, size=9, style="", color=INK):
-        self.pdf.set_font(self.pdf.font_name, style, size)
-        self.pdf.set_text_color(*color)
-
-    def heading(self, title):
-        pdf = self.pdf
-        if pdf.get_y() > pdf.h - 60:
-            pdf.add_page()
-        pdf.ln(4)
-        pdf.start_section(self.t(title))
-        self.text(13, "B", ACCENT)
-        pdf.cell(0, 8, self.t(title), new_x="LMARGIN", new_y="NEXT")
-        pdf.set_draw_color(*ACCENT)
-        pdf.set_line_width(0.4)
-        pdf.line(pdf.l_margin, pdf.get_y(), pdf.l_margin + self.W, pdf.get_y())
-        pdf.set_line_width(0.2)
-        pdf.ln(2.5)
-
-    def subheading(self, title, need=18):
-        """A bold title, on the next page when less than ``need`` mm are left below it (no orphaned titles)."""
-        if self.pdf.get_y() + need > self.pdf.page_break_trigger:
-            self.pdf.add_page()
-        self.text(10, "B")
-        self.pdf.cell(0, 6, self.t(title), new_x="LMARGIN", new_y="NEXT")
-
-    def para(self, s, size=8.5, color=(60, 60, 60), style="", align="J"):
-        self.text(size, style, color)
-        self.pdf.multi_cell(self.W, size * 0.47, self.t(s), align=align, new_x="LMARGIN", new_y="NEXT")
-
-    def table(self, header, rows, widths, aligns=None, size=7.5, line=4.2, row_fills=None, cell_fills=None):
-        """A table with a shaded heading row (fpdf2's table(): cells wrap, headings repeat after a page break).
-
-        ``row_fills``: per body row an RGB fill or None; ``cell_fills``: per body row, per cell an
-        ``(rgb, white_text)`` or None (the confusion matrices' shading)."""
-        from fpdf.fonts import FontFace
-
-        pdf = self.pdf
-        self.text(size, "", INK)
-        pdf.set_draw_color(*BORDER)
-        pdf.set_fill_color(255, 255, 255)  # body cells take the current fill colour: white, as the page
-        with pdf.table(width=min(sum(widths), pdf.epw), col_widths=widths, align="LEFT", text_align=aligns or "LEFT",
-                       v_align="TOP", line_height=line, padding=(0.5, 1),
-                       headings_style=FontFace(emphasis="BOLD", color=INK, fill_color=HEADING_FILL)) as table:
-            table.row([self.t(cell) for cell in header])
-            for i, cells in enumerate(rows):
-                fill = row_fills[i] if row_fills else None
-                row = table.row(style=FontFace(fill_color=fill) if fill else None)
-                for j, cell in enumerate(cells):
-                    shade = cell_fills[i][j] if cell_fills else None
-                    style = FontFace(fill_color=shade[0], color=(255, 255, 255) if shade[1] else INK) if shade else None
-                    row.cell(self.t(cell), style=style)
-        pdf.ln(2)
-
-    def warnbox(self, title, lines):
-        """A shaded box with a red bar: the warnings of one task, each on its own line(s)."""
-        pdf, t = self.pdf, self.t
-        bullet = "• " if t.ok("•") else "- "
-        sign = "⚠ " if t.ok("⚠") else ""
-        w, lh = self.W - 6, 3.7
-        self.text(7.5)
-        height = 6.5 + sum(len(pdf.multi_cell(w, lh, t(bullet + x), dry_run=True, output="LINES")) * lh for x in lines)
-        if pdf.get_y() + height > pdf.page_break_trigger and height < pdf.page_break_trigger - pdf.t_margin:
-            pdf.add_page()
-        y0 = pdf.get_y()
-        pdf.set_fill_color(253, 236, 234)
-        pdf.rect(pdf.l_margin, y0, self.W, height, style="F")
-        pdf.set_fill_color(192, 57, 43)
-        pdf.rect(pdf.l_margin, y0, 1.4, height, style="F")
-        pdf.set_xy(pdf.l_margin + 4, y0 + 1)
-        self.text(8, "B", (150, 40, 30))
-        pdf.cell(w, 4.5, t(sign + title), new_x="LMARGIN", new_y="NEXT")
-        self.text(7.5, "", (60, 20, 15))
-        for x in lines:
-            pdf.set_x(pdf.l_margin + 4)
-            pdf.multi_cell(w, lh, t(bullet + x), align="L", new_x="LMARGIN", new_y="NEXT")
-        pdf.set_y(max(pdf.get_y(), y0 + height) + 2)
-
-    def fit(self, s, width):
-        """``s`` made printable and cut (with an ellipsis) to ``width`` mm in the current font: cells do not wrap."""
-        pdf, s = self.pdf, self.t(s)
-        if pdf.get_string_width(s) <= width:
-            return s
-        dots = "…" if self.t.ok("…") else "..."
-        while s and pdf.get_string_width(s + dots) > width:
-            s = s[:-1]
-        return s.rstrip() + dots
-
-    def image(self, rgb, x, y, size):
-        self.pdf.image(_png(rgb), x=x, y=y, w=size, h=size)
-
-    # ---------------------------------------------------------------- sections
     def render(self):
         self.title_block()
         for key, title in sections(self.c):
@@ -279,7 +132,7 @@ class _PdfReport:
                    [W * 0.22, W * 0.28, W * 0.22, W * 0.28])
         self.subheading("Settings per task")
         if not ts["recorded"]:
-            self.para(f"Settings per task: {text.NOT_RECORDED} (this workspace was saved before each task's settings "
+            self.para(f"Settings per task: {NOT_RECORDED} (this workspace was saved before each task's settings "
                       "were kept); the table above holds the learner's settings when it was saved, which may differ "
                       "from those earlier tasks trained with.", 8, (140, 100, 0))
             return
@@ -313,23 +166,24 @@ class _PdfReport:
             if t["per_class"]:
                 self.per_class(t["per_class"])
             else:
-                self.para(f"Per-class figures: {text.NOT_RECORDED}.", 7.5)
+                self.para(f"Per-class figures: {NOT_RECORDED}.", 7.5)
             if t["confusion"] and len(t["confusion"]) == len(t["classes"]):
                 self.confusion(t["confusion"], t["classes"], "task-aware confusion matrix (counts)")
             else:
-                self.para(f"Confusion matrix: {text.NOT_RECORDED}.", 7.5)
-        self.subheading("All classes seen (task-agnostic)")
+                self.para(f"Confusion matrix: {NOT_RECORDED}.", 7.5)
+        k = len(cl["tag_classes"])
+        self.subheading("All classes seen (task-agnostic)", need=min(14 + (k + 1) * 4.4, 120) if k <= 14 else 40)
         if cl["tag_confusion"]:
             self.confusion(cl["tag_confusion"], cl["tag_classes"], "task-agnostic confusion matrix (counts)")
         else:
-            self.para(f"Task-agnostic confusion matrix: {text.NOT_RECORDED}.", 7.5)
+            self.para(f"Task-agnostic confusion matrix: {NOT_RECORDED}.", 7.5)
 
     def per_class(self, rows):
         """The per-class table: class names cut to fit the column, the full names in a legend below."""
-        keys = [k for k, _ in text.PER_CLASS_COLUMNS]
+        keys = [k for k, _ in PER_CLASS_COLUMNS]
         cut = [(text.short_name(r["class"], 24), r["class"]) for r in rows]
         body = [[short] + [str(r[k]) for k in keys[1:]] for (short, _), r in zip(cut, rows)]
-        self.table([label for _, label in text.PER_CLASS_COLUMNS], body, [29, 13] + [24.5] * 5 + [12.5],
+        self.table([label for _, label in PER_CLASS_COLUMNS], body, [29, 13] + [24.5] * 5 + [12.5],
                    ["L", "R"] + ["R"] * 6, size=6.5, line=3.3)
         long = [full for short, full in cut if short != full]
         if long:
@@ -354,6 +208,9 @@ class _PdfReport:
                     row.append((rgb, share > 0.55) if counts[i, j] else None)
                 fills.append(row)
             part = f", predicted classes {cols[0]}-{cols[-1]}" if k > per_table else ""
+            height = 8 + (k + 1) * 4.4  # keep a matrix on one page when it fits on one
+            if self.pdf.get_y() + height > self.pdf.page_break_trigger and height < self.pdf.page_break_trigger - 20:
+                self.pdf.add_page()
             self.para(f"{title}{part}: row = true class, column = predicted class (by index)", 7, align="L")
             self.table(["true \\ predicted"] + [str(j) for j in cols],
                        [[labels[i]] + [str(counts[i, j]) for j in cols] for i in range(k)],
@@ -481,114 +338,6 @@ class _PdfReport:
         self.para(text.SAMPLES_INTRO)
         for k, smp in enumerate(self.c["samples"]):
             self.sample(k, smp)
-
-    def sample(self, k, smp):
-        """Header line; columns: the input, then per sub-network P_T, its class, heatmap and overlay."""
-        pdf, t, W = self.pdf, self.t, self.W
-        T = len(self.names)
-        per_row = min(T, 5)
-        col = min(30, (W - 30) / max(1, per_row))
-        img = col - 3
-        row_h = 14 + 2 * img + 4
-        n_rows = (T + per_row - 1) // per_row
-        lines = self.sample_lines(smp)
-        if pdf.get_y() + 10 + 3.6 * len(lines) + n_rows * row_h > pdf.page_break_trigger:
-            pdf.add_page()
-        y = pdf.get_y() + 1
-        pdf.set_draw_color(215, 222, 235)
-        pdf.set_fill_color(246, 248, 252)
-        pdf.rect(pdf.l_margin, y, W, 6.5, style="DF")
-        pdf.set_xy(pdf.l_margin + 2, y + 0.6)
-        self.text(8.5, "B")
-        pdf.cell(W - 4, 5.3, self.fit(f"Sample {k + 1}: {smp['origin']}", W - 4))
-        pdf.set_xy(pdf.l_margin + 2, y + 7.2)
-        for line, color, bold in lines:
-            self.text(7.5, "B" if bold else "", color)
-            pdf.set_x(pdf.l_margin + 2)
-            pdf.multi_cell(W - 4, 3.6, t(line), align="L", new_x="LMARGIN", new_y="NEXT")
-        y = pdf.get_y() + 1.5
-        x = pdf.l_margin
-        self.text(7, "B", (60, 60, 60))
-        pdf.set_xy(x, y)
-        pdf.cell(28, 3.6, t("input"))
-        self.text(6.2, "", (110, 110, 110))
-        pdf.set_xy(x, y + 3.8)
-        size = smp["input"].shape
-        pdf.multi_cell(28, 3, t(f"as the network sees it ({size[0]} x {size[1]} px)"), align="L")
-        self.image(smp["input"], x, y + 14, img)
-        self.relevance_key(x, y + 14 + img + 1, img)
-        for m, sub in enumerate(smp["subnets"]):
-            r, c = divmod(m, per_row)
-            self.subnet(sub, smp["p_task"][m], m == smp["pred_task"], smp["input"],
-                        pdf.l_margin + 30 + c * col, y + r * row_h, img)
-        pdf.set_y(y + n_rows * row_h)
-
-    def sample_lines(self, smp):
-        """(text, colour, bold) of the lines under a sample's title: its truth, the task-agnostic answer and the
-        true task's sub-network, each marked right or WRONG where the truth is known."""
-        marks = self.t.ok("✓") and self.t.ok("✗")
-        green, red, grey = (46, 125, 50), (192, 57, 43), (60, 60, 60)
-        lines = []
-        if smp["true_task"] is not None:
-            lines.append((f"true: task {smp['true_task']} ({self.names[smp['true_task']]}), class {smp['true_class']}",
-                          grey, False))
-        scope = f"NONE OF THE LEARNED TASKS ({text.scope_reason(smp)}); closest guess: " if smp["out_of_scope"] else ""
-        score = "" if smp["out_of_scope"] or smp["scope_score"] != smp["scope_score"] else \
-            f" · scope score {smp['scope_score']:.2f}"
-        answer = f"task-agnostic answer: {scope}task {smp['pred_task']} ({self.names[smp['pred_task']]}), class " \
-                 f"{smp['pred_class']}{score}"
-        v = smp.get("tag_verdict")
-        if v:
-            answer += "  " + text.verdict(v, marks, shout=True)
-        lines.append((answer, red if smp["out_of_scope"] or (v and not v["right"]) else green if v else grey,
-                      bool(smp["out_of_scope"] or (v and not v["right"]))))
-        v = smp.get("taw_verdict")
-        if v:
-            lines.append((f"sub-network of the true task {v['task']}: class {v['class']}  "
-                          + text.verdict(v, marks, shout=True), green if v["right"] else red, not v["right"]))
-        if smp.get("modality"):
-            lines.append((f"DICOM modality {smp['modality']}", grey, False))
-        return lines
-
-    def subnet(self, sub, p, chosen, image, x, y, img):
-        from rerelrp.plots import heatmap_rgb
-
-        pdf, t, m = self.pdf, self.t, sub["task"]
-        self.text(6.8, "B", (30, 30, 30))
-        pdf.set_xy(x, y)
-        pdf.cell(img, 3.6, self.fit(f"sub-net {m}: {sub['task_name']}", img))
-        self.text(6.4, "B" if chosen else "", (30, 30, 30))
-        pdf.set_xy(x, y + 3.8)
-        pdf.cell(img, 3.2, t(f"P_T = {p:.2f}"))
-        pdf.set_fill_color(235, 235, 235)
-        pdf.rect(x, y + 7.3, img, 2, style="F")
-        if p > 0:
-            pdf.set_fill_color(*self.colors[m])
-            pdf.rect(x, y + 7.3, img * p, 2, style="F")
-        if chosen:
-            pdf.set_draw_color(30, 30, 30)
-            pdf.rect(x, y + 7.3, img, 2, style="D")
-        self.text(6.4, "", (50, 50, 50))
-        pdf.set_xy(x, y + 10)
-        prob = f" (p {sub['prob']:.2f})"
-        pdf.cell(img, 3.2, self.fit(f"predicts {sub['class']}", img - pdf.get_string_width(prob)) + prob)
-        self.image(heatmap_rgb(sub["heatmap"]), x, y + 14, img)
-        self.image(heatmap_rgb(sub["heatmap"], image, overlay=True), x, y + 14 + img + 1, img)
-
-    def relevance_key(self, x, y, w):
-        """What the two image rows show, and the colour key of relevance, under the input."""
-        from rerelrp.plots import heatmap_rgb
-
-        pdf, t = self.pdf, self.t
-        self.text(6.2, "", (110, 110, 110))
-        pdf.set_xy(x, y)
-        pdf.multi_cell(w, 2.9, t("above: relevance heatmap\nbelow: heatmap over the input\n\nrelevance colour key"),
-                       align="L")
-        key = np.linspace(-1, 1, 101)[None, :].repeat(6, 0)
-        pdf.image(_png(heatmap_rgb(key), enlarge=False), x=x, y=pdf.get_y() + 0.5, w=w, h=3)
-        pdf.set_xy(x, pdf.get_y() + 3.8)
-        for label, align in (("-max", "L"), ("0", "C"), ("+max", "R")):
-            pdf.cell(w / 3, 3, t(label), align=align)
 
     def software(self):
         W, sw = self.W, self.c["software"]

@@ -30,6 +30,57 @@ zip safety), ``collect`` (class folders or a manifest -> the items), ``read`` (o
 an image or not), ``identifiers`` (what identifies a patient; scrubbing messages), ``pixels`` (the
 pixel pipeline), ``assemble`` (splits, notes, provenance); ``skips`` holds the reason every stage
 raises for a file it cannot use.
+
+Parameters of :func:`load_dicom`
+--------------------------------
+source : str | Path | bytes | binary file object
+    A folder (one sub-folder per class, or a ``manifest.csv``), a ``.zip`` of one, or the bytes /
+    file object of an uploaded zip.
+seed : int
+    Seed of the train/val/test split.
+size : int
+    Side of the square output images (8..1024).
+window : "first" | "full" | int | (center, width)
+    Gray-level window: ``"first"`` applies the first VOI LUT or window centre/width stored in the
+    file (files without one use their full range); an int picks that window; ``"full"`` maps the
+    data's min..max (after the Modality LUT) to 0..255; ``(center, width)`` uses that window.
+frames : "all" | "middle"
+    Multi-frame objects: every frame becomes a sample of the file's class, at most ``max_frames``
+    of them (evenly spaced), or only the middle frame.
+max_files, max_total_bytes : int
+    Caps against zip bombs and runaway folders: files beyond ``max_files`` and zip entries that
+    would take the uncompressed total over ``max_total_bytes`` are skipped (and reported). A zip
+    is read in memory, one entry at a time; nothing of it is written to disk.
+manifest : str | Path | None
+    A CSV with ``path,label[,split]``; by default ``manifest.csv`` in the root is used if present.
+group_by : "auto" | "patient" | "study" | "series" | "file"
+    The unit that goes to one split as a whole, so that test images are new patients (or studies,
+    scans), not near-duplicates of training images. ``"auto"`` (default), per class: patient when
+    every file names one (PatientID), else study, else series, else file; where that gives fewer
+    than 3 units (one could not be held out for both val and test) the next finer unit is used, with
+    a warning in ``report.warnings`` saying what the test figures then measure. An explicit unit
+    is used as given (a file without its key is its own unit), with a warning for each class that
+    has fewer than 3. ``"file"`` keeps only the frames of a file together. The keys are used in
+    memory only; ``provenance["split"]`` holds the counts, and every image's unit is an anonymous
+    code in ``Split.groups``.
+progress : callable(done, total) | None
+    Called after every file, for a progress bar.
+stop : threading.Event-like | None
+    If set between two files, the load stops with :class:`StopRequested`.
+name : str | None
+    Name of the data set (default: the folder or zip name).
+
+Splitting rule (no ``split`` column in a manifest; a manifest's split column is taken as given)
+-----------------------------------------------------------------------------------------------
+Per class and seeded, on the units of ``group_by``: a class with at least 3 units gives 15 % to
+test and 15 % to val, at least one each (about 70/15/15, always >= 1 left for training); a class
+with 1 or 2 units goes to train entirely (said in ``report.warnings``). If val or test would then
+be empty overall, a :class:`DataError` says how many units per class are needed.
+
+Bad files never stop a load: non-DICOM files, non-image objects, missing or undecodable pixel
+data, truncated files, unsafe or oversized zip entries are skipped, each with its reason in
+``report.skipped``. A :class:`DataError` is raised only when nothing usable remains, when a class
+has no usable image, or when the splits cannot be made.
 """
 from __future__ import annotations
 
@@ -70,56 +121,10 @@ def load_dicom(
 ):
     """Load DICOM images from a folder or a zip as an :class:`ImageDataset` of uint8 images.
 
-    Parameters
-    ----------
-    source : str | Path | bytes | binary file object
-        A folder (one sub-folder per class, or a ``manifest.csv``), a ``.zip`` of one, or the bytes /
-        file object of an uploaded zip.
-    seed : int
-        Seed of the train/val/test split.
-    size : int
-        Side of the square output images (8..1024).
-    window : "first" | "full" | int | (center, width)
-        Gray-level window: ``"first"`` applies the first VOI LUT or window centre/width stored in the
-        file (files without one use their full range); an int picks that window; ``"full"`` maps the
-        data's min..max (after the Modality LUT) to 0..255; ``(center, width)`` uses that window.
-    frames : "all" | "middle"
-        Multi-frame objects: every frame becomes a sample of the file's class, at most ``max_frames``
-        of them (evenly spaced), or only the middle frame.
-    max_files, max_total_bytes : int
-        Caps against zip bombs and runaway folders: files beyond ``max_files`` and zip entries that
-        would take the uncompressed total over ``max_total_bytes`` are skipped (and reported). A zip
-        is read in memory, one entry at a time; nothing of it is written to disk.
-    manifest : str | Path | None
-        A CSV with ``path,label[,split]``; by default ``manifest.csv`` in the root is used if present.
-    group_by : "auto" | "patient" | "study" | "series" | "file"
-        The unit that goes to one split as a whole, so that test images are new patients (or studies,
-        scans), not near-duplicates of training images. ``"auto"`` (default), per class: patient when
-        every file names one (PatientID), else study, else series, else file; where that gives fewer
-        than 3 units (one could not be held out for both val and test) the next finer unit is used, with
-        a warning in ``report.warnings`` saying what the test figures then measure. An explicit unit
-        is used as given (a file without its key is its own unit), with a warning for each class that
-        has fewer than 3. ``"file"`` keeps only the frames of a file together. The keys are used in
-        memory only; ``provenance["split"]`` holds the counts, and every image's unit is an anonymous
-        code in ``Split.groups``.
-    progress : callable(done, total) | None
-        Called after every file, for a progress bar.
-    stop : threading.Event-like | None
-        If set between two files, the load stops with :class:`StopRequested`.
-    name : str | None
-        Name of the data set (default: the folder or zip name).
-
-    Splitting rule (no ``split`` column in a manifest; a manifest's split column is taken as given)
-    -----------------------------------------------------------------------------------------------
-    Per class and seeded, on the units of ``group_by``: a class with at least 3 units gives 15 % to
-    test and 15 % to val, at least one each (about 70/15/15, always >= 1 left for training); a class
-    with 1 or 2 units goes to train entirely (said in ``report.warnings``). If val or test would then
-    be empty overall, a :class:`DataError` says how many units per class are needed.
-
-    Bad files never stop a load: non-DICOM files, non-image objects, missing or undecodable pixel
-    data, truncated files, unsafe or oversized zip entries are skipped, each with its reason in
-    ``report.skipped``. A :class:`DataError` is raised only when nothing usable remains, when a class
-    has no usable image, or when the splits cannot be made.
+    Medical images come as DICOM far more often than as arrays; this reads them, skipping bad files with
+    a reason, keeping nothing that identifies a patient, and splitting by patient where it can. The
+    parameters, the splitting rule and when a load fails are documented once, in this module's docstring
+    ("Parameters of load_dicom") and in docs/dicom.md.
     """
     opts = _check_options(size, window, frames, max_frames, max_files, max_total_bytes, group_by)
     report = LoadReport(source=describe_source(source, name))

@@ -111,63 +111,23 @@ def collect_items(tree, manifest, max_files, report):
 
 
 def _items_from_manifest(tree, where, manifest_rel, class_root, files, report):
+    """The items the manifest lists (unusable rows skipped with a reason), with notes on the files it leaves out."""
     label = PurePosixPath(str(where)).name
-    source = where if manifest_rel is None else tree.handle(manifest_rel)
-    try:
-        with source.open("rb") as handle:
-            text = handle.read().decode("utf-8-sig")
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except Skip as exc:  # a damaged or over-cap zip entry
-        raise DataError(where, f"cannot read the manifest: {exc}") from exc
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(where, f"cannot read the manifest as UTF-8 CSV ({short(exc)})") from exc
-    if not rows:
-        raise DataError(where, "the manifest is empty; expected a header row path,label[,split]")
-    header = [h.strip().lower() for h in rows[0]]
-    if "path" not in header or "label" not in header:
-        raise DataError(
-            where,
-            f"the header must name the columns 'path' and 'label' (optional 'split'); found {', '.join(header) or 'nothing'}",
-        )
-    col = {h: header.index(h) for h in ("path", "label", "split") if h in header}
+    rows = _read_manifest(tree, where, manifest_rel)
+    header, col = _manifest_columns(rows, where)
     items, seen = [], set()
     for number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
         cells = [c.strip() for c in row] + [""] * (len(header) - len(row))
-        rel, cls = cells[col["path"]], cells[col["label"]]
         at = f"{label} row {number}"
-        if not rel:
-            report.skipped.append(SkippedFile(at, "empty path"))
+        fields = _row_fields(cells, col, number, at, where, report)
+        if fields is None:
             continue
-        if not cls:
-            report.skipped.append(SkippedFile(rel, f"{at}: empty label"))
-            continue
-        split = None
-        if "split" in col:
-            raw = cells[col["split"]].lower()
-            if raw not in SPLIT_NAMES:
-                raise DataError(
-                    where,
-                    f"row {number}: split '{cells[col['split']]}' is not one of train, val, test; fill the split "
-                    "column on every row, or remove the column to get a seeded 70/15/15 split",
-                )
-            split = SPLIT_NAMES[raw]
-        if unsafe_member(rel) is not None:
-            report.skipped.append(
-                SkippedFile(rel, f"{at}: absolute or '..' path leads outside the data folder; give paths relative to it")
-            )
-            continue
-        entry = join_rel(class_root, rel.replace("\\", "/"))
-        if not tree.is_file(entry):
-            report.skipped.append(SkippedFile(rel, f"{at}: file not found"))
-            continue
-        key = tree.identity(entry)
-        if key in seen:
-            report.skipped.append(SkippedFile(rel, f"{at}: listed twice; the first row is used"))
-            continue
-        seen.add(key)
-        items.append(Item(tree.handle(entry), entry, printable(cls), split))
+        rel, cls, split = fields
+        entry = _row_entry(tree, rel, at, class_root, seen, report)
+        if entry is not None:
+            items.append(Item(tree.handle(entry), entry, printable(cls), split))
     listed = seen | ({tree.identity(manifest_rel)} if manifest_rel is not None else set())
     unlisted = [f for f in files if tree.identity(f) not in listed]
     if unlisted:
@@ -176,3 +136,69 @@ def _items_from_manifest(tree, where, manifest_rel, class_root, files, report):
         report.notes.append(f"{len(unlisted)} files not listed in the manifest were ignored ({names}{more})")
     report.notes.append(f"classes and paths from the manifest {label}")
     return items
+
+
+def _read_manifest(tree, where, manifest_rel):
+    """The manifest's rows as lists of cells (UTF-8, a BOM allowed); a DataError when it cannot be read."""
+    source = where if manifest_rel is None else tree.handle(manifest_rel)
+    try:
+        with source.open("rb") as handle:
+            text = handle.read().decode("utf-8-sig")
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except Skip as exc:  # a damaged or over-cap zip entry
+        raise DataError(where, f"cannot read the manifest: {exc}") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(where, f"cannot read the manifest as UTF-8 CSV ({short(exc)})") from exc
+
+
+def _manifest_columns(rows, where):
+    """(the header, lower-cased, {column: index} of path, label and split if present); a DataError without them."""
+    if not rows:
+        raise DataError(where, "the manifest is empty; expected a header row path,label[,split]")
+    header = [h.strip().lower() for h in rows[0]]
+    if "path" not in header or "label" not in header:
+        raise DataError(
+            where,
+            f"the header must name the columns 'path' and 'label' (optional 'split'); found {', '.join(header) or 'nothing'}",
+        )
+    return header, {h: header.index(h) for h in ("path", "label", "split") if h in header}
+
+
+def _row_fields(cells, col, number, at, where, report):
+    """(path, label, split or None) of one row; None (skipped) without a path or label, a DataError for a bad split."""
+    rel, cls = cells[col["path"]], cells[col["label"]]
+    if not rel:
+        report.skipped.append(SkippedFile(at, "empty path"))
+        return None
+    if not cls:
+        report.skipped.append(SkippedFile(rel, f"{at}: empty label"))
+        return None
+    if "split" not in col:
+        return rel, cls, None
+    raw = cells[col["split"]].lower()
+    if raw not in SPLIT_NAMES:
+        raise DataError(
+            where,
+            f"row {number}: split '{cells[col['split']]}' is not one of train, val, test; fill the split "
+            "column on every row, or remove the column to get a seeded 70/15/15 split",
+        )
+    return rel, cls, SPLIT_NAMES[raw]
+
+
+def _row_entry(tree, rel, at, class_root, seen, report):
+    """The tree entry of a row's path, added to ``seen``; None (skipped) when unsafe, missing or listed before."""
+    if unsafe_member(rel) is not None:
+        report.skipped.append(
+            SkippedFile(rel, f"{at}: absolute or '..' path leads outside the data folder; give paths relative to it")
+        )
+        return None
+    entry = join_rel(class_root, rel.replace("\\", "/"))
+    if not tree.is_file(entry):
+        report.skipped.append(SkippedFile(rel, f"{at}: file not found"))
+        return None
+    key = tree.identity(entry)
+    if key in seen:
+        report.skipped.append(SkippedFile(rel, f"{at}: listed twice; the first row is used"))
+        return None
+    seen.add(key)
+    return entry

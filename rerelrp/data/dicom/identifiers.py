@@ -9,6 +9,7 @@ the split and never stored.
 """
 from __future__ import annotations
 
+import re
 from contextlib import suppress
 
 # group_by unit -> the attribute whose value makes one group ("file": every file is its own group), coarse to fine
@@ -90,23 +91,56 @@ def scan_identifiers(ds, found, values):
     return private
 
 
-def scrub(text, where):
+def scrub(text, where, keep=()):
     """``text`` with every identifying value (found at ``where`` in the file) replaced by "[removed]".
 
-    Values are matched as stored and with "^" (the name separator) read as a space; values shorter
-    than 3 characters are left, as they would remove ordinary words and numbers.
+    Only the file's own values of identifying attributes are replaced, wherever they occur; values
+    are matched as stored, with "^" (the name separator) read as a space, as Python quotes them in a
+    message (``repr``) and, for a value that cannot be converted, as its raw bytes. Values shorter than
+    3 characters are left, as they would remove ordinary words and numbers. ``keep``: parts of ``text``
+    known not to identify anyone (see :class:`~rerelrp.data.dicom.skips.Skip`), left as they are.
     """
+    kept = [(m.start(), m.end()) for k in set(keep) if k for m in re.finditer(re.escape(k), text)]
+    removed = [False] * len(text)
+    for value in identifying_values(where):
+        if len(value) < 3:
+            continue
+        at = text.find(value)
+        while at >= 0:
+            end = at + len(value)
+            if not any(a <= at and end <= b for a, b in kept):  # a value inside a kept part is that part's text
+                removed[at:end] = [True] * len(value)
+            at = text.find(value, at + 1)
+    out = []
+    for i, char in enumerate(text):
+        if not removed[i]:
+            out.append(char)
+        elif i == 0 or not removed[i - 1]:
+            out.append(REMOVED)
+    return "".join(out)
+
+
+def identifying_values(where):
+    """Every text form of the values at ``where`` that a message could quote (see :func:`scrub`)."""
     from pydicom.multival import MultiValue
 
     values = set()
     for dataset, tag in where:
-        try:
+        forms = []
+        with suppress(Exception):  # a value that cannot be read raw is not quoted raw either
+            raw = dataset.get_item(tag).value
+            if isinstance(raw, bytes):
+                forms += [raw, *raw.split(b"\\")]
+        with suppress(Exception):  # a value that cannot be converted: its raw bytes (above) remain
             value = dataset[tag].value
-        except Exception:  # noqa: BLE001 - unreadable values cannot be in a message either
-            continue
-        for v in value if isinstance(value, (list, tuple, MultiValue)) else [value]:
-            values |= {str(v).strip(), str(v).replace("^", " ").strip()}
-    for value in sorted(values, key=len, reverse=True):
-        if len(value) >= 3:
-            text = text.replace(value, REMOVED)
-    return text
+            forms += list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+        for v in forms:
+            if v is None:  # an empty value (str(None) would remove the word "None")
+                continue
+            if isinstance(v, bytes):
+                values |= {repr(v)[2:-1].strip(), v.decode("latin-1").strip(), v.decode("utf-8", "replace").strip()}
+                v = v.decode("latin-1")
+            text = str(v)
+            values |= {text.strip(), text.replace("^", " ").strip(), repr(text)[1:-1].strip()}
+    values.discard("")
+    return values

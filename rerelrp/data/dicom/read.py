@@ -10,7 +10,11 @@ whose reason holds no identifying value.
 from __future__ import annotations
 
 import io
+import logging
+import re
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +37,20 @@ NON_IMAGE_MODALITIES = {
     "RTPLAN": "a radiotherapy plan, not a scan",
     "SR": "a structured report, not a scan",
 }
+# Modality defined terms (PS3.3 C.7.3.1.1.1, current and retired): a modality among them is a code, never
+# an identifying value, and is kept in a reason even where an identifying value of the file reads the same
+MODALITIES = frozenset(
+    """
+    AR ASMT AU BDUS BI BMD CD CF CP CR CS CT DD DF DG DM DOC DS DX EC ECG EPS ES FA FID FS GM HC HD IO IOL
+    IVOCT IVUS KER KO LEN LP LS MA MG MR MS NM OAM OCT OP OPM OPR OPT OPTBSV OPTENF OPV OSS OT PLAN POS PR
+    PT PX REG RESP RF RG RTDOSE RTIMAGE RTPLAN RTRECORD RTSTRUCT RWV SEG SM SMR SR SRF STAIN ST TEXTUREMAP
+    TG US VA VF XA XAPROTOCOL XC CTPROTOCOL
+    """.split()
+)
+PYDICOM_NOTES = 5  # distinct pydicom warnings quoted in a load's notes (the rest are counted)
+_QUOTED = re.compile(r"""b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*"|\s*Please see <[^>]*>[^.]*\.""")
+_quiet_lock = threading.Lock()
+_quiet_depth = [0, False]  # reads under way (threads of one process), the pydicom logger's state before them
 
 
 @dataclass
@@ -72,7 +90,47 @@ def sniff_dicom(head):
 
 def new_counters():
     """What a load counts to mention in its report notes."""
-    return {"no_window": 0, "mosaic": 0, "private": 0, "gray_window_fallback": 0}
+    return {"no_window": 0, "mosaic": 0, "private": 0, "gray_window_fallback": 0, "pydicom": {}}
+
+
+@contextmanager
+def quiet_pydicom():
+    """While a file is read: pydicom's warnings recorded (the yielded list), never printed, and its logger silent.
+
+    pydicom quotes values in its warnings ("Invalid value for VR DA: '...'") and logs the same text
+    to the "pydicom" logger, which prints wherever an application configured logging; both would carry
+    a patient's values past the scrubber. The caller turns the recorded warnings into scrubbed notes.
+    """
+    logger = logging.getLogger("pydicom")
+    with _quiet_lock:
+        if _quiet_depth[0] == 0:
+            _quiet_depth[1] = logger.disabled
+        _quiet_depth[0] += 1
+        logger.disabled = True
+    try:
+        with warnings.catch_warnings(record=True) as heard, np.errstate(all="ignore"):
+            warnings.simplefilter("always")
+            yield heard
+    finally:
+        with _quiet_lock:
+            _quiet_depth[0] -= 1
+            if _quiet_depth[0] == 0:
+                logger.disabled = _quiet_depth[1]
+
+
+def note_warnings(heard, where, counters):
+    """Count the distinct warnings of one file in ``counters["pydicom"]``, values left out and the rest scrubbed.
+
+    Quoted parts of a message (where pydicom puts the value) become "[value]"; the scrubber then takes
+    out any identifying value of the file that is still there.
+    """
+    texts = set()
+    for w in heard:
+        text = " ".join(_QUOTED.sub(lambda m: "" if m.group(0).lstrip().startswith("Please") else "[value]",
+                                    str(w.message)).split())
+        texts.add(short(scrub(text, where), 160))
+    for text in texts:
+        counters["pydicom"][text] = counters["pydicom"].get(text, 0) + 1
 
 
 def read_all(items, opts, report, progress, stop):
@@ -106,20 +164,30 @@ def read_all(items, opts, report, progress, stop):
         )
     if counters["private"]:
         report.notes.append(f"{counters['private']} files carry private (vendor) elements; none are copied")
+    if counters["pydicom"]:
+        said = sorted(counters["pydicom"].items(), key=lambda kv: -kv[1])
+        listed = "; ".join(f"{text} ({n} {'file' if n == 1 else 'files'})" for text, n in said[:PYDICOM_NOTES])
+        more = f"; and {len(said) - PYDICOM_NOTES} other warnings" if len(said) > PYDICOM_NOTES else ""
+        report.notes.append(f"pydicom warned while reading (values left out): {listed}{more}")
     return loaded, identifiers
 
 
 def read_scrubbed(item, opts, identifiers, counters, unreadable="unreadable"):
-    """:func:`read_one`, any failure raised as a :class:`Skip` whose reason holds no identifying value."""
+    """:func:`read_one`, any failure raised as a :class:`Skip` whose reason holds no identifying value.
+
+    pydicom's warnings about the file go, scrubbed, to ``counters["pydicom"]`` (see :func:`note_warnings`);
+    the scrubbing reads values too, so it runs while pydicom is still kept quiet.
+    """
     where = []  # (data set, tag) of the file's identifying values, for scrubbing a message
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
+    with quiet_pydicom() as heard:
+        try:
             return read_one(item, opts, identifiers, where, counters)
-    except Skip as exc:
-        raise Skip(scrub(str(exc), where)) from None
-    except Exception as exc:  # noqa: BLE001 - a bad file never stops a load
-        raise Skip(scrub(f"{unreadable}: {short(exc)}", where)) from None
+        except Skip as exc:
+            raise Skip(scrub(str(exc), where, exc.keep)) from None
+        except Exception as exc:  # noqa: BLE001 - a bad file never stops a load
+            raise Skip(scrub(f"{unreadable}: {short(exc)}", where)) from None
+        finally:
+            note_warnings(heard, where, counters)
 
 
 def read_dataset(source):
@@ -161,6 +229,23 @@ def plain_text(ds, keyword):
     return " ".join(str(value).split())
 
 
+def what_object(ds):
+    """(modality, SOP class name, the parts of them known not to identify anyone) of a data set.
+
+    A SOP class name is known when pydicom's UID dictionary gives it (else the name is the UID as
+    stored, which a crafted file could fill with anything); a modality when it is a defined term.
+    """
+    from pydicom.uid import UID_dictionary
+
+    modality = plain_text(ds, "Modality")
+    sop = ds.get("SOPClassUID")
+    sop_name = getattr(sop, "name", "") if sop else ""
+    keep = [sop_name] if sop_name and str(sop) in UID_dictionary else []
+    if modality in MODALITIES:
+        keep.append(modality)
+    return modality, sop_name, tuple(keep)
+
+
 def read_one(item, opts, identifiers, where, counters):
     """One file as :class:`Loaded`; identifying keywords go to ``identifiers``, where their values are to ``where``."""
     ds, record = read_dataset(item.path)
@@ -172,16 +257,16 @@ def read_one(item, opts, identifiers, where, counters):
             value = plain_text(ds, keyword)
             if value:
                 keys[group] = value  # in memory only, for group_by
-    modality = plain_text(ds, "Modality")
-    sop = ds.get("SOPClassUID")
-    sop_name = getattr(sop, "name", "") if sop else ""
+    modality, sop_name, keep = what_object(ds)
     has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
     if modality.upper() in NON_IMAGE_MODALITIES or "Segmentation" in sop_name or "RT Dose" in sop_name:
         what = NON_IMAGE_MODALITIES.get(modality.upper(), sop_name)
-        raise Skip(f"not an image: {sop_name or 'DICOM object'} (modality {modality or '?'}) is {what}")
+        raise Skip(f"not an image: {sop_name or 'DICOM object'} (modality {modality or '?'}) is {what}", keep)
+    if "Waveform" in sop_name:
+        raise Skip(f"a waveform object ({sop_name}), not an image; modality {modality or '?'}", keep)
     if not has_pixels:
         what = sop_name or "DICOM object"
-        raise Skip(f"no pixel data: {what} (modality {modality or '?'}) is not an image")
+        raise Skip(f"no pixel data: {what} (modality {modality or '?'}) is not an image", keep)
     if "Rows" not in ds or "Columns" not in ds:
         raise Skip("pixel data without Rows/Columns: the image module is incomplete")
     photometric = plain_text(ds, "PhotometricInterpretation").upper()
@@ -198,8 +283,8 @@ def read_one(item, opts, identifiers, where, counters):
     images = render(ds, photometric, n_frames, opts, counters)
     meta = {
         **record,
-        "modality": modality,
-        "body_part": plain_text(ds, "BodyPartExamined"),
+        "modality": scrub(modality, where, keep),  # free text in a crafted file: scrubbed like a reason
+        "body_part": scrub(plain_text(ds, "BodyPartExamined"), where),
         "rows": int(ds.Rows),
         "columns": int(ds.Columns),
         "photometric": photometric,

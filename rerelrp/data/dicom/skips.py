@@ -13,7 +13,17 @@ LISTED_SKIPS = 50  # cap-related skips are listed one by one up to this count, t
 
 
 class Skip(Exception):
-    """One input file cannot be used; the message is the reason shown in the report."""
+    """One input file cannot be used; the message is the reason shown in the report.
+
+    ``keep``: parts of the message known not to identify anyone (a SOP class name from pydicom's UID
+    dictionary, a modality among the DICOM defined terms), which the scrubber leaves even where an
+    identifying value of the file has the same text (a study described as "ECG" is no reason to hide
+    the modality ECG).
+    """
+
+    def __init__(self, message, keep=()):
+        super().__init__(message)
+        self.keep = tuple(k for k in keep if k)
 
 
 def short(exc, limit=200):

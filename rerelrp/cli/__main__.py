@@ -1,0 +1,6 @@
+"""``python -m rerelrp.cli``: the same as the ``rerelrp`` command."""
+import sys
+
+from rerelrp.cli import main
+
+sys.exit(main())
