@@ -14,8 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 import rerelrp.parallel as parallel
-from rerelrp.errors import ConfigError
+from rerelrp.errors import ConfigError, DataError
+from rerelrp.fileio import write_bytes_atomic, write_json_atomic
 from rerelrp.method_run import ABLATION, METHODS
+from rerelrp.plots import comparison_figure
 
 
 def parse_methods(text):
@@ -125,8 +127,6 @@ def write_comparison(result, out):
     """``compare.json``, ``compare.md`` and ``compare.html`` (the figure, plotly inlined: opens offline) in ``out``."""
     from pathlib import Path
 
-    from rerelrp.fileio import write_bytes_atomic, write_json_atomic
-    from rerelrp.plots import comparison_figure
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,6 @@ def read_comparison(path):
     import json
     from pathlib import Path
 
-    from rerelrp.errors import DataError
 
     path = Path(path)
     try:

@@ -67,7 +67,7 @@ def _clinical_figures(row, j, task, pred, offsets):
     Patients (``task.test.groups``) are resampled where several images share one. Returns the
     bootstrap draws (n_boot, 2) of its TAw and TAg accuracy, for the interval of their mean over tasks.
     """
-    y, groups, k = task.test.labels, getattr(task.test, "groups", None), task.n_classes
+    y, groups, k = task.test.labels, task.test.groups, task.n_classes
     taw_pred = pred.subnet_class[:, j]
     correct = np.stack([taw_pred == y, pred.global_class == offsets[j] + y], 1)
     draws = clinical.accuracy_draws(correct, groups, seed=j)

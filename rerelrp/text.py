@@ -23,6 +23,10 @@ _MD_COLON = re.compile(r":(?=[A-Za-z/])")  # :red[...], :material/...:, :smile:,
 _MD_WWW = re.compile(r"(?i)(?<=www)\.")  # a bare www.host would become a link
 _MD_LEADING = re.compile(r"^(\s*)([#+=-])")  # a heading or a list at the start of the text
 _MD_NUMBERED = re.compile(r"^(\s*\d+)([.)])")  # a numbered list
+# GFM autolinks ("https://host", "www.host", "name@host") survive backslash escapes: a word joiner
+# (shown as nothing) inside "//", after "www" and after "@" breaks them
+_AUTOLINK = re.compile(r"(?i)(?<=:/)(?=/)|(?<=www)(?=\.)|(?<=@)")
+WORD_JOINER = "\u2060"
 
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -42,7 +46,7 @@ def printable(text) -> str:
 
 def md(text) -> str:
     """``text`` for a Streamlit element that renders Markdown: shown as the same characters, never as markup."""
-    text = printable(text)
+    text = _AUTOLINK.sub(WORD_JOINER, printable(text))
     text = _MD_ALWAYS.sub(lambda m: "\\" + m.group(), text)
     text = _MD_UNDERSCORE.sub(r"\\_", text)
     text = _MD_COLON.sub(r"\\:", text)

@@ -212,12 +212,12 @@ def test_data_page_plans_tasks_from_one_or_several_data_sets(app):
     app.run()
     no_exception(app)
     plan = app.dataframe[-1].value
-    assert len(plan) == 2 and plan["classes"].iloc[0] == "0, 1, 2, 3, 4"
+    assert len(plan) == 2 and plan["classes"].iloc[0] == "0 | 1 | 2 | 3 | 4"
     app.text_input(key="plan_groups").set_value("0,9; 3,4,5")
     button(app, "Replace planned tasks").click()
     app.run()
     plan = app.dataframe[-1].value
-    assert list(plan["classes"]) == ["0, 9", "3, 4, 5"]
+    assert list(plan["classes"]) == ["0 | 9", "3 | 4 | 5"]
     app.text_input(key="plan_groups").set_value("0,1; x")
     button(app, "Replace planned tasks").click()
     app.run()

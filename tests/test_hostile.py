@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -83,13 +82,17 @@ def edit_learner_json(path, change):
 
 
 def peak_rss_of(code, timeout=120):
-    """Run ``code`` in a fresh interpreter; returns (its output, its peak resident memory in bytes)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run ``code`` in a fresh interpreter; returns (its output, its own peak resident memory in bytes).
+
+    The child reports its peak itself: RUSAGE_CHILDREN would give the largest of every child this
+    test process ever had (a browser or a worker of an earlier test)."""
+    marker = "PEAK_RSS_KIB="
+    tail = f"\nimport resource as _r\nprint('{marker}' + str(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss))\n"
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + tail], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout, max(peak, before) * 1024  # ru_maxrss is in KiB on Linux
+    out, _, peak = done.stdout.rpartition(marker)
+    return out, int(peak) * 1024  # ru_maxrss is in KiB on Linux
 
 
 # --------------------------------------------------------------------------- names shown in the app
@@ -645,3 +648,149 @@ def test_a_workspace_whose_first_save_was_killed_says_nothing_was_learned(tmp_pa
     (tmp_path / "ws" / "snapshots" / ".tmp-snap-000001-99").mkdir(parents=True)
     with pytest.raises(WorkspaceError, match="nothing learned yet"):
         load_workspace(tmp_path / "ws")
+
+
+# --------------------------------------------------------------------------- pydicom's own output, every test file
+SECRET = "Zorblax^Hostilewitz"
+
+
+def _hostile_dicom(path, pixels=True):
+    """A DICOM file (no preamble) whose patient name pydicom would quote in its warnings and logs."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+    with pydicom.config.disable_value_validation():
+        ds.PatientName = SECRET
+        ds.PatientID = SECRET + "\n"  # a trailing newline is invalid for LO
+        ds.PatientBirthDate = SECRET  # not a date: "Invalid value for VR DA: '...'"
+        ds.StudyInstanceUID = SECRET  # not a UID
+        ds.SOPInstanceUID = SECRET + "\x01"
+        ds.Modality = SECRET  # not a code string
+        ds.BodyPartExamined = SECRET  # kept in the provenance, so scrubbed there
+    if pixels:
+        ds.Rows = ds.Columns = 8
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = (np.arange(64, dtype=np.uint8) * 4).tobytes()
+    ds.save_as(path, enforce_file_format=False)
+
+
+@pytest.mark.timeout(120)
+def test_pydicom_warnings_and_logs_never_show_a_patient_name(tmp_path, capfd):
+    import logging
+
+    import pydicom
+
+    from rerelrp.data.dicom import load_dicom
+
+    for c in "ab":
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            _hostile_dicom(tmp_path / c / f"{i}.dcm")
+        _hostile_dicom(tmp_path / c / "nopixels.dcm", pixels=False)
+    capfd.readouterr()
+    root = logging.getLogger()
+    handler = logging.StreamHandler()  # an application that prints every log record, pydicom's included
+    root.addHandler(handler)
+    pydicom.config.debug(True)  # pydicom logs every element it reads, values and all
+    try:
+        ds = load_dicom(tmp_path)
+    finally:
+        pydicom.config.debug(False)
+        root.removeHandler(handler)
+    out, err = capfd.readouterr()
+    said = json.dumps(ds.report.to_dict()) + json.dumps(ds.provenance, default=str)
+    assert ds.report.notes and any("pydicom warned" in note and "[value]" in note for note in ds.report.notes), \
+        ds.report.notes
+    assert len(ds.report.skipped) == 2, ds.report.skipped
+    for part in ("Zorblax", "Hostilewitz"):
+        assert part not in out + err and part not in said, part
+    assert not logging.getLogger("pydicom").disabled  # quiet only while a file is read
+
+
+def test_scrub_leaves_kept_words_but_not_a_value_that_spans_them():
+    import pydicom
+
+    from rerelrp.data.dicom.identifiers import scrub
+
+    ds = pydicom.Dataset()
+    ds.StudyDescription, ds.PatientName = "ECG", "ECG^Smithers"
+    where = [(ds, element.tag) for element in ds]
+    text = "12-lead ECG Waveform Storage (modality ECG); ECG Smithers; ECG"
+    assert scrub(text, where, keep=("12-lead ECG Waveform Storage", "ECG")) == \
+        "12-lead ECG Waveform Storage (modality ECG); [removed]; ECG"
+    assert scrub(text, where) == "12-lead [removed] Waveform Storage (modality [removed]); [removed]; [removed]"
+
+
+@pytest.mark.timeout(120)
+def test_an_ecg_waveform_is_skipped_with_a_reason_that_says_what_it_is(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from rerelrp.data.dicom import load_dicom
+
+    for c in "ab":
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / c / f"{i}.dcm")
+    shutil.copy(get_testdata_file("waveform_ecg.dcm"), tmp_path / "a" / "ecg.dcm")
+    ds = load_dicom(tmp_path)
+    [skip] = ds.report.to_dict()["skipped"]
+    assert skip == {"path": "a/ecg.dcm",
+                    "reason": "a waveform object (12-lead ECG Waveform Storage), not an image; modality ECG"}
+
+
+def _pydicom_test_files(folder):
+    """Every pydicom test file (deduplicated by content, none over 20 MB) in class folders a and b, alternating."""
+    from pydicom.data import get_testdata_files
+
+    seen, names = set(), []
+    for c in "ab":
+        (folder / c).mkdir(parents=True)
+    for path in sorted(map(Path, get_testdata_files())):
+        if not path.is_file() or path.stat().st_size > 20 * 1024 * 1024:
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        target = folder / "ab"[len(names) % 2] / f"{len(names):03d}_{path.name}"
+        shutil.copy(path, target)
+        names.append(target)
+    return names
+
+
+@pytest.mark.timeout(300)
+def test_every_pydicom_test_file_through_run_and_predict(tmp_path, capfd):
+    """No traceback, exit status 0 or 2 (a user error), and predict writes a row for every file it could read."""
+    import csv
+
+    from rerelrp.cli import main
+
+    tiny = ["--epochs", "1", "--min-steps", "0", "--prune-samples", "64", "--relevance-samples", "64",
+            "--recognizer-samples", "64", "--trees", "8", "--quiet", "--net", "lenet", "--input-size", "16",
+            "--device", "cpu"]
+    files = _pydicom_test_files(tmp_path / "data")
+    assert len(files) > 100
+    capfd.readouterr()
+    rc = main(["run", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *tiny])
+    _, err = capfd.readouterr()
+    assert rc in (0, 2) and "Traceback" not in err, err[-3000:]
+    assert main(["run", "--data", "demo", "--tasks", "1", "--out", str(tmp_path / "demo"),
+                 "--workspace", str(tmp_path / "ws"), *tiny]) == 0
+    capfd.readouterr()
+    rc = main(["predict", "--workspace", str(tmp_path / "ws"), str(tmp_path / "data"), "--out", str(tmp_path / "p.csv"),
+               "--quiet"])
+    _, err = capfd.readouterr()
+    assert rc in (0, 2) and "Traceback" not in err, err[-3000:]
+    assert "UserWarning" not in err and "valuerep" not in err, err[-3000:]  # pydicom's warnings stay inside
+    with open(tmp_path / "p.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    predicted = {row["source"] for row in rows}
+    skipped = {line.split(": ")[0].removeprefix("skipped ") for line in err.splitlines() if line.startswith("skipped ")}
+    assert len(rows) == len(predicted) > 30  # one row per readable file
+    assert predicted | skipped == {str(f) for f in files} and not predicted & skipped  # every file: a row or a reason

@@ -52,7 +52,7 @@ def build_report(learner, metrics, meta, samples=(), composite=None, title=None,
     cfg = learner.get_params()
     names = [t["name"] for t in learner.tasks_]
     m = metrics.to_dict()
-    history = list(getattr(learner, "history_", None) or [])
+    history = list(learner.history_ if learner.n_tasks else [])
     content = {
         "title": title or f"Explanation report: {meta.get('name', 'workspace')}",
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

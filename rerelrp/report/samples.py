@@ -99,7 +99,7 @@ def explain_samples(learner, samples, composite):
     # recognisers read relevance of the learner's own composite: reuse the pass when it is that one
     same = composite in (None, learner.composite)
     pred = expl.prediction if same else learner.predict(batch)
-    modalities = [getattr(s, "modality", None) for s in samples]
+    modalities = [s.modality for s in samples]
     if any(modalities):  # a DICOM file says what it shows: no task of that modality, no task claims it
         apply_modality(pred, modalities, learner.tasks_)
     reasons = pred.scope_reason or [None] * len(samples)  # what a rule beyond the score decided (modality)
@@ -140,7 +140,7 @@ def _record(sample, n, pred, classes, reason, seen):
         "scope_score": float(pred.scope_score[n]),
         "out_of_scope": bool(pred.out_of_scope[n]),
         "scope_reason": reason,
-        "modality": getattr(sample, "modality", None),
+        "modality": sample.modality,
         "input": seen,
         "subnets": [],
     }

@@ -42,7 +42,7 @@ def save_workspace(path, learner, metrics=None, *, tasks=None, extra=None, keep=
     path = Path(path)
     if not isinstance(learner, ReReLRP):
         raise WorkspaceError(path, f"only a ReReLRP learner can be saved, not {type(learner).__name__}")
-    if not getattr(learner, "tasks_", None):  # an unfitted learner has no tasks_ at all
+    if not learner.n_tasks:
         raise WorkspaceError(path, "the learner has not learned a task yet; nothing to save")
     check_target(path)
     files = _serialise(learner, metrics, tasks, extra, path)

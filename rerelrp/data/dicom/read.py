@@ -50,7 +50,7 @@ MODALITIES = frozenset(
 PYDICOM_NOTES = 5  # distinct pydicom warnings quoted in a load's notes (the rest are counted)
 _QUOTED = re.compile(r"""b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*"|\s*Please see <[^>]*>[^.]*\.""")
 _quiet_lock = threading.Lock()
-_quiet_depth = [0, False]  # reads under way (threads of one process), the pydicom logger's state before them
+_quiet_depth = [0, {}]  # reads under way (threads of one process); pydicom's loggers and their state before them
 
 
 @dataclass
@@ -101,12 +101,12 @@ def quiet_pydicom():
     to the "pydicom" logger, which prints wherever an application configured logging; both would carry
     a patient's values past the scrubber. The caller turns the recorded warnings into scrubbed notes.
     """
-    logger = logging.getLogger("pydicom")
     with _quiet_lock:
         if _quiet_depth[0] == 0:
-            _quiet_depth[1] = logger.disabled
+            _quiet_depth[1] = {logger: logger.disabled for logger in _pydicom_loggers()}
         _quiet_depth[0] += 1
-        logger.disabled = True
+        for logger in _quiet_depth[1]:
+            logger.disabled = True
     try:
         with warnings.catch_warnings(record=True) as heard, np.errstate(all="ignore"):
             warnings.simplefilter("always")
@@ -115,7 +115,14 @@ def quiet_pydicom():
         with _quiet_lock:
             _quiet_depth[0] -= 1
             if _quiet_depth[0] == 0:
-                logger.disabled = _quiet_depth[1]
+                for logger, disabled in _quiet_depth[1].items():
+                    logger.disabled = disabled
+
+
+def _pydicom_loggers():
+    """The "pydicom" logger and its children (the pixel decoders log on their own, past a disabled parent)."""
+    names = [name for name in logging.Logger.manager.loggerDict if name.startswith("pydicom.")]
+    return [logging.getLogger("pydicom"), *(logging.getLogger(name) for name in names)]
 
 
 def note_warnings(heard, where, counters):
@@ -128,7 +135,8 @@ def note_warnings(heard, where, counters):
     for w in heard:
         text = " ".join(_QUOTED.sub(lambda m: "" if m.group(0).lstrip().startswith("Please") else "[value]",
                                     str(w.message)).split())
-        texts.add(short(scrub(text, where), 160))
+        text = scrub(text, where)
+        texts.add(text if len(text) <= 160 else text[:157] + "...")
     for text in texts:
         counters["pydicom"][text] = counters["pydicom"].get(text, 0) + 1
 
