@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -145,7 +146,8 @@ def visited(server, tmp_path_factory):
             _wait_idle(page)
             page.get_by_test_id("stTooltipHoverTarget").get_by_test_id("stBaseButton-secondary").filter(
                 has_text="Open").first.click(timeout=60_000)  # the button of the workspace picker (it has a tooltip)
-            page.get_by_text("Learned", exact=False).first.wait_for(timeout=120_000)
+            # the sidebar says so once the workspace is the session's model (not the "0 of 0" before it)
+            page.get_by_text(re.compile(rf"{len(TASKS)} of \d+ planned tasks learned")).first.wait_for(timeout=120_000)
             _wait_idle(page)
             for name in PAGES:
                 page.get_by_role("link", name=name, exact=True).click()
