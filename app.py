@@ -8,7 +8,7 @@ if str(ROOT) not in sys.path:  # AppTest does not put the app folder on sys.path
 
 import streamlit as st  # noqa: E402
 
-from pages.common import PAGES, get_state  # noqa: E402
+from pages.common import PAGES, get_state, started_by  # noqa: E402
 from rerelrp.jobs import phase_fraction  # noqa: E402
 from rerelrp.text import md  # noqa: E402
 
@@ -30,14 +30,18 @@ state = get_state()
 @st.fragment(run_every=3.0 if state.busy else None)
 def sidebar_status():
     st.markdown(f"**Device** \n{state.describe_device()}")
-    learned, planned = state.n_learned, len(state.tasks)
+    learned, planned = state.n_learned, max(len(state.tasks), state.n_learned)
     st.markdown(f"**Run** \n{learned} of {planned} planned tasks learned")
     st.caption(f"{'Saved to workspace' if learned else 'Will save to'} {md(state.workspace.name)}")
     if state.busy:
         job = state.job.snapshot()
         event = job.events.get(job.phase)
-        label = f"task {job.task}: {job.phase}" if job.phase else "starting"
+        if state.job_kind == "compare":
+            label = f"comparison: {len(job.results)} of {state.compare_total} runs done"
+        else:
+            label = f"task {job.task}: {job.phase}" if job.phase else "starting"
         st.progress(phase_fraction(event), text=label)
+        st.caption(md(f"{state.job.name}, {started_by(state, state.job)}"))
         st.session_state["_sidebar_watch"] = True
     elif st.session_state.pop("_sidebar_watch", False):
         st.rerun()  # the job just ended: redraw the whole page with the new model

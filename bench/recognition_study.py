@@ -95,27 +95,19 @@ def features(args):
 @torch.no_grad()
 def activations(net, x, kept, T):
     """(T, N, units) mean post-ReLU activation of every unit through the mask ``kept[layer][m]`` of each m."""
-    from rerelrp.relevance import subnetwork_masks
-
     out = []
-    stored = {}
-    handles = [layer.mask.register_forward_hook(lambda mod, i, o, name=layer.name: stored.__setitem__(name, o))
-               for layer in net.unit_layers]
-    try:
+    with net.unit_outputs() as stored:
         for m in range(T):
             rows = []
             for start in range(0, len(x), 512):
                 xb = x[start : start + 512]
                 masks = {name: torch.tensor(k[m], dtype=torch.float32)[None].expand(len(xb), -1)
                          for name, k in kept.items()}
-                with subnetwork_masks(net, masks):
+                with net.subnetworks(masks):
                     net.features(xb)
                 rows.append(torch.cat([torch.relu(stored[layer.name]).flatten(2).mean(2) if stored[layer.name].dim() == 4
                                        else torch.relu(stored[layer.name]) for layer in net.unit_layers], 1))
             out.append(torch.cat(rows).numpy())
-    finally:
-        for h in handles:
-            h.remove()
     return np.stack(out)
 
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from rerelrp.errors import RerelrpError
 from rerelrp.session import AppState
 from rerelrp.text import md
+from rerelrp.workspace import is_workspace, list_workspaces
 
 PAGES = {
     "data": "pages/data.py",
@@ -45,8 +48,34 @@ def _state(key: str) -> AppState:
 
 
 def get_state() -> AppState:
-    """The one state of this app process (shared by browser tabs, kept across reloads)."""
-    return _state(os.environ.get("RERELRP_APP_KEY", "default"))
+    """The one state of this app process (shared by browser tabs, kept across reloads), acting as this tab.
+
+    The tab is named by its Streamlit session, so that what it changes is logged as its own, and
+    the first call of a script run says what other tabs changed since this tab last looked
+    (:mod:`rerelrp.activity`).
+    """
+    state = _state(os.environ.get("RERELRP_APP_KEY", "default"))
+    ctx = get_script_run_ctx()
+    state.activity.acting_as(ctx.session_id if ctx is not None else None)
+    if ctx is not None:
+        other_tabs_notice(state)
+    return state
+
+
+def other_tabs_notice(state):
+    """Say what other browser tabs changed in the shared state since this tab last looked."""
+    seen = st.session_state.get("_seen_change")
+    if seen is not None:
+        for change in state.activity.by_others(seen):
+            who = "Another browser tab" if change.actor is not None else "A script"
+            st.info(f"{who} {md(change.what)} at {change.clock}.", icon=":material/tab:")
+    st.session_state["_seen_change"] = state.activity.last
+
+
+def started_by(state, job):
+    """Which tab started ``job`` and when, in words."""
+    clock = time.strftime("%H:%M:%S", time.localtime(job.started_at)) if job.started_at else "?"
+    return f"started by {state.activity.who(job.owner)} at {clock}"
 
 
 def setting_widget(container, setting, value, disabled=False, choices=None):
@@ -133,12 +162,37 @@ def busy_note(state):
                    f"as of task {state.n_learned - 1 if state.n_learned else '–'}; it updates when the task is done.")
 
 
+def archive_controls(state):
+    """Export the session's workspace as one file, or import one (validated like any workspace, then opened)."""
+    left, right = st.columns(2)
+    if is_workspace(state.workspace):
+        if left.button("Prepare the workspace as one file", key="ws_export", icon=":material/archive:"):
+            try:
+                st.session_state["ws_archive"] = (state.workspace.name, state.export_archive())
+            except RerelrpError as exc:
+                show_error(exc)
+        ready = st.session_state.get("ws_archive")
+        if ready and ready[0] == state.workspace.name:
+            left.download_button(f"Download {ready[0]}.zip ({len(ready[1]) / 1e6:.1f} MB)", ready[1],
+                                 file_name=f"{ready[0]}.zip", mime="application/zip", key="ws_download",
+                                 help="The model, its metrics and settings; no image and no patient attribute")
+    upload = right.file_uploader("Import a workspace archive (.zip)", type=["zip"], key="ws_import")
+    if upload is not None and right.button("Import and open", key="ws_import_open", disabled=state.busy,
+                                           icon=":material/unarchive:"):
+        try:
+            with st.spinner("Checking and importing the archive …"):
+                state.import_archive(upload.getvalue(), upload.name)
+            st.rerun()
+        except RerelrpError as exc:
+            show_error(exc)
+
+
 def workspace_picker(state):
     """The saved workspaces (newest first) and a button to open one; says where this session saves."""
-    from rerelrp.workspace import list_workspaces
 
     with st.expander("Open a saved workspace", icon=":material/folder_open:", expanded=not state.n_learned):
         st.caption(f"This session saves every learned task to {md(state.workspace)}.")
+        archive_controls(state)
         infos = list_workspaces(state.workspace_root)
         if not infos:
             st.caption(f"No saved workspace in {md(state.workspace_root)} yet.")
@@ -162,10 +216,29 @@ def workspace_picker(state):
                 show_error(exc)
 
 
+def learned_data_offer(state):
+    """After opening a workspace: where it says its tasks' data came from, read only if the user asks."""
+    if not state.data_note or not state.n_learned:
+        return
+    st.info(f"Opened {md(state.workspace.name)}: {md(state.data_note)}. Explain, Capacity, Recognize and Report "
+            "work without them; learning further tasks needs them.", icon=":material/info:")
+    sources = state.recorded_sources
+    if sources and all(sources) and st.button(
+            "Load the learned tasks' data", key="ws_reload", disabled=state.busy, icon=":material/download_done:",
+            help="Reads the files named above, after checking their sizes and SHA-256 against the workspace, "
+                 "and checks the images against its fingerprints"):
+        try:
+            with st.spinner("Loading and checking the learned tasks' data …"):
+                state.reload_learned_data()
+            st.rerun()
+        except RerelrpError as exc:
+            show_error(exc)
+
+
 def job_heading(state, job, snap, title, key, help):
     """The head of a running job's progress box: its title, elapsed time and a Stop button."""
     head, stop_col = st.columns([5, 1])
-    head.markdown(f"**{md(title)}** · {snap.elapsed:.0f} s")
+    head.markdown(f"**{md(title)}** · {snap.elapsed:.0f} s · {started_by(state, job)}")
     if job.stopping:
         stop_col.button("Stopping …", disabled=True, key=f"{key}_stopping")
     else:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.common import get_state, plot, show_error, step_seconds, workspace_picker
+from pages.common import get_state, learned_data_offer, plot, show_error, step_seconds, workspace_picker
 from rerelrp.data import load_dataset, load_medmnist, split_into_tasks, tasks_per_dataset
 from rerelrp.errors import ConfigError, RerelrpError
 from rerelrp.plots import sample_grid_figure
@@ -75,6 +75,7 @@ def _medmnist_flags():
 
 
 workspace_picker(state)
+learned_data_offer(state)
 
 # ------------------------------------------------------------------------------ loading
 with st.container(border=True):
@@ -152,10 +153,52 @@ with st.container(border=True):
     except Exception as exc:  # noqa: BLE001 - the session keeps working whatever the file holds
         show_error(exc, "Could not load: ")
 
+def show_task_order(learned):
+    """The task sequence: learned tasks (also those of an opened workspace whose data are not loaded), then the planned ones."""
+    rows = []
+    seen_plan, plan_now = st.session_state.get("_plan_seen"), [t.name for t in state.tasks]
+    st.session_state["_plan_seen"] = plan_now
+    unloaded = state.learner.tasks_[len(state.tasks):learned] if learned > len(state.tasks) else []
+    for i, record in enumerate(unloaded, start=len(state.tasks)):
+        sizes = record.get("sizes") or {}  # an opened workspace whose data are not loaded: what it recorded
+        rows.append({"#": i, "task": record["name"], "classes": " | ".join(record["classes"]), "train": sizes.get("train"),
+                     "val": sizes.get("val"), "test": sizes.get("test"), "status": "learned (data not loaded)"})
+    for i, task in enumerate(state.tasks):
+        if i < learned:
+            status = "learned"
+        else:
+            status = "training" if state.busy and i == learned else ("next" if i == learned else "planned")
+        rows.append({"#": i, "task": task.name, "classes": " | ".join(task.class_names), "train": len(task.train),
+                     "val": len(task.val), "test": len(task.test), "status": status})
+    rows.sort(key=lambda row: row["#"])
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        pending = [r["#"] for r in rows if r["status"] in ("next", "planned")]
+        if pending:
+            c1, c2, _ = st.columns([2, 1, 3])
+            labels = [f"{i}: {state.tasks[i].name}" for i in pending]
+            drop = c1.selectbox("Planned task", labels, key="drop_task", label_visibility="collapsed")
+            if c2.button("Remove from plan", key="drop", disabled=state.busy):
+                if seen_plan != plan_now:  # another tab changed the plan since this one was drawn: the choice may be stale
+                    st.warning("The plan was changed in another browser tab since this page was drawn; check the "
+                               "task and press Remove again.", icon=":material/warning:")
+                else:
+                    try:
+                        state.drop_pending(pending[labels.index(drop)])
+                        st.rerun()
+                    except RerelrpError as exc:
+                        show_error(exc)
+    else:
+        st.info("No task planned.")
+
+
 # ------------------------------------------------------------------------------ inspecting
 names = list(state.datasets)
 if not names:
     st.info("No data set loaded.")
+    if state.n_learned:
+        st.subheader("Task order")
+        show_task_order(state.n_learned)
     st.stop()
 
 st.subheader("Loaded data sets")
@@ -235,26 +278,4 @@ with st.container(border=True):
     except RerelrpError as exc:
         show_error(exc)
 
-rows = []
-for i, task in enumerate(state.tasks):
-    if i < learned:
-        status = "learned"
-    else:
-        status = "training" if state.busy and i == learned else ("next" if i == learned else "planned")
-    rows.append({"#": i, "task": task.name, "classes": " | ".join(task.class_names), "train": len(task.train),
-                 "val": len(task.val), "test": len(task.test), "status": status})
-if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    pending = [r["#"] for r in rows if r["status"] in ("next", "planned")]
-    if pending:
-        c1, c2, _ = st.columns([2, 1, 3])
-        drop = c1.selectbox("Planned task", pending, format_func=lambda i: f"{i}: {state.tasks[i].name}", key="drop_task",
-                            label_visibility="collapsed")
-        if c2.button("Remove from plan", key="drop", disabled=state.busy):
-            try:
-                state.drop_pending(drop)
-                st.rerun()
-            except RerelrpError as exc:
-                show_error(exc)
-else:
-    st.info("No task planned.")
+show_task_order(state.n_learned)

@@ -74,8 +74,9 @@ if learned == 0 and not busy:
 else:
     w1.markdown(f"**Workspace** {md(state.workspace)}: every learned task is saved here.")
 if not state.can_learn:
-    st.warning(f"This workspace cannot learn more tasks here: {md(state.data_note)}. Explain, Capacity, Recognize and "
-               "Report work as usual.", icon=":material/warning:")
+    st.warning(f"This workspace cannot learn more tasks yet: {md(state.data_note)}. Explain, Capacity, Recognize and "
+               "Report work as usual; where the files are named, the Data page loads them when you ask.",
+               icon=":material/warning:")
 
 # ------------------------------------------------------------------------------ settings
 # one widget per learner setting, drawn from rerelrp.settings (the CLI's options come from the same table)
@@ -270,6 +271,18 @@ with tab_time:
     plot(timings_figure(metrics.seconds, names), key="timings")
     total = np.sum([sum(s.values()) for s in metrics.seconds])
     st.caption(f"Total {total:.1f} s on {state.describe_device()}; eval = testing on every learned task.")
+
+with st.expander("Undo the last task"):
+    st.write("Return the model to what it was before the last task was learned: the snapshot the workspace saved "
+             "then, bit for bit. The undone task becomes the next planned task again.")
+    if st.button("Undo last task", key="undo", disabled=busy or learned < 2, icon=":material/undo:",
+                 help="Needs two learned tasks; the first task is undone with Start over"):
+        try:
+            result = state.undo_last_task()
+            st.success(f"Undid {md(result['undone'])}: {result['n_tasks']} task(s) learned.", icon=":material/undo:")
+            st.rerun()
+        except RerelrpError as exc:
+            show_error(exc)
 
 with st.expander("Start over"):
     st.write("Forget the trained model and start a new run over the same task plan (data stay loaded).")

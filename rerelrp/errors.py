@@ -32,3 +32,11 @@ class WorkspaceError(RerelrpError):
     def __init__(self, path, problem, file=None):
         self.path, self.file, self.problem = str(path), None if file is None else str(file), problem
         super().__init__(f"workspace {self.path}" + (f", file {self.file}" if self.file else "") + f": {problem}")
+
+
+class ArchiveError(WorkspaceError):
+    """A workspace archive cannot be written or imported. ``path`` names the archive, ``file`` the entry at fault."""
+
+    def __init__(self, path, problem, file=None):
+        super().__init__(path, problem, file)
+        self.args = (f"archive {self.path}" + (f", entry {self.file}" if self.file else "") + f": {problem}",)

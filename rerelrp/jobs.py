@@ -47,9 +47,11 @@ class Job:
     ``failed`` with the traceback kept for display.
     """
 
-    def __init__(self, target, name="job", max_log=200):
+    def __init__(self, target, name="job", max_log=200, owner=None):
         self.target = target
         self.name = name
+        self.owner = owner  # who started it (an opaque label: the app's browser tab)
+        self.started_at = None  # wall-clock time of start, for display
         self.stop_event = threading.Event()
         self.state = "idle"
         self.events = OrderedDict()
@@ -72,7 +74,7 @@ class Job:
         if self._thread is not None:
             raise RuntimeError("a job starts once")
         self.state = "running"
-        self.started = time.perf_counter()
+        self.started, self.started_at = time.perf_counter(), time.time()
         self._thread = threading.Thread(target=self._run, name=f"rerelrp-{self.name}", daemon=True)
         self._thread.start()
         return self

@@ -18,8 +18,8 @@ from rerelrp.base import Prediction, TaskSequenceLearner
 from rerelrp.device import flush_denormals, resolve_device
 from rerelrp.errors import ConfigError
 from rerelrp.fitted_state import rebuild
+from rerelrp.growth import grow_layer
 from rerelrp.inputs import ImageSource, LazyInputs
-from rerelrp.nets import grow_layer
 from rerelrp.progress import Reporter
 from rerelrp.pruning import search_cut
 from rerelrp.recognition import RelevanceStore, fit_recognizer, signals
@@ -214,7 +214,11 @@ class ReReLRP(TaskSequenceLearner):
         return self._runner().accuracy(x_val, y_val, t, masks)
 
     def _sample(self, split, n, rng):
-        """Up to n images of a split, every class represented in proportion (the eval transform)."""
+        """Up to n images of a split, every class represented in proportion (the eval transform).
+
+        Not :func:`~rerelrp.data.core.stratified_holdout`: this rounds n x class share (at least 1) and draws with
+        ``rng.choice`` from the task's running generator; one sampler for both would change every run's images.
+        """
         labels = split.labels
         if len(labels) <= n:
             index = np.arange(len(labels))

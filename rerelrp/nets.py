@@ -7,45 +7,19 @@ Heads are not units: each task gets its own linear layer on the shared feature v
 """
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rerelrp.errors import ConfigError
+from rerelrp.growth import GrowingLinear
 from rerelrp.settings import NETS
 
 IN_CHANNELS = 3  # gray images are repeated to three channels so gray and RGB tasks share one network
-
-
-class GrowingLinear(nn.Linear):
-    """A linear layer whose inputs may grow, computed block by block in the order the blocks came.
-
-    BLAS sums a longer row in another order, so appending input columns changes the last bits of
-    every output even where the new inputs are zero. Computing the first block exactly as before
-    and adding each later block's product (exactly zero for a sub-network older than that block)
-    keeps every earlier sub-network bit for bit. ``blocks`` lists each block's end column.
-    """
-
-    def __init__(self, in_features, out_features, bias=True):
-        super().__init__(in_features, out_features, bias)
-        self.blocks = [in_features]
-
-    def forward(self, x):
-        if len(self.blocks) == 1:
-            return super().forward(x)
-        first = self.blocks[0]  # a strided slice of x would take another BLAS path: copy it
-        out = F.linear(x[:, :first].contiguous(), self.weight[:, :first], self.bias)
-        for lo, hi in zip(self.blocks, self.blocks[1:]):
-            out = out + F.linear(x[:, lo:hi].contiguous(), self.weight[:, lo:hi])
-        return out
-
-    def grow_inputs(self, n_new, frozen_rows, generator):
-        """Append ``n_new`` input columns as a new block (zero in ``frozen_rows``)."""
-        self.weight = _extend_columns(self.weight, n_new, frozen_rows, generator)
-        self.in_features += n_new
-        self.blocks.append(self.in_features)
 
 
 class UnitMask(nn.Module):
@@ -172,14 +146,36 @@ class UnitNet(nn.Module):
         f = self.body(x)
         return torch.cat([h(f) for h in self.heads], dim=1)
 
-    def set_masks(self, masks):
-        """Select a sub-network per sample: ``masks`` maps layer name to (N, units), or None for all on."""
-        for layer in self.unit_layers:
-            layer.mask.mask = None if masks is None else masks[layer.name]
+    @contextmanager
+    def subnetworks(self, masks):
+        """Select a sub-network per sample for the block: ``masks`` maps layer name to (N, units), None is
+        all units on. On exit, also on an error, every mask is as it was (zennit's habit: undo what you did)."""
+        before = [layer.mask.mask for layer in self.unit_layers]
+        try:
+            for layer in self.unit_layers:
+                layer.mask.mask = None if masks is None else masks[layer.name]
+            yield self
+        finally:
+            for layer, mask in zip(self.unit_layers, before):
+                layer.mask.mask = mask
+
+    @contextmanager
+    def unit_outputs(self, reduce=None):
+        """Every unit layer's (masked) output of the latest forward pass in the block, by layer name, as
+        ``reduce(output)`` if given (to keep less than whole maps); the hooks are removed on exit."""
+        stored = {}
+        with ExitStack() as hooks:
+            for layer in self.unit_layers:
+                hooks.enter_context(layer.mask.register_forward_hook(partial(_keep_output, stored, layer.name, reduce)))
+            yield stored
 
     @property
     def layer_sizes(self):
         return {layer.name: layer.n_units for layer in self.unit_layers}
+
+
+def _keep_output(stored, name, reduce, module, inputs, output):
+    stored[name] = output if reduce is None else reduce(output)
 
 
 VGG_SIZES = {"conv1": 16, "conv2": 16, "conv3": 32, "conv4": 32, "conv5": 64, "conv6": 64, "fc1": 128}
@@ -329,66 +325,3 @@ def build_net(arch="vgg", input_size=28, head_sizes=(), layer_sizes=None):
     for k in head_sizes:
         net.add_head(k)
     return net
-
-
-def _extend_rows(tensor, n_new, fill):
-    """``tensor`` with ``n_new`` rows appended, filled by ``fill(shape)``; a Parameter stays one."""
-    extra = fill((n_new,) + tuple(tensor.shape[1:])).to(tensor.device, tensor.dtype)
-    data = torch.cat([tensor.detach(), extra])
-    return nn.Parameter(data, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else data
-
-
-def _extend_columns(weight, n_new, frozen_rows, generator):
-    """Append input columns: random (small) for free rows, zero for frozen rows so they stay exact."""
-    shape = (weight.shape[0], n_new) + tuple(weight.shape[2:])
-    fan_in = weight[0].numel()
-    extra = torch.randn(shape, generator=generator) * (1.0 / fan_in) ** 0.5
-    extra[torch.as_tensor(frozen_rows, dtype=torch.bool)] = 0.0
-    data = torch.cat([weight.detach(), extra.to(weight.device, weight.dtype)], dim=1)
-    return nn.Parameter(data, requires_grad=weight.requires_grad)
-
-
-@torch.no_grad()
-def grow_layer(net, name, n_new, consumer_frozen, generator=None):
-    """Append ``n_new`` fresh units to layer ``name`` (dynamic capacity for a saturated layer).
-
-    Existing units and everything reading them keep their values bit for bit; the new units'
-    outgoing weights are zero in frozen consumer rows (and in old heads), so no sub-network
-    learned so far changes. ``consumer_frozen`` marks the frozen rows of the consumer layer.
-    """
-    layer = next(unit for unit in net.unit_layers if unit.name == name)
-    if not layer.growable:
-        raise ConfigError(f"layer {name} of {net.arch} cannot grow")
-    generator = generator or torch.Generator().manual_seed(0)
-    module = layer.module
-    fan_in = module.weight[0].numel()
-    def he_normal(shape):
-        return torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5
-
-    module.weight = _extend_rows(module.weight, n_new, he_normal)
-    if module.bias is not None:
-        module.bias = _extend_rows(module.bias, n_new, torch.zeros)
-    if layer.is_conv:
-        module.out_channels += n_new
-    else:
-        module.out_features += n_new
-    if layer.norm is not None:
-        norm = layer.norm
-        norm.weight = _extend_rows(norm.weight, n_new, torch.ones)
-        norm.bias = _extend_rows(norm.bias, n_new, torch.zeros)
-        norm.running_mean = _extend_rows(norm.running_mean, n_new, torch.zeros)
-        norm.running_var = _extend_rows(norm.running_var, n_new, torch.ones)
-        norm.frozen = _extend_rows(norm.frozen, n_new, lambda shape: torch.zeros(shape, dtype=torch.bool))
-        norm.num_features += n_new
-    columns = n_new * layer.inputs_per_unit
-    if layer.consumer is None:
-        for head in net.heads:  # every existing head belongs to a learned task: new columns stay zero
-            head.grow_inputs(columns, torch.ones(head.out_features, dtype=torch.bool), generator)
-    else:
-        consumer = layer.consumer
-        rows = torch.as_tensor(consumer_frozen, dtype=torch.bool)
-        if isinstance(consumer, nn.Conv2d):  # oneDNN sums channels in order: zero inputs appended change no bit
-            consumer.weight = _extend_columns(consumer.weight, columns, rows, generator)
-            consumer.in_channels += columns
-        else:
-            consumer.grow_inputs(columns, rows, generator)

@@ -8,7 +8,7 @@ activation again.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,29 +47,36 @@ class NonNegativeZPlus(BasicHook):
         )
 
 
+def _epsilon_plus_flat(canonizers, input_shape, device):
+    return EpsilonPlusFlat(canonizers=canonizers, layer_map=[(Convolution, NonNegativeZPlus())])
+
+
+def _epsilon_alpha2_beta1_flat(canonizers, input_shape, device):
+    return EpsilonAlpha2Beta1Flat(canonizers=canonizers)
+
+
+def _epsilon_gamma_box(canonizers, input_shape, device):
+    # inputs live in [0, 1]; ZBox slices its bounds to the batch, so give it a batch-sized view
+    low = torch.zeros((1,) + tuple(input_shape[1:]), device=device).expand(input_shape)
+    high = torch.ones((1,) + tuple(input_shape[1:]), device=device).expand(input_shape)
+    return EpsilonGammaBox(low=low, high=high, canonizers=canonizers)
+
+
+# name -> factory(canonizers, input_shape, device), zennit's habit for named things; the names are
+# the settings' COMPOSITES (a test keeps the two the same)
+COMPOSITE_FACTORIES = {
+    "EpsilonPlusFlat": _epsilon_plus_flat,
+    "EpsilonGammaBox": _epsilon_gamma_box,
+    "EpsilonAlpha2Beta1Flat": _epsilon_alpha2_beta1_flat,
+}
+
+
 def make_composite(name, arch, input_shape, device):
     """A zennit composite with the canonizers that ``arch`` needs (BatchNorm merged, ResNet sums)."""
+    if name not in COMPOSITE_FACTORIES:
+        raise ConfigError(f"unknown composite '{name}'; choose one of {', '.join(COMPOSITES)}")
     canonizers = [ResNetCanonizer()] if arch == "resnet18" else [SequentialMergeBatchNorm()]
-    if name == "EpsilonPlusFlat":
-        return EpsilonPlusFlat(canonizers=canonizers, layer_map=[(Convolution, NonNegativeZPlus())])
-    if name == "EpsilonAlpha2Beta1Flat":
-        return EpsilonAlpha2Beta1Flat(canonizers=canonizers)
-    if name == "EpsilonGammaBox":
-        # inputs live in [0, 1]; ZBox slices its bounds to the batch, so give it a batch-sized view
-        low = torch.zeros((1,) + tuple(input_shape[1:]), device=device).expand(input_shape)
-        high = torch.ones((1,) + tuple(input_shape[1:]), device=device).expand(input_shape)
-        return EpsilonGammaBox(low=low, high=high, canonizers=canonizers)
-    raise ConfigError(f"unknown composite '{name}'; choose one of {', '.join(COMPOSITES)}")
-
-
-@contextmanager
-def subnetwork_masks(net, masks):
-    """Select per-sample sub-networks for the duration of the block."""
-    net.set_masks(masks)
-    try:
-        yield
-    finally:
-        net.set_masks(None)
+    return COMPOSITE_FACTORIES[name](canonizers, input_shape, device)
 
 
 def sample_masks(group_masks, groups):
@@ -110,32 +117,22 @@ class RelevanceReader:
         self.net = net
         self.composite_name = composite
         self.max_batch = max_batch
-        self._ctx = None
         self._stored = {}
-        self._handles = []
+        self._undo = None
 
     def __enter__(self):
         device = next(self.net.parameters()).device
         input_size = self.net.input_size
         composite = make_composite(self.composite_name, self.net.arch, (self.max_batch, 3, input_size, input_size), device)
-        self._ctx = composite.context(self.net)
-        self._ctx.__enter__()
-        for layer in self.net.unit_layers:
-            self._handles.append(layer.mask.register_forward_hook(self._store(layer.name)))
+        with ExitStack() as stack:  # a failure half-way undoes what was entered
+            stack.enter_context(composite.context(self.net))
+            self._stored = stack.enter_context(self.net.unit_outputs())
+            self._undo = stack.pop_all()
         return self
 
     def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        self._ctx.__exit__(*exc)
-        self._ctx = None
-
-    def _store(self, name):
-        def hook(module, inputs, output):
-            self._stored[name] = output
-
-        return hook
+        undo, self._undo = self._undo, None
+        return undo.__exit__(*exc)
 
     def __call__(self, x, offsets, head_of, masks=None, targets=None, units=True, heatmap=False):
         """LRP for a batch.
@@ -146,9 +143,9 @@ class RelevanceReader:
         """
         if x.shape[0] > self.max_batch:
             raise ValueError(f"batch of {x.shape[0]} exceeds max_batch {self.max_batch}")
-        self._stored = {}
+        self._stored.clear()
         x = x.detach().requires_grad_(heatmap)
-        with torch.enable_grad(), subnetwork_masks(self.net, masks):
+        with torch.enable_grad(), self.net.subnetworks(masks):
             all_logits = self.net(x)
             logits = own_head_logits(all_logits, offsets, head_of)
             start = logits.argmax(1) if targets is None else targets

@@ -76,6 +76,20 @@ def learned_tasks(learner, meta):
     return tasks
 
 
+def recorded_sources(learner):
+    """Where each learned task's data came from, as its provenance records it (None: an upload).
+
+    Shown to the user as a suggestion: nothing is read from these paths until the user asks
+    (:func:`learned_tasks`), since a workspace someone sent may name any local path.
+    """
+    sources = []
+    for record in learner.tasks_:
+        spec = (record.get("provenance") or {}).get("reload") or {}
+        source = spec.get("source") if spec.get("loader") in ("medmnist", "dicom") else None
+        sources.append("the bundled demo" if spec.get("loader") == "demo" else source if isinstance(source, str) else None)
+    return sources
+
+
 def input_files(tasks):
     """Every input file behind the tasks, once, with its SHA-256 (from the loaders' provenance)."""
     seen = {}

@@ -7,7 +7,9 @@
   has been learned and tested completely. A stop or an error leaves the published run exactly
   as it was before that task (the learner also rolls itself back), and pages that read the
   model (explain, recognise, capacity) never see a half-trained network;
-* one job at a time;
+* one job at a time, and one state for every browser tab (one model, one GPU; a reload finds the
+  model again): each change is logged with the tab that made it (:class:`~rerelrp.activity.Activity`),
+  so that a tab can say what another did, and a running job says which tab started it;
 * uses of the published model are serialised by a lock (LRP installs hooks on the network);
 * every learned task is saved to the session's workspace before it is published, so a closed
   tab, a crash or a restart loses nothing that was shown.
@@ -23,26 +25,22 @@ from collections import OrderedDict
 from pathlib import Path
 
 import rerelrp.settings as learner_settings
+from rerelrp.activity import Activity
 from rerelrp.compare import compare, parse_methods, parse_seeds, plan
 from rerelrp.data import build_sequence, load_dataset, medical_demo_paths
 from rerelrp.errors import ConfigError, RerelrpError, StopRequested
 from rerelrp.fileio import write_json_atomic
 from rerelrp.jobs import Job
 from rerelrp.learner import ReReLRP
-from rerelrp.runner import SequenceRun, learned_tasks
-from rerelrp.versions import package_versions
+from rerelrp.runner import SequenceRun
+from rerelrp.session_workspace import SessionWorkspace
 from rerelrp.workspace import (
     DEFAULT_ROOT,
-    check_target,
     is_workspace,
-    load_workspace,
-    resolve_workspace,
-    task_fingerprint,
-    workspace_info,
 )
 
 
-class AppState:
+class AppState(SessionWorkspace):
     """What an interactive session holds between requests; the app keeps one per process.
 
     ``datasets``: loaded :class:`~rerelrp.data.ImageDataset` by name. ``run``: the published
@@ -66,9 +64,11 @@ class AppState:
         self.workspace_root = Path(workspace_root or DEFAULT_ROOT)
         self.workspace = self._fresh_workspace()
         self.data_note = None  # why the learned tasks' images are not available (an opened workspace)
+        self.workspace_meta = None  # what the opened workspace's learner.json says (for reloading its data)
         self.comparison = None  # the last finished comparison of methods (rerelrp.compare) on the planned tasks
         self.compare_total = 0  # runs the current or last comparison job plans
         self.job_kind = None  # "train" or "compare": what the current or last job does
+        self.activity = Activity()  # who changed what (tabs share this state)
         self._new_run([])
         if demo:
             self.load_demo(demo)
@@ -80,10 +80,12 @@ class AppState:
 
         if kind not in ("medical", "digits"):
             raise ConfigError(f"unknown demo {kind!r}: medical or digits")
+        self._check_plannable()  # before anything is added: a demo is loaded whole or not at all
         datasets = [load_dataset(path) for path in medical_demo_paths()] if kind == "medical" else [load_dataset("demo")]
-        for ds in datasets:
-            self.add_dataset(ds)
-        self.set_plan(build_sequence(datasets, None if kind == "medical" else 5))
+        with self.activity.action(f"loaded the {kind} demo and planned its tasks"):
+            for ds in datasets:
+                self.add_dataset(ds)
+            self.set_plan(build_sequence(datasets, None if kind == "medical" else 5))
         return datasets
 
     def add_dataset(self, ds):
@@ -94,12 +96,15 @@ class AppState:
                 name, k = f"{ds.name} ({k})", k + 1
             if name != ds.name:
                 ds.name = name
+            if self.datasets.get(name) is not ds:
+                self.activity.record(f"loaded the data set {name}")
             self.datasets[name] = ds
             return name
 
     def remove_dataset(self, name):
         with self.lock:
-            self.datasets.pop(name, None)
+            if self.datasets.pop(name, None) is not None:
+                self.activity.record(f"removed the data set {name}")
 
     @property
     def learner(self):
@@ -119,12 +124,19 @@ class AppState:
 
     def set_plan(self, tasks, append=False):
         """Replace (or extend) the tasks not learned yet; learned tasks always stay first."""
-        self._check_idle("change the task plan")
+        self._check_plannable()
         with self.lock:
             learned = self.run.tasks[: self.n_learned]
             rest = (self.pending if append else []) + list(tasks)
             self.run.tasks = learned + rest
+            self.activity.record(f"{'added to' if append else 'replaced'} the task plan ({len(self.pending)} planned)")
             return self.run.tasks
+
+    def _check_plannable(self):
+        self._check_idle("change the task plan")
+        if len(self.run.tasks) < self.n_learned:
+            raise ConfigError("the learned tasks' data are not loaded (an opened workspace): load them on the Data "
+                              "page first, so that new tasks follow the learned ones")
 
     def drop_pending(self, index):
         """Remove planned (not learned) task number ``index`` of the whole sequence."""
@@ -132,7 +144,8 @@ class AppState:
         with self.lock:
             if index < self.n_learned:
                 raise ConfigError(f"task {index} is learned already; only planned tasks can be removed")
-            del self.run.tasks[index]
+            name = self.run.tasks.pop(index).name
+            self.activity.record(f"removed planned task {index} ({name})")
 
     # ------------------------------------------------------------ settings and model
     def _new_run(self, tasks):
@@ -153,7 +166,11 @@ class AppState:
             if locked:
                 raise ConfigError(f"{', '.join(locked)} cannot change after the first task: the network is built; "
                                   "start a new run to change them")
-            self.settings = {**self.settings, **learner_settings.check(values)}
+            checked = learner_settings.check(values)
+            changed = sorted(k for k, v in checked.items() if self.settings.get(k) != v)
+            self.settings = {**self.settings, **checked}
+            if changed:
+                self.activity.record(f"changed the settings {', '.join(changed)}")
             if self.n_learned == 0:  # nothing trained: a fresh learner with these settings
                 self._new_run(self.run.tasks)
             return self.settings
@@ -168,6 +185,7 @@ class AppState:
             self.generation += 1
             self.version += 1
             self.results.clear()
+            self.activity.record("started a new run (the trained model is kept in its workspace)")
 
     def describe_device(self):
         try:
@@ -182,7 +200,10 @@ class AppState:
 
     def _check_idle(self, what):
         if self.busy:
-            raise ConfigError(f"cannot {what} while a task is training; wait for it or press Stop")
+            job = self.job
+            started = time.strftime("%H:%M:%S", time.localtime(job.started_at or time.time()))
+            raise ConfigError(f"cannot {what} while {job.name} is running (started by {self.activity.who(job.owner)} "
+                              f"at {started}); wait for it or press Stop")
 
     def _working_copy(self):
         """A run whose learner and metrics are copies; the planned tasks (images) are shared."""
@@ -235,9 +256,11 @@ class AppState:
                         break
                 return summaries
 
-            job = Job(target, name="next task" if total == 1 else f"{total} tasks")
+            job = Job(target, name="training of the next task" if total == 1 else f"training of {total} tasks",
+                      owner=self.activity.actor)
             self.job, self.job_kind = job, "train"
             job.start()
+            self.activity.record(f"started {job.name}")
             return job
 
     def start_compare(self, methods, seeds, exemplars_per_class=20):
@@ -272,9 +295,10 @@ class AppState:
                 self._keep_comparison(result)
                 return result
 
-            job = Job(target, name=f"comparison ({total} runs)")
+            job = Job(target, name=f"a comparison ({total} runs)", owner=self.activity.actor)
             self.job, self.job_kind, self.compare_total = job, "compare", total
             job.start()
+            self.activity.record(f"started {job.name}")
             return job
 
     def _keep_comparison(self, result):
@@ -284,70 +308,10 @@ class AppState:
             if is_workspace(self.workspace):
                 write_json_atomic(self.workspace / "compare.json", result)
 
-    # ------------------------------------------------------------ workspaces
-    def _fresh_workspace(self):
-        """A new workspace name for this session (saved to once the first task is learned)."""
-        stem = time.strftime("session-%Y%m%d-%H%M%S")
-        path, k = self.workspace_root / stem, 2
-        while path.exists() or path == getattr(self, "workspace", None):
-            path, k = self.workspace_root / f"{stem}-{k}", k + 1
-        return path
-
-    def set_workspace(self, name):
-        """Save to workspace ``name`` (a folder under the workspace root, or a path) from now on."""
-
-        self._check_idle("change the workspace")
-        path = resolve_workspace(name, self.workspace_root)
-        if is_workspace(path) and path != self.workspace:
-            raise ConfigError(f"workspace {path} exists already: open it to continue it, or choose another name")
-        check_target(path)
-        self.workspace = path
-        return path
-
-    def open_workspace(self, path):
-        """Make the model saved in ``path`` the published run; later tasks are saved there too.
-
-        The learned tasks' images are loaded again from the files they came from (checked against
-        the fingerprints saved with them); uploads are not stored, so a workspace learned from
-        uploads opens for explaining, recognising and reports, but cannot learn further tasks.
-        """
-
-        self._check_idle("open a workspace")
-        learner, metrics, meta = load_workspace(path)
-        try:
-            tasks, note = learned_tasks(learner, {**meta, "path": str(path)}), None
-        except RerelrpError as exc:
-            tasks, note = [], f"the images of the learned tasks are not available ({exc})"
-        with self.lock:
-            with self.model_lock:
-                self.run = SequenceRun(learner, tasks, metrics)
-            self.settings = learner.get_params()
-            self.workspace, self.data_note = Path(path), note
-            self.generation += 1
-            self.version += 1
-            self.results.clear()
-        return learner
-
-    @property
-    def can_learn(self):
-        """False when an opened workspace's earlier tasks cannot be tested again (their images are gone)."""
-        return self.data_note is None
-
-    def report_meta(self):
-        """What a report says about where the model is kept (the session's workspace, once saved)."""
-
-        meta = {"name": self.workspace.name, "path": str(self.workspace), "versions": package_versions(),
-                "saved_device": self.learner.describe_device()}
-        if is_workspace(self.workspace):
-            info = workspace_info(self.workspace)
-            meta.update({k: info[k] for k in ("snapshot", "saved_at", "format_version")})
-        if self.can_learn:
-            meta["fingerprints"] = [task_fingerprint(t) for t in self.tasks[: self.n_learned]]
-        return meta
-
     def stop_training(self):
-        if self.job is not None:
+        if self.job is not None and self.job.running:
             self.job.stop()
+            self.activity.record(f"stopped {self.job.name}")
 
     # ------------------------------------------------------------ using the model
     def cached(self, key, compute, max_items=64):

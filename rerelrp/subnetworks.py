@@ -18,7 +18,7 @@ from rerelrp.base import Prediction
 from rerelrp.batching import rows_per_pass
 from rerelrp.inputs import LazyInputs
 from rerelrp.recognition import chain_probabilities, in_task_probability, signals
-from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, subnetwork_masks, unit_activation
+from rerelrp.relevance import LrpResult, RelevanceReader, sample_masks, unit_activation
 from rerelrp.scope import scope_distance, scope_scores, scope_statistics, threshold
 from rerelrp.units import layer_starts, unit_pairs
 
@@ -67,7 +67,7 @@ class SubnetworkRunner:
         for start in range(0, len(x), self.batch):
             xb = x[start : start + self.batch].to(self.device)
             masks = None if kept is None else {k: m.expand(len(xb), -1) for k, m in kept.items()}
-            with subnetwork_masks(self.net, masks):
+            with self.net.subnetworks(masks):
                 out.append(self.net(xb)[:, lo:hi].cpu())
         return torch.cat(out) if out else torch.zeros((0, hi - lo))
 
@@ -92,18 +92,11 @@ class SubnetworkRunner:
         The newest sub-network needs no LRP (it has no recogniser), but the scope check reads its
         activations; they equal what an LRP pass reads (:func:`~rerelrp.relevance.unit_activation`).
         """
-        stored, handles = {}, []
-        for layer in self.net.unit_layers:
-            handles.append(layer.mask.register_forward_hook(
-                lambda module, inputs, output, name=layer.name: stored.__setitem__(name, unit_activation(output))))
-        try:
-            logits, acts = [], []
+        logits, acts = [], []
+        with self.net.unit_outputs(reduce=unit_activation) as stored:
             for start in range(0, len(x), self.batch):
                 logits.append(self.head_logits(x[start : start + self.batch], t, self.ledger.group_masks([t], self.device)))
                 acts.append(torch.cat([stored[layer.name].cpu() for layer in self.net.unit_layers], 1))
-        finally:
-            for handle in handles:
-                handle.remove()
         return torch.cat(logits), torch.cat(acts)
 
     def subnetwork_logits(self, x, t):

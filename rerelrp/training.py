@@ -21,7 +21,6 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from rerelrp.batching import rows_per_pass
 from rerelrp.inputs import random_shift
-from rerelrp.relevance import subnetwork_masks
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def recalibrate_batchnorm(net, source, hooks=None, masks=None, limit=2048, batch
                 continue
             x = source.batch(index)
             batch_masks = None if masks is None else {k: v.expand(len(x), -1) for k, v in masks.items()}
-            with subnetwork_masks(net, batch_masks):
+            with net.subnetworks(batch_masks):
                 net.features(x)
             hooks.after_step()
     finally:

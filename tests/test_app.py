@@ -456,7 +456,13 @@ def test_a_new_session_opens_a_saved_workspace_and_predicts_the_same(app, monkey
     no_exception(other)
     assert not errors(other), errors(other)
     opened = get_state()
-    assert opened is not first and opened.n_learned == 1 and opened.can_learn
+    assert opened is not first and opened.n_learned == 1 and not opened.can_learn  # nothing it names is read unasked
+    assert "the bundled demo" in opened.data_note
+    button(other, "Load the learned tasks' data").click()
+    other.run()
+    no_exception(other)
+    assert not errors(other), errors(other)
+    assert opened.can_learn and len(opened.tasks) == 1
     got = opened.learner.predict(images)
     assert np.array_equal(got.global_class, expected.global_class) and np.array_equal(got.p_task, expected.p_task)
     goto(other, "train")

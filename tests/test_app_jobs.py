@@ -120,7 +120,7 @@ def test_stop_leaves_the_published_model_exactly_as_before(trained, gated_steps)
     before = _params(trained.learner)
     version = trained.version
     job = trained.start_training(1)  # held at the start of its task until released
-    with pytest.raises(ConfigError, match="while a task is training"):
+    with pytest.raises(ConfigError, match="while training of the next task is running"):
         trained.set_plan([])
     with pytest.raises(ConfigError):
         trained.start_training(1)
@@ -185,7 +185,7 @@ def test_a_running_job_refuses_reset_and_workspace_changes(trained):
         assert started.wait(30)
         version = trained.version
         for change in (trained.reset, lambda: trained.set_workspace("other"), lambda: trained.update_settings(lr=0.01)):
-            with pytest.raises(ConfigError, match="while a task is training"):
+            with pytest.raises(ConfigError, match=r"while job is running \(started by a script"):
                 change()
         assert trained.version == version and trained.n_learned == 1
     finally:
@@ -229,7 +229,7 @@ def test_jobs_hold_with_a_trainer_that_finishes_at_once(monkeypatch, tmp_path, g
     monkeypatch.setattr(rerelrp.learner, "train", lambda *args, **kwargs: [])  # no optimiser step at all
     state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
     job = state.start_training(1)  # held at its task's start: busy however fast the rest is
-    with pytest.raises(ConfigError, match="while a task is training"):
+    with pytest.raises(ConfigError, match="while training of the next task is running"):
         state.set_plan([])
     gated_steps.set()
     assert job.wait(300) and job.state == "done", job.error

@@ -7,9 +7,10 @@ import torch
 
 from conftest import DEVICES, FAST
 from rerelrp.errors import ConfigError, StopRequested
+from rerelrp.growth import grow_layer
 from rerelrp.inputs import to_input
 from rerelrp.learner import ReReLRP
-from rerelrp.nets import build_net, grow_layer
+from rerelrp.nets import build_net
 from rerelrp.pruning import search_cut
 from rerelrp.recognition import RelevanceStore, chain_probabilities, select_features, signals
 from rerelrp.relevance import RelevanceReader
@@ -236,9 +237,8 @@ def test_growth_keeps_existing_outputs_identical():
     grow_layer(net, "conv3", 7, frozen_rows)
     masks = {u.name: torch.ones(5, u.n_units) for u in net.unit_layers}
     masks["conv3"][:, -7:] = 0
-    net.set_masks(masks)
-    assert torch.equal(net(x), before)
-    net.set_masks(None)
+    with net.subnetworks(masks):
+        assert torch.equal(net(x), before)
     assert net.layer_sizes["conv3"] == 39 and net(x).shape == (5, 2)
     rebuilt = build_net("vgg", 28, head_sizes=[2], layer_sizes=net.layer_sizes)
     rebuilt.load_state_dict(net.state_dict())

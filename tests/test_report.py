@@ -245,7 +245,7 @@ def test_pdf_with_any_class_names(ws, unicode_font):
 # --------------------------------------------------------------------------- samples
 def test_default_samples_and_none(ws):
     learner, _, meta = load_workspace(ws)
-    samples, notes = resolve_samples(None, learner, meta)
+    samples, notes = resolve_samples(["auto"], learner, meta)
     assert len(samples) == 2 * N_TASKS and [s.task for s in samples] == [0, 0, 1, 1, 2, 2]
     assert all(s.label is not None for s in samples) and notes
     assert resolve_samples(["none"], learner, meta)[0] == []
@@ -258,10 +258,27 @@ def test_workspace_saved_by_the_app_gets_default_samples(ws, tasks, tmp_path):
     learner, metrics, _ = load_workspace(ws)
     path = save_workspace(tmp_path / "app-ws", learner, metrics, tasks=tasks)
     assert not load_workspace(path)[2].get("extra")
-    result = make_report(path, tmp_path / "r.pdf", "pdf", samples=None)
+    result = make_report(path, tmp_path / "r.pdf", "pdf", samples=["auto"])
     assert result["n_samples"] == 2 * N_TASKS and "chosen by default" in result["notes"][0]
     text = "\n".join(page.extract_text() for page in PdfReader(tmp_path / "r.pdf").pages)
     assert f"exactly the {2 * N_TASKS} sample image(s)" in text and "test image" in text
+
+
+def test_recorded_sources_are_named_but_not_read_unless_asked(ws, tmp_path, monkeypatch):
+    """A workspace someone sent may name any path as its data: without --samples, nothing there is read."""
+    import rerelrp.report.samples as samples_module
+
+    learner, _, meta = load_workspace(ws)
+    learner.tasks_[0]["provenance"]["reload"] = {"loader": "medmnist", "source": str(tmp_path / "elsewhere.npz")}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a recorded source was read without being asked for")
+
+    monkeypatch.setattr(samples_module, "learned_tasks", refuse)
+    samples, notes = resolve_samples(None, learner, meta)
+    assert samples == [] and "elsewhere.npz" in notes[0] and "--samples auto" in notes[0]
+    result = make_report(ws, tmp_path / "r.html", "html")
+    assert result["n_samples"] == 0 and "--samples auto" in result["notes"][0]
 
 
 def test_bad_sample_specs(ws, tmp_path):
@@ -286,7 +303,7 @@ def test_samples_need_the_same_data(ws, tasks, png_file, tmp_path):
     moved = tmp_path / "moved"
     save_workspace(moved, learner, metrics, tasks=tasks)
     learner2, _, meta2 = load_workspace(moved)
-    samples, notes = resolve_samples(None, learner2, meta2)
+    samples, notes = resolve_samples(["auto"], learner2, meta2)
     assert samples == [] and "not available" in notes[0] and "gone.npz" in notes[0]
     with pytest.raises(WorkspaceError, match="(cannot be|not) loaded again"):  # the file is named, not opened
         resolve_samples(["0:1"], learner2, meta2)

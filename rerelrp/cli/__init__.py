@@ -1,7 +1,8 @@
 """The command line: ``rerelrp run`` learns a task sequence headless and writes its metrics (and, with
 ``--workspace``, the model); ``rerelrp predict`` classifies image files with a saved workspace;
 ``rerelrp report`` writes an explanation report of a saved workspace; ``rerelrp compare`` runs the
-baselines beside ReReLRP; ``rerelrp unpack`` stores an .npz uncompressed so that it is read from disk."""
+baselines beside ReReLRP; ``rerelrp unpack`` stores an .npz uncompressed so that it is read from disk;
+``rerelrp undo`` takes a workspace back one task; ``rerelrp export`` / ``import`` carry one as a zip file."""
 from __future__ import annotations
 
 import sys

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import rerelrp.settings as settings
 from rerelrp.cli.commands import cmd_compare, cmd_predict, cmd_report, cmd_run, cmd_unpack
+from rerelrp.cli.workspace_commands import add_workspace_parsers
 from rerelrp.data.dicom import GROUP_BY
 from rerelrp.method_run import METHODS as compare_methods
 from rerelrp.settings import COMPOSITES
@@ -13,14 +14,16 @@ from rerelrp.settings import COMPOSITES
 DESCRIPTION = """The command line: ``rerelrp run`` learns a task sequence headless and writes its metrics (and, with
 ``--workspace``, the model); ``rerelrp predict`` classifies image files with a saved workspace;
 ``rerelrp report`` writes an explanation report of a saved workspace; ``rerelrp compare`` runs the
-baselines beside ReReLRP; ``rerelrp unpack`` stores an .npz uncompressed so that it is read from disk."""
+baselines beside ReReLRP; ``rerelrp unpack`` stores an .npz uncompressed so that it is read from disk;
+``rerelrp undo`` takes a workspace back one task; ``rerelrp export`` / ``import`` carry one as a zip file."""
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="rerelrp", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     parser.subcommands = {"run": _run_parser(sub), "predict": _predict_parser(sub), "report": _report_parser(sub),
-                          "compare": _compare_parser(sub), "unpack": _unpack_parser(sub)}
+                          "compare": _compare_parser(sub), "unpack": _unpack_parser(sub),
+                          **add_workspace_parsers(sub)}
     return parser
 
 
@@ -88,8 +91,9 @@ def _report_parser(sub):
     report.add_argument("--out", required=True, type=Path, help="report file to write")
     report.add_argument("--samples", nargs="+", default=None, metavar="SAMPLE",
                         help="images to explain: TASK:INDEX (test image INDEX of task TASK, re-loaded from the "
-                             "workspace's data sources and checked against their hashes) or PNG/JPEG/DICOM file paths; "
-                             "'none' for no images (default: 2 test images per task, at most 8)")
+                             "data sources the workspace records and checked against their hashes), 'auto' (2 test "
+                             "images per task, at most 8, from the same sources) or PNG/JPEG/DICOM file paths "
+                             "(default: none; the recorded sources are read only when asked for)")
     report.add_argument("--composite", choices=COMPOSITES, default=None,
                         help="LRP composite for the heatmaps (default: the workspace's)")
     report.add_argument("--device", default=None, help="auto, cpu, cuda or mps (default: the workspace's)")

@@ -118,8 +118,8 @@ class LoadReport:
 
 
 @dataclass
-class ImageDataset:
-    """A labelled image data set with train/val/test splits, ready to be cut into tasks."""
+class LabelledSplits:
+    """Named classes with train/val/test splits: what a data set and a task cut from it (``tasks.Task``) share."""
 
     name: str
     class_names: list[str]
@@ -127,7 +127,6 @@ class ImageDataset:
     val: Split
     test: Split
     provenance: dict = field(default_factory=dict)
-    report: LoadReport | None = None
 
     @property
     def n_classes(self):
@@ -139,6 +138,13 @@ class ImageDataset:
 
     def split(self, name):
         return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+@dataclass
+class ImageDataset(LabelledSplits):
+    """A labelled image data set with train/val/test splits, ready to be cut into tasks."""
+
+    report: LoadReport | None = None
 
     def counts(self):
         """Images per class and split, as {split: [count of class 0, count of class 1, ...]}."""
@@ -187,6 +193,8 @@ def stratified_holdout(labels, fraction, seed):
     """Indices (keep, holdout) with ``fraction`` of every class held out, at least one where possible.
 
     Classes with a single sample stay entirely in ``keep`` so that training never loses a class.
+    Not ``ReReLRP._sample`` (learner.py): this rounds fraction x class size (keeping >= 1 in ``keep``)
+    and permutes with its own seeded generator, so the two pick other images and stay apart.
     """
     rng = np.random.default_rng(seed)
     keep, hold = [], []

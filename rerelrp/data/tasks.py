@@ -5,32 +5,19 @@ the global class index is ``offset + local label``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from rerelrp.data.core import SPLITS, ImageDataset, Split, restrict_split_record
+from rerelrp.data.core import SPLITS, ImageDataset, LabelledSplits, Split, restrict_split_record
 from rerelrp.errors import ConfigError
 
 
 @dataclass
-class Task:
-    """One step of the sequence: a group of classes with its train/val/test images."""
+class Task(LabelledSplits):
+    """One step of the sequence: a group of classes with its train/val/test images; ``source`` names its data set."""
 
-    name: str
-    class_names: list[str]
-    train: Split
-    val: Split
-    test: Split
     source: str = ""
-    provenance: dict = field(default_factory=dict)
-
-    @property
-    def n_classes(self):
-        return len(self.class_names)
-
-    def split(self, name):
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     @property
     def warnings(self):
@@ -45,7 +32,7 @@ class Task:
             "classes": list(self.class_names),
             "source": self.source,
             "sizes": {s: len(self.split(s)) for s in SPLITS},
-            "image_shape": list(self.train.images.shape[1:]),
+            "image_shape": list(self.image_shape),
             "split": restrict_split_record(self.provenance.get("split"), self.class_names),
             "provenance": self.provenance,
         }

@@ -49,10 +49,11 @@ def make_report(workspace, out, fmt="html", samples=None, composite=None, device
                 per_task=DEFAULT_PER_TASK, limit=DEFAULT_MAX_SAMPLES, comparison=None):
     """Open ``workspace``, pick the samples, build and write the report to ``out`` (atomically).
 
-    ``samples``: None (a few test images per task when the tasks' data can be loaded again), a list
-    of specs (``"TASK:INDEX"``, image paths, ``["none"]``) or a list of :class:`Sample`. Returns a
-    summary dict. Each learned task records the file its data came from (see
-    :func:`rerelrp.data.reload_tasks`), so no data source needs to be given. ``comparison``: a
+    ``samples``: None (no images; a note names the data the workspace records), a list of specs
+    (``"TASK:INDEX"``, ``["auto"]``, image paths, ``["none"]``) or a list of :class:`Sample`.
+    Returns a summary dict. Each learned task records the file its data came from (see
+    :func:`rerelrp.data.reload_tasks`): it is read, checked against its hashes, only for
+    ``TASK:INDEX`` and ``auto``. ``comparison``: a
     ``compare.json`` to show (default: the workspace's own, written by the app's Compare page).
     """
 

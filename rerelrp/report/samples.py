@@ -1,7 +1,8 @@
 """The sample images of a report: choosing them, explaining them, and saying whether the model was right.
 
-A sample is a test image of one of the workspace's own tasks (``"TASK:INDEX"``, re-loaded from
-where the task's data came from and checked against the saved hashes) or an image file given by
+A sample is a test image of one of the workspace's own tasks (``"TASK:INDEX"`` or ``"auto"``,
+re-loaded, when the user asks, from where the task's data came from and checked against the saved
+hashes) or an image file given by
 the user (PNG, JPEG or DICOM). :func:`explain_samples` turns them into the plain data both report
 formats show: the answer, P_T, the scope score and every sub-network's heatmap.
 """
@@ -17,7 +18,8 @@ from rerelrp.errors import ConfigError, DataError, RerelrpError
 from rerelrp.images import stack_images
 from rerelrp.inputs import to_input
 from rerelrp.modality import apply_modality, read_image_with_modality
-from rerelrp.runner import learned_tasks
+from rerelrp.runner import learned_tasks, recorded_sources
+from rerelrp.text import printable
 
 DEFAULT_PER_TASK = 2
 DEFAULT_MAX_SAMPLES = 8
@@ -49,14 +51,22 @@ def default_sample_refs(tasks, learner, per_task, limit):
 
 def resolve_samples(specs, learner, meta, per_task=DEFAULT_PER_TASK, limit=DEFAULT_MAX_SAMPLES):
     """Samples from command-line style specs: ``"TASK:INDEX"`` (a test image of the workspace's data),
-    a PNG/JPEG/DICOM file path, or ``"none"``. ``specs=None``: a few test images per task if the
-    tasks' data can be loaded again, else none. Returns ``(samples, notes)``.
+    ``"auto"`` (a few test images per task), a PNG/JPEG/DICOM file path, or ``"none"``. Returns ``(samples, notes)``.
+
+    ``specs=None`` gives no samples and a note naming the data the workspace records: a workspace
+    someone sent may name any local path, so its data are read only when the user asks for them
+    (``auto`` or ``TASK:INDEX``).
     """
     notes = []
-    if specs is not None and [s.lower() for s in specs] == ["none"]:
-        return [], ["no sample images were asked for"]
+    lowered = [s.lower() for s in specs] if specs is not None else None
+    if lowered is None or lowered == ["none"]:
+        sources = sorted({printable(s) for s in recorded_sources(learner) if s})
+        recorded = f" (the workspace records them at {', '.join(sources)})" if sources else ""
+        asked = "no sample images were asked for" if specs is not None else "no sample images"
+        return [], [f"{asked}: give --samples auto or TASK:INDEX to explain test images of the learned tasks' "
+                    f"data{recorded}, or image files"]
     tasks = None
-    if specs is None:
+    if lowered == ["auto"]:
         try:
             tasks = learned_tasks(learner, meta)
         except RerelrpError as exc:

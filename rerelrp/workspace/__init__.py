@@ -25,12 +25,18 @@ files are read (a link, FIFO or device is refused before it is opened), each wit
 and the network ``learner.json`` describes is checked shape for shape against
 ``network.safetensors`` before a tensor of it is allocated. No image and no patient attribute is
 stored: tasks are described by names, sizes, file hashes and pixel fingerprints (hashes).
+
+``undo_last_task`` moves ``CURRENT`` back to the snapshot saved one task earlier (``undo.py``);
+``export_workspace`` / ``import_workspace`` carry the current snapshot as one zip file, checked
+entry by entry before it is unpacked and opened like any workspace before it is named (``archive.py``).
 """
+from rerelrp.workspace.archive import export_workspace, import_workspace
 from rerelrp.workspace.data_checks import check_reload, check_sequence, split_fingerprint, task_fingerprint
 from rerelrp.workspace.files import DEFAULT_ROOT, FORMAT_VERSION, MAX_FILE_BYTES, check_target, is_workspace, resolve_workspace
 from rerelrp.workspace.listing import list_workspaces, workspace_info
 from rerelrp.workspace.loading import load_workspace
 from rerelrp.workspace.saving import save_workspace
+from rerelrp.workspace.undo import undo_last_task
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -39,6 +45,8 @@ __all__ = [
     "check_reload",
     "check_sequence",
     "check_target",
+    "export_workspace",
+    "import_workspace",
     "is_workspace",
     "list_workspaces",
     "load_workspace",
@@ -46,5 +54,6 @@ __all__ = [
     "save_workspace",
     "split_fingerprint",
     "task_fingerprint",
+    "undo_last_task",
     "workspace_info",
 ]

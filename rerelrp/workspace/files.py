@@ -4,7 +4,10 @@ from __future__ import annotations
 import os
 import re
 import stat
+from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from rerelrp.errors import WorkspaceError
 from rerelrp.fileio import (
@@ -75,6 +78,40 @@ def check_target(path):
         raise WorkspaceError(path, "exists and is not a folder; choose another workspace name")
     if path.is_dir() and any(path.iterdir()) and not is_workspace(path) and not (path / "snapshots").is_dir():
         raise WorkspaceError(path, "the folder exists, is not empty and is not a workspace; choose another name")
+
+
+@contextmanager
+def workspace_lock(path):
+    """One writer at a time per workspace (saving, undoing, exporting): an OS lock through filelock on
+    ``path/.lock``, released even when the process is killed."""
+    try:
+        with FileLock(Path(path) / ".lock", timeout=30):
+            yield
+    except Timeout:
+        raise WorkspaceError(path, "another process has been saving to this workspace for 30 s; wait for it to "
+                                   "finish or save to another workspace") from None
+
+
+def abandoned_snapshots(path, current=None):
+    """Snapshot folders numbered after the one CURRENT names (``current``, or read from CURRENT): left by a save
+    killed between renaming its snapshot in and switching CURRENT, or by an undo killed before it removed the
+    snapshot it undid. No pointer names them and none ever will; [] when CURRENT cannot be read (then nothing
+    is known to be abandoned). Call it holding :func:`workspace_lock`."""
+    path = Path(path)
+    if current is None:
+        try:
+            pointer = parse_workspace_json(path, "CURRENT", read_limited(path, path / "CURRENT", "CURRENT", MAX_POINTER))
+        except WorkspaceError:
+            return []
+        current = pointer.get("snapshot") if isinstance(pointer, dict) else None
+        if not isinstance(current, str) or not SNAPSHOT_RE.match(current):
+            return []
+    try:
+        entries = sorted(os.scandir(path / "snapshots"), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if SNAPSHOT_RE.match(e.name) and e.name > current
+            and e.is_dir(follow_symlinks=False)]
 
 
 def read_pointer(path):

@@ -26,7 +26,7 @@ from rerelrp.workspace.files import (
 )
 
 
-def _verified_files(path, snapshot, manifest):
+def verified_files(path, snapshot, manifest):
     """Every file the manifest lists, read once and checked against its SHA-256; nothing else allowed."""
     listed = manifest.get("files")
     where = f"snapshots/{snapshot.name}"
@@ -88,7 +88,7 @@ def load_workspace(path, device=None):
 
     path = Path(path)
     snapshot, manifest = read_pointer(path)
-    files = _verified_files(path, snapshot, manifest)
+    files = verified_files(path, snapshot, manifest)
     where = f"snapshots/{snapshot.name}"
     for required in ("learner.json", "metrics.json", "network.safetensors", "arrays.safetensors"):
         if required not in files:

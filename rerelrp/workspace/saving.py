@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +22,15 @@ from rerelrp.learner import ReReLRP
 from rerelrp.metrics import RunMetrics
 from rerelrp.versions import package_versions
 from rerelrp.workspace.data_checks import check_task, task_fingerprint
-from rerelrp.workspace.files import FORMAT, FORMAT_VERSION, KEEP_SNAPSHOTS, SNAPSHOT_RE, check_target
+from rerelrp.workspace.files import (
+    FORMAT,
+    FORMAT_VERSION,
+    KEEP_SNAPSHOTS,
+    SNAPSHOT_RE,
+    abandoned_snapshots,
+    check_target,
+    workspace_lock,
+)
 
 
 def checkpoint(stage):
@@ -49,8 +56,8 @@ def save_workspace(path, learner, metrics=None, *, tasks=None, extra=None, keep=
     path.mkdir(parents=True, exist_ok=True)
     snapshots = path / "snapshots"
     snapshots.mkdir(exist_ok=True)
-    with _lock(path):
-        for leftover in snapshots.glob(".tmp-*"):  # from a save that was killed
+    with workspace_lock(path):  # the lock undo and export take too
+        for leftover in [*snapshots.glob(".tmp-*"), *abandoned_snapshots(path)]:  # from a save or undo that was killed
             shutil.rmtree(leftover, ignore_errors=True)
         numbers = [int(m.group(1)) for p in snapshots.iterdir() if (m := SNAPSHOT_RE.match(p.name))]
         name = f"snap-{max(numbers, default=0) + 1:06d}"
@@ -88,19 +95,6 @@ def save_workspace(path, learner, metrics=None, *, tasks=None, extra=None, keep=
         for old in ordered[: max(0, len(ordered) - max(1, keep))]:
             shutil.rmtree(old, ignore_errors=True)
     return path
-
-
-@contextmanager
-def _lock(path):
-    """One saver at a time per workspace (an OS lock through filelock, released even when the process is killed)."""
-    from filelock import FileLock, Timeout
-
-    try:
-        with FileLock(path / ".lock", timeout=30):
-            yield
-    except Timeout:
-        raise WorkspaceError(path, "another process has been saving to this workspace for 30 s; wait for it to "
-                                   "finish or save to another workspace") from None
 
 
 def _serialise(learner, metrics, tasks, extra, path):

@@ -1,0 +1,134 @@
+"""Browser tabs share one app state: each tab says what another tab changed and who started a running job.
+
+AppTest gives every script run the same session id, so "another tab" is played by the test's own
+thread acting under another name (``state.activity.acting_as``), as a second tab's script thread does.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pages.common import get_state  # noqa: E402
+from rerelrp.activity import Activity  # noqa: E402
+from rerelrp.errors import ConfigError  # noqa: E402
+from rerelrp.session import AppState  # noqa: E402
+from rerelrp.workspace import task_fingerprint  # noqa: E402
+
+FAST = {"n_trees": 50, "relevance_samples": 128, "recognizer_samples": 128, "device": "cpu", "min_steps": 0,
+        "prune_samples": 64, "epochs": 1}
+
+
+@pytest.fixture
+def tab(monkeypatch, tmp_path):
+    monkeypatch.setenv("RERELRP_APP_KEY", f"test-{uuid.uuid4().hex}")
+    monkeypatch.setenv("RERELRP_WORKSPACES", str(tmp_path / "workspaces"))
+    monkeypatch.setenv("RERELRP_APP_SETTINGS", json.dumps(FAST))
+    monkeypatch.setenv("RERELRP_APP_DEMO", "medical")
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    yield at
+    state = get_state()
+    if state.busy:
+        state.stop_training()
+        state.job.wait(120)
+    st.cache_resource.clear()
+
+
+def infos(at):
+    return [i.value for i in at.info]
+
+
+def test_the_activity_log_tells_each_tab_what_the_others_did():
+    activity = Activity(max_changes=3)
+    activity.acting_as("A")
+    activity.record("loaded the digits demo")
+    seen_by_b = 0
+    activity.acting_as("B")
+    assert [c.what for c in activity.by_others(seen_by_b)] == ["loaded the digits demo"]
+    activity.record("removed planned task 2")
+    assert activity.by_others(seen_by_b) == [c for c in activity.by_others(0) if c.actor == "A"]
+    assert [c.what for c in activity.by_others(0, actor="A")] == ["removed planned task 2"]
+    for k in range(5):  # bounded: a tab that looked long ago sees the latest changes only
+        activity.record(f"change {k}")
+    assert [c.seq for c in activity.by_others(0, actor="A")] == [5, 6, 7]
+    with activity.action("loaded a demo"):  # an action of several changes is one change
+        activity.record("loaded the data set x")
+        activity.record("replaced the task plan")
+    assert [c.what for c in activity.by_others(7, actor="A")] == ["loaded a demo"]
+    assert activity.who("B") == "this tab" and activity.who(None) == "a script" and "another" in activity.who("A")
+
+
+def test_a_tab_is_told_what_another_tab_changed(tab):
+    state = get_state()
+    assert not infos(tab) and [t.name for t in state.tasks][0].startswith("pneumonia")
+    state.activity.acting_as("the other tab")
+    state.load_demo("digits")
+    tab.run()
+    said = [i for i in infos(tab) if "Another browser tab" in i]
+    assert len(said) == 1 and "Another browser tab loaded the digits demo and planned its tasks at" in said[0]
+    tab.run()  # said once: the next run of this tab has nothing new to say
+    assert not any("Another browser tab" in i for i in infos(tab))
+    # its own changes are not announced to itself
+    tab.switch_page("pages/data.py").run()
+    next(b for b in tab.button if b.label == "Load medical demo").click().run()
+    assert not tab.exception and [t.name for t in state.tasks][0].startswith("pneumonia")
+    tab.run()
+    assert not any("Another browser tab" in i for i in infos(tab))
+
+
+def test_a_job_another_tab_started_says_so_and_blocks_plan_changes(tab, gated_steps):
+    state = get_state()
+    state.activity.acting_as("the other tab")
+    job = state.start_training(1)  # held at its task's start: it runs until released
+    tab.switch_page("pages/train.py").run()
+    assert not tab.exception, [e.message for e in tab.exception]
+    shown = " ".join(m.value for m in tab.markdown) + " ".join(c.value for c in tab.caption)
+    assert "started by another browser tab" in shown
+    state.activity.acting_as("this test")
+    with pytest.raises(ConfigError, match="started by another browser tab .* at "):
+        state.set_plan([])
+    state.stop_training()
+    gated_steps.set()
+    assert job.wait(300) and job.state == "stopped"
+    assert state.n_learned == 0
+
+
+def test_open_workspace_reads_nothing_it_names_until_asked(tmp_path, monkeypatch):
+    """A workspace someone sent may name any path as its data: opening it reads none of them."""
+    import rerelrp.session_workspace as opened
+
+    state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
+    assert state.start_training(1).wait(600) and state.job.state == "done", state.job.error
+    fresh = AppState(settings=FAST, demo=False, workspace_root=tmp_path)
+    calls = []
+    monkeypatch.setattr(opened, "learned_tasks", lambda *a, **k: calls.append(a) or [])
+    fresh.open_workspace(state.workspace)
+    assert calls == [] and not fresh.can_learn and fresh.recorded_sources == ["the bundled demo"]
+    monkeypatch.undo()
+    tasks = fresh.reload_learned_data()
+    assert fresh.can_learn and [t.name for t in tasks] == [state.tasks[0].name]
+    assert task_fingerprint(fresh.tasks[0]) == task_fingerprint(state.tasks[0])
+
+
+def test_an_opened_workspace_without_its_data_takes_no_plan_until_they_are_loaded(tmp_path):
+    state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
+    assert state.start_training(1).wait(600) and state.job.state == "done", state.job.error
+    fresh = AppState(settings=FAST, demo=False, workspace_root=tmp_path)
+    fresh.open_workspace(state.workspace)
+    with pytest.raises(ConfigError, match="not loaded"):
+        fresh.load_demo("digits")
+    assert not fresh.datasets and fresh.tasks == []  # refused whole: no data set half added
+    fresh.reload_learned_data()
+    fresh.load_demo("digits")
+    assert fresh.n_learned == 1 and len(fresh.tasks) == 6 and fresh.tasks[0].name == state.tasks[0].name
