@@ -9,7 +9,7 @@ if str(ROOT) not in sys.path:  # AppTest does not put the app folder on sys.path
 import streamlit as st  # noqa: E402
 
 from pages.common import PAGES, get_state, started_by  # noqa: E402
-from rerelrp.jobs import phase_fraction  # noqa: E402
+from rerelrp.run.jobs import phase_fraction  # noqa: E402
 from rerelrp.text import md  # noqa: E402
 
 st.set_page_config(page_title="ReReLRP", page_icon="🧠", layout="wide")

@@ -61,7 +61,7 @@ def through_the_browser(n_tasks=2):
 
 
 def without_the_app(n_tasks=2):
-    from rerelrp.session import AppState
+    from rerelrp.app.session import AppState
 
     state, seconds = AppState(settings=SETTINGS, workspace_root=tempfile.mkdtemp()), []
     for _ in range(n_tasks):

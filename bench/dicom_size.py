@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from rerelrp.data import build_sequence  # noqa: E402
 from rerelrp.data.dicom import load_dicom  # noqa: E402
-from rerelrp.learner import ReReLRP  # noqa: E402
+from rerelrp.method.learner import ReReLRP  # noqa: E402
 
 
 def cpu_model():

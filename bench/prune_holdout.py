@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from rerelrp.data import build_sequence, load_dataset  # noqa: E402
 from rerelrp.data.core import stratified_holdout  # noqa: E402
-from rerelrp.inputs import LazyInputs  # noqa: E402
-from rerelrp.learner import ReReLRP  # noqa: E402
+from rerelrp.method.learner import ReReLRP  # noqa: E402
+from rerelrp.model.inputs import LazyInputs  # noqa: E402
 
 HOLDOUT = 0.15
 

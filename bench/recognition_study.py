@@ -44,10 +44,10 @@ def parse_value(text):
 # ----------------------------------------------------------------------------------- step 1
 def features(args):
     from rerelrp.data import build_sequence, load_dataset
-    from rerelrp.inputs import to_input
-    from rerelrp.learner import ReReLRP
-    from rerelrp.subnetworks import SubnetworkRunner
-    from rerelrp.workspace import is_workspace, load_workspace, save_workspace
+    from rerelrp.method.learner import ReReLRP
+    from rerelrp.method.subnetworks import SubnetworkRunner
+    from rerelrp.model.inputs import to_input
+    from rerelrp.store.workspace import is_workspace, load_workspace, save_workspace
 
     settings = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     datasets = [load_dataset(d, root=args.data_root, seed=args.seed) for d in args.data]

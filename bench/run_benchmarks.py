@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rerelrp import compare
 from rerelrp.baselines import make_baseline
 from rerelrp.data import build_sequence, load_dataset, medical_demo_paths
 from rerelrp.fileio import write_json_atomic
-from rerelrp.learner import ReReLRP
-from rerelrp.runner import SequenceRun
-from rerelrp.scope import evaluate_scope
+from rerelrp.method.learner import ReReLRP
+from rerelrp.method.scope import evaluate_scope
+from rerelrp.run import compare
+from rerelrp.run.runner import SequenceRun
 from rerelrp.settings import for_method
 
 HERE = Path(__file__).resolve().parent

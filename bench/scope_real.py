@@ -4,7 +4,7 @@
 
 The model is pneumoniamnist -> breastmnist at default settings (trained into ``--workspace`` by
 ``rerelrp run`` when it is not there yet, reused otherwise). Every image goes the way ``rerelrp predict``
-takes it: files through :func:`rerelrp.batch_predict.collect` (DICOM through the project's reader, with
+takes it: files through :func:`rerelrp.run.batch_predict.collect` (DICOM through the project's reader, with
 its Modality), arrays through ``stack_images``, then ``learner.predict`` and the modality rule. Groups:
 every DICOM image under the shared data's dicom/ (by folder and Modality), every image among the
 DICOM files pydicom ships (held out: not looked at while the rule was chosen), scikit-learn's two sample
@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rerelrp.batch_predict import BATCH, Item, collect
 from rerelrp.cli import main as cli_main
 from rerelrp.data import load_dataset
-from rerelrp.images import stack_images
-from rerelrp.modality import apply_modality
-from rerelrp.workspace import is_workspace, load_workspace
+from rerelrp.data.images import stack_images
+from rerelrp.method.modality import apply_modality
+from rerelrp.run.batch_predict import BATCH, Item, collect
+from rerelrp.store.workspace import is_workspace, load_workspace
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = ("pneumoniamnist", "breastmnist")

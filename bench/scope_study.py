@@ -20,10 +20,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from rerelrp.data import build_sequence, load_dataset
-from rerelrp.inputs import to_input
-from rerelrp.recognition import signals
-from rerelrp.scope import input_statistics
-from rerelrp.workspace import load_workspace
+from rerelrp.method.recognition import signals
+from rerelrp.method.scope import input_statistics
+from rerelrp.model.inputs import to_input
+from rerelrp.store.workspace import load_workspace
 
 MEDMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
 

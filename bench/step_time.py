@@ -21,7 +21,7 @@ from run_benchmarks import cpu_name  # bench/ is on sys.path when this script ru
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rerelrp.nets import build_net
+from rerelrp.model.nets import build_net
 
 
 def main():

@@ -29,11 +29,11 @@ from recognition_study import parse_value  # bench/ is on sys.path when this scr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import rerelrp.learner as learner_module  # noqa: E402
+import rerelrp.method.learner as learner_module  # noqa: E402
 from rerelrp.data import build_sequence, load_dataset  # noqa: E402
-from rerelrp.inputs import to_input  # noqa: E402
-from rerelrp.learner import ReReLRP  # noqa: E402
-from rerelrp.metrics import RunMetrics, evaluate_tasks  # noqa: E402
+from rerelrp.method.learner import ReReLRP  # noqa: E402
+from rerelrp.model.inputs import to_input  # noqa: E402
+from rerelrp.run.metrics import RunMetrics, evaluate_tasks  # noqa: E402
 
 VARIANTS = ("label_smoothing", "fresh_free_units", "relative_relevance", "channels_last")
 

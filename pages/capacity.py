@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import model_page, plot, task_names
-from rerelrp.plots import capacity_figure, capacity_history_figure
+from rerelrp.figures.plots import capacity_figure, capacity_history_figure
 
 state = model_page(
     "Capacity",

@@ -1,7 +1,7 @@
 """What every page shares: the long-lived app state, error display, small drawing helpers.
 
 The state (data sets, task plan, trained run, background job) is one
-:class:`rerelrp.session.AppState` kept by ``st.cache_resource``, so a browser reload (a new
+:class:`rerelrp.app.session.AppState` kept by ``st.cache_resource``, so a browser reload (a new
 Streamlit session) finds the trained model again. ``RERELRP_APP_KEY`` selects another state
 (tests use a fresh one); ``RERELRP_APP_SETTINGS`` (JSON) overrides learner defaults, e.g.
 ``{"epochs": 1}``; ``RERELRP_WORKSPACES`` is where workspaces are saved (default ``./workspaces``);
@@ -18,10 +18,10 @@ import numpy as np
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from rerelrp.app.session import AppState
 from rerelrp.errors import RerelrpError
-from rerelrp.session import AppState
+from rerelrp.store.workspace import is_workspace, list_workspaces
 from rerelrp.text import md
-from rerelrp.workspace import is_workspace, list_workspaces
 
 PAGES = {
     "data": "pages/data.py",
@@ -52,7 +52,7 @@ def get_state() -> AppState:
 
     The tab is named by its Streamlit session, so that what it changes is logged as its own, and
     the first call of a script run says what other tabs changed since this tab last looked
-    (:mod:`rerelrp.activity`).
+    (:mod:`rerelrp.app.activity`).
     """
     state = _state(os.environ.get("RERELRP_APP_KEY", "default"))
     ctx = get_script_run_ctx()
@@ -97,7 +97,7 @@ def setting_widget(container, setting, value, disabled=False, choices=None):
 
 @st.cache_data(show_spinner="Timing a training step…", max_entries=16)
 def _timed_step(net, input_size, batch_size, device, lr, momentum):
-    from rerelrp.estimate import measure_step_seconds
+    from rerelrp.method.estimate import measure_step_seconds
 
     return measure_step_seconds({"net": net, "input_size": input_size, "batch_size": batch_size, "device": device,
                                  "lr": lr, "momentum": momentum})

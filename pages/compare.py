@@ -3,11 +3,11 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import get_state, job_heading, plot, show_error
-from rerelrp.compare import HEADER, markdown, plan, table_rows
 from rerelrp.errors import RerelrpError
-from rerelrp.jobs import phase_fraction
-from rerelrp.method_run import ABLATION, METHODS
-from rerelrp.plots import comparison_figure
+from rerelrp.figures.plots import comparison_figure
+from rerelrp.run.compare import HEADER, markdown, plan, table_rows
+from rerelrp.run.jobs import phase_fraction
+from rerelrp.run.method_run import ABLATION, METHODS
 from rerelrp.text import md
 
 LIVE_REFRESH_S = 2.0

@@ -7,7 +7,7 @@ import streamlit as st
 from pages.common import get_state, learned_data_offer, plot, show_error, step_seconds, workspace_picker
 from rerelrp.data import load_dataset, load_medmnist, split_into_tasks, tasks_per_dataset
 from rerelrp.errors import ConfigError, RerelrpError
-from rerelrp.plots import sample_grid_figure
+from rerelrp.figures.plots import sample_grid_figure
 from rerelrp.settings import network_input_size
 from rerelrp.text import md
 

@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import image_key, model_page, plot, show_error
+from rerelrp.data.images import network_inputs, stack_images
 from rerelrp.errors import RerelrpError
-from rerelrp.images import network_inputs, stack_images
-from rerelrp.modality import apply_modality, read_image_with_modality, scope_texts
-from rerelrp.plots import heatmap_figure, recognition_figure
+from rerelrp.figures.plots import heatmap_figure, recognition_figure
+from rerelrp.method.modality import apply_modality, read_image_with_modality, scope_texts
 from rerelrp.text import md
 
 state = model_page(

@@ -10,8 +10,8 @@ import streamlit as st
 
 from pages.common import model_page, show_error
 from rerelrp.errors import RerelrpError
-from rerelrp.modality import read_image_with_modality
-from rerelrp.relevance import COMPOSITES
+from rerelrp.lrp.relevance import COMPOSITES
+from rerelrp.method.modality import read_image_with_modality
 from rerelrp.report import DEFAULT_MAX_SAMPLES, Sample, build_report, default_sample_refs, render_html, render_pdf, test_sample
 from rerelrp.text import md
 

@@ -4,13 +4,13 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import get_state, job_heading, plot, setting_widget, show_error, step_seconds, task_names
-from rerelrp.clinical import format_accuracy, per_class_table
 from rerelrp.device import available_devices
 from rerelrp.errors import RerelrpError
-from rerelrp.estimate import describe_plan, training_plan
-from rerelrp.jobs import ordered_phases, phase_fraction
-from rerelrp.plots import accuracy_matrix_figure, confusion_heatmap, timings_figure, train_curve_figure
+from rerelrp.figures.plots import accuracy_matrix_figure, confusion_heatmap, timings_figure, train_curve_figure
+from rerelrp.method.estimate import describe_plan, training_plan
 from rerelrp.progress import PHASES
+from rerelrp.run.clinical import format_accuracy, per_class_table
+from rerelrp.run.jobs import ordered_phases, phase_fraction
 from rerelrp.settings import GROUPS, SETTINGS, network_input_size
 from rerelrp.text import md
 

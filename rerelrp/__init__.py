@@ -7,7 +7,7 @@ __version__ = "0.2.0"
 
 def __getattr__(name):
     if name == "ReReLRP":  # the learner pulls in torch; import it only when asked for
-        from rerelrp.learner import ReReLRP
+        from rerelrp.method.learner import ReReLRP
 
         return ReReLRP
     raise AttributeError(name)

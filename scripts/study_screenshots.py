@@ -94,7 +94,7 @@ def test_png(folder):
     """A chest X-ray test image of pneumoniamnist (its first test image) as a PNG file."""
     import numpy as np
 
-    from rerelrp.images import encode_png
+    from rerelrp.data.images import encode_png
 
     with np.load(MEDMNIST / "pneumoniamnist.npz") as data:
         image, label = data["test_images"][0], int(data["test_labels"][0][0])
@@ -269,7 +269,7 @@ def wrong_and_right(workspace):
     import torch
 
     from rerelrp.data import load_dataset
-    from rerelrp.workspace.loading import load_workspace
+    from rerelrp.store.workspace.loading import load_workspace
 
     torch.set_num_threads(1)
     learner = load_workspace(workspace)[0]

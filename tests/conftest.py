@@ -113,7 +113,7 @@ def gated_steps(monkeypatch):
     """
     import threading
 
-    from rerelrp.runner import SequenceRun
+    from rerelrp.run.runner import SequenceRun
 
     release, original = threading.Event(), SequenceRun.step
 

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from conftest import no_network  # noqa: E402
 from pages.common import get_state  # noqa: E402
-from rerelrp.images import encode_png  # noqa: E402
+from rerelrp.data.images import encode_png  # noqa: E402
 
 PYDICOM_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"
 FAST = {"n_trees": 50, "relevance_samples": 128, "recognizer_samples": 128, "device": "cpu", "min_steps": 0, "prune_samples": 64}
@@ -409,7 +409,7 @@ def test_demo_end_to_end_without_network(app):
         no_exception(app)
 
         # every learned task was saved to the session's workspace
-        from rerelrp.workspace import workspace_info
+        from rerelrp.store.workspace import workspace_info
 
         assert workspace_info(state.workspace)["n_tasks"] == 2
 

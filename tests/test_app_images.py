@@ -1,4 +1,4 @@
-"""Single uploaded images (rerelrp.images): what is read, and why a bad upload is refused."""
+"""Single uploaded images (rerelrp.data.images): what is read, and why a bad upload is refused."""
 import io
 from pathlib import Path
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rerelrp.data.geometry import square
+from rerelrp.data.images import encode_png, read_image, sniff, stack_images
 from rerelrp.errors import DataError
-from rerelrp.geometry import square
-from rerelrp.images import encode_png, read_image, sniff, stack_images
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom" / "single"
 PYDICOM_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"

@@ -1,13 +1,13 @@
-"""Background jobs (rerelrp.jobs) and the app state (rerelrp.session), without Streamlit."""
+"""Background jobs (rerelrp.run.jobs) and the app state (rerelrp.app.session), without Streamlit."""
 import threading
 
 import pytest
 import torch
 
+from rerelrp.app.session import AppState
 from rerelrp.errors import ConfigError, DataError, StopRequested
-from rerelrp.jobs import Job, ordered_phases, phase_fraction
 from rerelrp.progress import Progress
-from rerelrp.session import AppState
+from rerelrp.run.jobs import Job, ordered_phases, phase_fraction
 
 FAST = {"epochs": 1, "min_steps": 0, "prune_samples": 64,
         "n_trees": 20, "relevance_samples": 64, "recognizer_samples": 64, "device": "cpu"}
@@ -224,9 +224,9 @@ def test_a_workspace_learned_from_an_upload_opens_without_its_data(tmp_path):
 
 def test_jobs_hold_with_a_trainer_that_finishes_at_once(monkeypatch, tmp_path, gated_steps):
     """On a machine (or GPU) fast enough that training takes no time, the job rules still hold."""
-    import rerelrp.learner
+    import rerelrp.method.learner
 
-    monkeypatch.setattr(rerelrp.learner, "train", lambda *args, **kwargs: [])  # no optimiser step at all
+    monkeypatch.setattr(rerelrp.method.learner, "train", lambda *args, **kwargs: [])  # no optimiser step at all
     state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
     job = state.start_training(1)  # held at its task's start: busy however fast the rest is
     with pytest.raises(ConfigError, match="while training of the next task is running"):

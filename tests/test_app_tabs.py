@@ -19,10 +19,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pages.common import get_state  # noqa: E402
-from rerelrp.activity import Activity  # noqa: E402
+from rerelrp.app.activity import Activity  # noqa: E402
+from rerelrp.app.session import AppState  # noqa: E402
 from rerelrp.errors import ConfigError  # noqa: E402
-from rerelrp.session import AppState  # noqa: E402
-from rerelrp.workspace import task_fingerprint  # noqa: E402
+from rerelrp.store.workspace import task_fingerprint  # noqa: E402
 
 FAST = {"n_trees": 50, "relevance_samples": 128, "recognizer_samples": 128, "device": "cpu", "min_steps": 0,
         "prune_samples": 64, "epochs": 1}
@@ -106,7 +106,7 @@ def test_a_job_another_tab_started_says_so_and_blocks_plan_changes(tab, gated_st
 
 def test_open_workspace_reads_nothing_it_names_until_asked(tmp_path, monkeypatch):
     """A workspace someone sent may name any path as its data: opening it reads none of them."""
-    import rerelrp.session_workspace as opened
+    import rerelrp.app.session_workspace as opened
 
     state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
     assert state.start_training(1).wait(600) and state.job.state == "done", state.job.error

@@ -71,7 +71,7 @@ def test_export_then_import_in_another_session_gives_the_same_model(tab, tmp_pat
     images = state.tasks[1].test.images[:32]
     expected = state.learner.predict(images)
 
-    from rerelrp.session import AppState
+    from rerelrp.app.session import AppState
 
     other = AppState(settings=FAST, demo=None, workspace_root=tmp_path / "elsewhere")
     learner = other.import_archive(data, "../../shared study.zip")  # the upload's name cannot lead out of the root

@@ -111,7 +111,7 @@ def _blood_cell_png(folder):
     import numpy as np
 
     from rerelrp.data import medical_demo_paths
-    from rerelrp.images import encode_png
+    from rerelrp.data.images import encode_png
 
     image = np.load(medical_demo_paths()[2])["test_images"][0]
     path = folder / "blood_cell.png"

@@ -46,9 +46,9 @@ def _hostile_workspace(root):
     """A two-task workspace under ``root`` whose task, class and folder names are hostile."""
     from rerelrp.data import load_dataset
     from rerelrp.data.tasks import task_from_classes
-    from rerelrp.learner import ReReLRP
-    from rerelrp.runner import SequenceRun
-    from rerelrp.workspace import save_workspace
+    from rerelrp.method.learner import ReReLRP
+    from rerelrp.run.runner import SequenceRun
+    from rerelrp.store.workspace import save_workspace
 
     ds = load_dataset("demo")
     ds = dataclasses.replace(ds, class_names=CLASSES + ds.class_names[len(CLASSES):])

@@ -8,9 +8,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from conftest import FAST
-from rerelrp import clinical, plots
-from rerelrp.base import Prediction
-from rerelrp.metrics import RunMetrics
+from rerelrp.figures import plots
+from rerelrp.method.base import Prediction
+from rerelrp.run import clinical
+from rerelrp.run.metrics import RunMetrics
 
 # a hand-checkable 2-class problem: for class 1, TP 3, FN 1, FP 2, TN 4
 Y_TRUE = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
@@ -157,8 +158,8 @@ def test_global_probabilities_are_p_t_times_the_heads_softmax():
 def clinical_run(demo_tasks):
     """Two demo tasks learned, the second tested with images grouped three to a patient."""
     from rerelrp.data.core import Split
-    from rerelrp.learner import ReReLRP
-    from rerelrp.runner import SequenceRun
+    from rerelrp.method.learner import ReReLRP
+    from rerelrp.run.runner import SequenceRun
 
     second = demo_tasks[1]
     grouped = dataclasses.replace(second, test=Split(second.test.images, second.test.labels, np.arange(len(second.test)) // 3))
@@ -233,7 +234,7 @@ def test_metrics_json_round_trips_and_older_files_still_load(clinical_run):
 
 
 def test_the_final_interval_is_not_a_point_when_no_error_was_seen():
-    from rerelrp.metrics import _final_interval
+    from rerelrp.run.metrics import _final_interval
 
     perfect = [np.ones(200), np.ones(200)]  # every resample of both tasks: 100 %
     lo, hi = _final_interval(perfect, [100.0, 100.0], [20, 6])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import FAST, no_network
-from rerelrp import compare
 from rerelrp.cli import main
 from rerelrp.data import build_sequence, load_dataset
 from rerelrp.errors import ConfigError
+from rerelrp.run import compare
 
 # enough training for the methods to differ (the digits demo, 5 tasks of 2 classes), short enough for CI
 BASELINE_SETTINGS = dict(epochs=2, min_steps=40)
@@ -109,10 +109,10 @@ def test_an_unknown_method_is_refused_with_the_valid_names(tmp_path, capsys):
 
 
 def test_the_app_runs_a_comparison_in_the_background_and_reports_it(tmp_path):
-    from rerelrp.learner import ReReLRP
+    from rerelrp.app.session import AppState
+    from rerelrp.method.learner import ReReLRP
     from rerelrp.report import build_report, render_html, render_pdf
-    from rerelrp.runner import SequenceRun
-    from rerelrp.session import AppState
+    from rerelrp.run.runner import SequenceRun
 
     state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
     state.set_plan(state.tasks[:2])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from conftest import DEVICES
-from rerelrp.nets import build_net
+from rerelrp.model.nets import build_net
 from rerelrp.settings import NETS
 
 
@@ -81,7 +81,7 @@ def test_vgg11_learns_two_tasks_without_forgetting(tmp_path):
 
 
 def test_relevance_passes_take_fewer_rows_for_larger_inputs():
-    from rerelrp.batching import rows_per_pass
+    from rerelrp.model.batching import rows_per_pass
 
     assert rows_per_pass(28) == rows_per_pass(16) == 512  # unchanged where every measured figure comes from
     assert rows_per_pass(64) == 98 and rows_per_pass(128) == 24 and rows_per_pass(224) == 16
@@ -91,8 +91,8 @@ def test_relevance_passes_take_fewer_rows_for_larger_inputs():
 def test_lazy_inputs_give_the_same_bits_as_converting_everything_at_once():
     import numpy as np
 
-    from rerelrp.inputs import LazyInputs, to_input
-    from rerelrp.scope import input_statistics
+    from rerelrp.method.scope import input_statistics
+    from rerelrp.model.inputs import LazyInputs, to_input
 
     images = np.random.default_rng(0).integers(0, 256, (37, 28, 28, 1), dtype=np.uint8)
     for size in (28, 64, 128):  # at 128 px statistics are read 24 images at a time

@@ -7,13 +7,13 @@ import torch
 
 from conftest import DEVICES, FAST
 from rerelrp.errors import ConfigError, StopRequested
-from rerelrp.growth import grow_layer
-from rerelrp.inputs import to_input
-from rerelrp.learner import ReReLRP
-from rerelrp.nets import build_net
-from rerelrp.pruning import search_cut
-from rerelrp.recognition import RelevanceStore, chain_probabilities, select_features, signals
-from rerelrp.relevance import RelevanceReader
+from rerelrp.lrp.relevance import RelevanceReader
+from rerelrp.method.learner import ReReLRP
+from rerelrp.method.pruning import search_cut
+from rerelrp.method.recognition import RelevanceStore, chain_probabilities, select_features, signals
+from rerelrp.model.growth import grow_layer
+from rerelrp.model.inputs import to_input
+from rerelrp.model.nets import build_net
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_frozen_units_never_move_under_momentum_and_weight_decay(demo_tasks):
 def test_frozen_batchnorm_channels_pass_gradients_as_they_normalise():
     """In training mode a frozen channel normalises with its running statistics; its gradient must
     use them too (the batch-statistics pass updates them in place before the backward pass runs)."""
-    from rerelrp.nets import FrozenAwareBatchNorm
+    from rerelrp.model.nets import FrozenAwareBatchNorm
 
     torch.manual_seed(0)
     bn = FrozenAwareBatchNorm(4)
@@ -154,7 +154,7 @@ def test_testing_again_after_a_later_task_reuses_the_old_relevance(three_task_le
     remembered columns had to move), and LRP runs only through the sub-network it had not seen."""
     import copy
 
-    from rerelrp.subnetworks import SubnetworkRunner
+    from rerelrp.method.subnetworks import SubnetworkRunner
 
     learner, _ = three_task_learner
     images, memo = learner.tested_after_task_1
@@ -176,7 +176,7 @@ def test_testing_again_after_a_later_task_reuses_the_old_relevance(three_task_le
 
 
 def test_predict_and_explain_agree_over_several_internal_chunks(three_task_learner, demo_tasks, monkeypatch):
-    import rerelrp.batching as batching
+    import rerelrp.model.batching as batching
 
     learner, _ = three_task_learner
     images = demo_tasks[1].test.images[:10]
@@ -388,7 +388,7 @@ def test_specialised_zplus_gives_zennits_relevance_bit_for_bit(arch, monkeypatch
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer
 
-    import rerelrp.relevance as relevance
+    import rerelrp.lrp.relevance as relevance
 
     torch.manual_seed(0)
     net = build_net(arch, 28, head_sizes=[2, 3])
@@ -427,7 +427,7 @@ def test_other_backbones_learn_two_tasks_exactly(demo_tasks, arch, size, device)
 
 
 def test_direct_forest_probabilities_equal_sklearns_bit_for_bit():
-    from rerelrp.recognition import fit_recognizer, forest_proba
+    from rerelrp.method.recognition import fit_recognizer, forest_proba
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 12)).astype(np.float32)

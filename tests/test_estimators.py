@@ -7,9 +7,9 @@ from conftest import FAST
 from rerelrp import settings
 from rerelrp.baselines import BASELINES
 from rerelrp.errors import ConfigError
-from rerelrp.learner import ReReLRP
-from rerelrp.task_report import TaskReport
-from rerelrp.training import Schedule
+from rerelrp.method.learner import ReReLRP
+from rerelrp.method.task_report import TaskReport
+from rerelrp.method.training import Schedule
 
 LEARNERS = {"rerelrp": ReReLRP, **BASELINES}
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerelrp import estimator_io
 from rerelrp.data import build_sequence, load_dataset
 from rerelrp.errors import WorkspaceError
 from rerelrp.fileio import RefusedFile, parse_json, read_regular
-from rerelrp.learner import ReReLRP
-from rerelrp.runner import SequenceRun
+from rerelrp.method.learner import ReReLRP
+from rerelrp.run.runner import SequenceRun
+from rerelrp.store import estimator_io
+from rerelrp.store.workspace import check_reload, list_workspaces, load_workspace, save_workspace
 from rerelrp.text import csv_cell, md, printable
-from rerelrp.workspace import check_reload, list_workspaces, load_workspace, save_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = dict(net="lenet", input_size=16, epochs=1, relevance_samples=24, recognizer_samples=24, n_trees=8,
@@ -248,7 +248,7 @@ def test_huge_layer_sizes_are_refused_before_anything_is_allocated(ws, saved):
     edit_learner_json(ws, lambda r: r["meta"].update(layer_sizes=[[n, 60_000] for n, _ in r["meta"]["layer_sizes"]]))
     load = """
         from rerelrp.errors import WorkspaceError
-        from rerelrp.workspace import load_workspace
+        from rerelrp.store.workspace import load_workspace
         try:
             load_workspace({!r})
         except WorkspaceError as exc:
@@ -321,7 +321,7 @@ def test_reload_of_a_dicom_folder_needs_its_recorded_files_and_few_entries(tmp_p
         check_reload(tmp_path, [_dicom_record(folder, [{**files[0], "path": "../../etc/passwd"}])])
     with pytest.raises(WorkspaceError, match="manifest"):
         check_reload(tmp_path, [_dicom_record(folder, files, manifest="/etc/passwd")])
-    monkeypatch.setattr("rerelrp.workspace.data_checks.DATA_FOLDER_ENTRIES", 20)
+    monkeypatch.setattr("rerelrp.store.workspace.data_checks.DATA_FOLDER_ENTRIES", 20)
     for k in range(25):
         (folder / "a" / f"other{k}.txt").write_bytes(b"")
     with pytest.raises(WorkspaceError, match="more than 20 entries"):
@@ -379,13 +379,13 @@ def learner(saved):
 
 
 def _png(side, channels=1, seed=0):
-    from rerelrp.images import encode_png
+    from rerelrp.data.images import encode_png
 
     return encode_png(np.random.default_rng(seed).integers(0, 256, (side, side, channels), dtype=np.uint8))
 
 
 def test_predict_names_fifos_link_loops_and_broken_links(tmp_path):
-    from rerelrp.batch_predict import collect
+    from rerelrp.run.batch_predict import collect
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -404,7 +404,7 @@ def test_predict_names_fifos_link_loops_and_broken_links(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_predict_writes_names_that_are_not_utf8_and_neutralises_formulas(learner, tmp_path, monkeypatch):
-    from rerelrp.batch_predict import collect, predict_files
+    from rerelrp.run.batch_predict import collect, predict_files
 
     monkeypatch.chdir(tmp_path)
     Path(os.fsdecode(b"scan\xff\xfe.png")).write_bytes(_png(20))
@@ -423,7 +423,7 @@ def test_predict_writes_names_that_are_not_utf8_and_neutralises_formulas(learner
 
 
 def test_predict_never_leaves_a_truncated_csv(learner, tmp_path, monkeypatch):
-    from rerelrp import batch_predict
+    from rerelrp.run import batch_predict
 
     out = tmp_path / "out.csv"
     out.write_text("the previous result\n")
@@ -446,8 +446,8 @@ def test_predict_never_leaves_a_truncated_csv(learner, tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- small files, all the memory
 def test_an_image_gives_the_same_input_alone_and_beside_other_sizes():
-    from rerelrp.images import network_inputs, read_image, stack_images
-    from rerelrp.inputs import to_input
+    from rerelrp.data.images import network_inputs, read_image, stack_images
+    from rerelrp.model.inputs import to_input
 
     small, large = read_image(_png(64, 3), "a.png", 28), read_image(_png(100, 3, seed=1), "b.png", 28)
     alone, beside = network_inputs([small], 28), network_inputs([large, small], 28)
@@ -464,8 +464,8 @@ def test_an_image_gives_the_same_input_alone_and_beside_other_sizes():
 def test_huge_images_are_reduced_on_read():
     from PIL import Image
 
+    from rerelrp.data.images import MAX_PIXELS, read_image
     from rerelrp.errors import DataError
-    from rerelrp.images import MAX_PIXELS, read_image
 
     buffer = io.BytesIO()
     Image.new("L", (4000, 3000), 128).save(buffer, format="PNG")
@@ -493,8 +493,8 @@ def test_three_8000_pixel_pngs_cost_little_memory_in_predict(tmp_path):
     (tmp_path / "small.png").write_bytes(_png(20))
     code = """
         import resource, sys
-        from rerelrp.batch_predict import collect
-        from rerelrp.images import network_inputs
+        from rerelrp.run.batch_predict import collect
+        from rerelrp.data.images import network_inputs
         items, skipped = collect(sys.argv[1:], dicom_size=64)
         network_inputs([item.image for item in items], 64)
         print(len(items), len(skipped), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -561,9 +561,9 @@ def _npz_declaring(shape, compression):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
 def test_npy_header_declaring_1e16_images_is_refused_and_predict_skips_only_that_file(learner, tmp_path, compression):
-    from rerelrp.batch_predict import collect
     from rerelrp.data import load_medmnist
     from rerelrp.errors import DataError
+    from rerelrp.run.batch_predict import collect
 
     (tmp_path / "huge.npz").write_bytes(_npz_declaring((10**16, 28, 28), compression))
     with pytest.raises(DataError, match="declares an array of shape") as err:

@@ -12,8 +12,8 @@ from torch import nn
 from zennit.composites import LayerMapComposite
 from zennit.rules import Pass
 
-from rerelrp.nets import UnitLayer, UnitMask, UnitNet
-from rerelrp.relevance import COMPOSITE_FACTORIES, NORM_EPS, NonNegativeZPlus, RelevanceReader
+from rerelrp.lrp.relevance import COMPOSITE_FACTORIES, NORM_EPS, NonNegativeZPlus, RelevanceReader
+from rerelrp.model.nets import UnitLayer, UnitMask, UnitNet
 from rerelrp.settings import COMPOSITES
 
 EPS = 1e-6  # the stabiliser of every rule here (zennit's default)

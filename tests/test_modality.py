@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
-from rerelrp.base import Prediction
-from rerelrp.images import encode_png
-from rerelrp.modality import (
+from rerelrp.data.images import encode_png
+from rerelrp.method.base import Prediction
+from rerelrp.method.modality import (
     GROUPS,
     apply_modality,
     input_modality,
@@ -113,7 +113,7 @@ class StubLearner:
 
 
 def test_rerelrp_predict_flags_an_mr_file_and_writes_the_reason(tmp_path):
-    from rerelrp.batch_predict import collect, predict_files
+    from rerelrp.run.batch_predict import collect, predict_files
 
     files = [shared_file("dicom", "mr_brain_series"), shared_file("dicom", "single", "dwv_gdcm-CR-MONO1-10-chest.dcm")]
     items, skipped = collect(files, dicom_size=28)

@@ -4,8 +4,8 @@ they were, also when the block raises."""
 import pytest
 import torch
 
-from rerelrp.nets import build_net
-from rerelrp.relevance import RelevanceReader
+from rerelrp.lrp.relevance import RelevanceReader
+from rerelrp.model.nets import build_net
 
 
 class Boom(Exception):

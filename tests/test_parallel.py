@@ -8,11 +8,11 @@ import pytest
 from test_compare import FAST_ARGS
 
 from conftest import FAST, no_network
-from rerelrp import compare
 from rerelrp.cli import main
 from rerelrp.errors import ConfigError, StopRequested
-from rerelrp.method_run import TaskRecipe
-from rerelrp.parallel import check
+from rerelrp.run import compare
+from rerelrp.run.method_run import TaskRecipe
+from rerelrp.run.parallel import check
 
 # 2 methods x 2 seeds (rerelrp also gives its max-softmax ablation): 4 runs, 6 records. LeNet and 40 steps a
 # task: the runs learn something (TAg about 40-50 %, recognition about 90 %) in a second or two each, so that
@@ -126,7 +126,7 @@ def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch, tmp_path, capsys
     pytest.importorskip("distributed", reason="Dask distributed is not installed")
     import socket
 
-    from rerelrp import parallel
+    from rerelrp.run import parallel
 
     with socket.socket() as sock:  # a loopback port nobody listens on
         sock.bind(("127.0.0.1", 0))

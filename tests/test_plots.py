@@ -1,9 +1,9 @@
-"""The figures of rerelrp.plots and the images of rerelrp.display_images: shapes, colours, the symmetric relevance map."""
+"""The figures of rerelrp.figures.plots and the images of rerelrp.figures.display_images: shapes, colours, relevance maps."""
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from rerelrp import display_images, plots
+from rerelrp.figures import display_images, plots
 
 
 def test_task_colors_are_distinct_stable_and_never_grey():

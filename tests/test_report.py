@@ -13,10 +13,10 @@ import pytest
 
 from rerelrp.data import build_sequence, load_dataset
 from rerelrp.errors import ConfigError, DataError, WorkspaceError
-from rerelrp.learner import ReReLRP
+from rerelrp.method.learner import ReReLRP
 from rerelrp.report import SECTIONS, Sample, build_report, make_report, render_html, render_pdf, resolve_samples
-from rerelrp.runner import SequenceRun
-from rerelrp.workspace import load_workspace, save_workspace
+from rerelrp.run.runner import SequenceRun
+from rerelrp.store.workspace import load_workspace, save_workspace
 
 CONFIG = dict(net="lenet", input_size=16, epochs=1, relevance_samples=24, recognizer_samples=24, n_trees=8, device="cpu")
 N_TASKS = 3
@@ -353,7 +353,7 @@ def test_cli_report(ws, tmp_path, capsys):
 def test_pdf_matrix_colours_are_the_figures_viridis():
     from plotly.colors import hex_to_rgb
 
-    from rerelrp.plots import accuracy_matrix_figure
+    from rerelrp.figures.plots import accuracy_matrix_figure
     from rerelrp.report.pdf import viridis
 
     scale = accuracy_matrix_figure([[50.0]], ["a"]).data[0].colorscale
@@ -449,7 +449,7 @@ def html_text(document):
 
 
 def test_reports_carry_per_class_rows_and_intervals(mixed_ws):
-    from rerelrp.clinical import format_accuracy, per_class_table
+    from rerelrp.run.clinical import format_accuracy, per_class_table
 
     path, html_file, pdf_file = mixed_ws
     _, metrics, _ = load_workspace(path)

@@ -7,9 +7,8 @@ import pytest
 
 from conftest import shared_file
 from rerelrp.cli import main
-from rerelrp.images import encode_png
-from rerelrp.inputs import LazyInputs, to_input
-from rerelrp.scope import (
+from rerelrp.data.images import encode_png
+from rerelrp.method.scope import (
     MOMENTS,
     N_STATISTICS,
     auroc_block,
@@ -21,6 +20,7 @@ from rerelrp.scope import (
     scope_statistics,
     threshold,
 )
+from rerelrp.model.inputs import LazyInputs, to_input
 
 FAST_ARGS = ["--epochs", "1", "--min-steps", "0", "--prune-samples", "64",
              "--relevance-samples", "64", "--recognizer-samples", "256", "--trees", "20", "--quiet"]
@@ -138,7 +138,7 @@ def test_predict_with_nothing_readable_fails_clearly(workspace, capsys):
 
 
 def test_a_saved_model_keeps_its_scope_and_an_older_one_answers_unknown(workspace, tmp_path):
-    from rerelrp.workspace import load_workspace
+    from rerelrp.store.workspace import load_workspace
 
     learner, _, _ = load_workspace(workspace / "ws")
     images = np.load(shared_file("medmnist", "bloodmnist.npz"))["test_images"][:8]

@@ -16,9 +16,9 @@ import torch
 from rerelrp.cli import main
 from rerelrp.data import build_sequence, load_dataset
 from rerelrp.errors import WorkspaceError
-from rerelrp.learner import ReReLRP
-from rerelrp.runner import SequenceRun
-from rerelrp.workspace import (
+from rerelrp.method.learner import ReReLRP
+from rerelrp.run.runner import SequenceRun
+from rerelrp.store.workspace import (
     export_workspace,
     import_workspace,
     load_workspace,
@@ -167,7 +167,7 @@ def forked(work):
                                                ("undone-renamed", 2), ("done", 2)])
 def test_undo_killed_at_any_point_leaves_a_loadable_workspace(built, tasks, ws, stage, tasks_after):
     from rerelrp import fileio
-    from rerelrp.workspace import undo
+    from rerelrp.store.workspace import undo
 
     def killed_undo():
         if stage == "current-tmp":  # inside the atomic replace of CURRENT, before its rename
@@ -364,7 +364,8 @@ def test_cli_export_and_import(built, tmp_path, capsys):
 def test_export_refuses_a_corrupt_workspace_and_writes_nothing(built, tmp_path):
     ws = shutil.copytree(built[0] / "after-2", tmp_path / "ws")
     target = ws / "snapshots" / "snap-000002" / "arrays.safetensors"
-    target.write_bytes(target.read_bytes()[:-1] + b"\0")
+    data = target.read_bytes()
+    target.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # a changed byte, whatever it was
     with pytest.raises(WorkspaceError, match="checksum mismatch"):
         export_workspace(ws, tmp_path / "ws.zip")
     assert not (tmp_path / "ws.zip").exists()

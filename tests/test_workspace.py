@@ -15,10 +15,10 @@ import torch
 
 from rerelrp.data import build_sequence, load_dataset
 from rerelrp.errors import WorkspaceError
-from rerelrp.learner import ReReLRP
-from rerelrp.nets import LENET_SIZES
-from rerelrp.runner import SequenceRun
-from rerelrp.workspace import (
+from rerelrp.method.learner import ReReLRP
+from rerelrp.model.nets import LENET_SIZES
+from rerelrp.run.runner import SequenceRun
+from rerelrp.store.workspace import (
     FORMAT_VERSION,
     check_sequence,
     list_workspaces,
@@ -206,7 +206,7 @@ def exit_status(pid):
                                                ("current-tmp", 2), ("current-switched", 3)])
 def test_save_killed_at_any_point_leaves_a_loadable_workspace(trained, tasks, ws, stage, tasks_after):
     from rerelrp import fileio
-    from rerelrp.workspace import saving
+    from rerelrp.store.workspace import saving
 
     _, _, learner3, metrics3 = trained
 

@@ -1,7 +1,7 @@
 """What every baseline shares, and the two reference bounds: fine-tuning and joint training.
 
 A baseline is one network with a head per task (as ReReLRP's, heads side by side), trained by
-:func:`rerelrp.training.train` with the same schedule, step floor, class weights and best-epoch
+:func:`rerelrp.method.training.train` with the same schedule, step floor, class weights and best-epoch
 choice on the task's validation images. A method differs only in what it trains on
 (:meth:`BaselineLearner._training_set`), its loss (:meth:`BaselineLearner._loss`), what it keeps
 after a task (:meth:`BaselineLearner._after_task`) and how it scores classes
@@ -16,12 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rerelrp.base import Prediction, TaskSequenceLearner
 from rerelrp.device import flush_denormals
-from rerelrp.inputs import ImageSource, to_input
+from rerelrp.method.base import Prediction, TaskSequenceLearner
+from rerelrp.method.task_report import TaskReport
+from rerelrp.method.training import Schedule, class_weights, train
+from rerelrp.model.inputs import ImageSource, to_input
 from rerelrp.progress import Reporter
-from rerelrp.task_report import TaskReport
-from rerelrp.training import Schedule, class_weights, train
 
 
 class BaselineLearner(TaskSequenceLearner):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from rerelrp.baselines.learner import BaselineLearner
 from rerelrp.errors import ConfigError
-from rerelrp.inputs import to_input
+from rerelrp.model.inputs import to_input
 
 
 class Replay(BaselineLearner):

@@ -5,21 +5,21 @@ import sys
 
 from rerelrp import settings
 from rerelrp.baselines import make_baseline
-from rerelrp.batch_predict import collect, predict_files
 from rerelrp.cli.output import PhaseBars, print_final, print_task_figures
-from rerelrp.compare import compare, markdown, parse_methods, parse_seeds, plan, write_comparison
 from rerelrp.data import build_sequence, expand_sources, load_dataset
 from rerelrp.data.npz_archive import unpack
 from rerelrp.errors import ConfigError, DataError
 from rerelrp.fileio import write_json_atomic
-from rerelrp.learner import ReReLRP
-from rerelrp.method_run import TaskRecipe
-from rerelrp.parallel import check
+from rerelrp.method.learner import ReReLRP
+from rerelrp.method.scope import evaluate_scope
 from rerelrp.report import make_report
-from rerelrp.runner import SequenceRun, run_record
-from rerelrp.scope import evaluate_scope
+from rerelrp.run.batch_predict import collect, predict_files
+from rerelrp.run.compare import compare, markdown, parse_methods, parse_seeds, plan, write_comparison
+from rerelrp.run.method_run import TaskRecipe
+from rerelrp.run.parallel import check
+from rerelrp.run.runner import SequenceRun, run_record
 from rerelrp.settings import SETTINGS
-from rerelrp.workspace import check_sequence, check_target, is_workspace, load_workspace, resolve_workspace
+from rerelrp.store.workspace import check_sequence, check_target, is_workspace, load_workspace, resolve_workspace
 
 
 def cmd_run(args):

@@ -5,7 +5,7 @@ import sys
 
 from tqdm import tqdm
 
-from rerelrp.clinical import format_accuracy
+from rerelrp.run.clinical import format_accuracy
 
 
 class PhaseBars:

@@ -8,7 +8,7 @@ import rerelrp.settings as settings
 from rerelrp.cli.commands import cmd_compare, cmd_predict, cmd_report, cmd_run, cmd_unpack
 from rerelrp.cli.workspace_commands import add_workspace_parsers
 from rerelrp.data.dicom import GROUP_BY
-from rerelrp.method_run import METHODS as compare_methods
+from rerelrp.run.method_run import METHODS as compare_methods
 from rerelrp.settings import COMPOSITES
 
 DESCRIPTION = """The command line: ``rerelrp run`` learns a task sequence headless and writes its metrics (and, with

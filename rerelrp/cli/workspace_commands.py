@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rerelrp.store.workspace import export_workspace, import_workspace, resolve_workspace, undo_last_task
 from rerelrp.text import printable
-from rerelrp.workspace import export_workspace, import_workspace, resolve_workspace, undo_last_task
 
 WORKSPACE_HELP = "workspace folder, or a bare name under ./workspaces"
 

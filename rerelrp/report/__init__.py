@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-from rerelrp.compare import read_comparison
 from rerelrp.errors import ConfigError
 from rerelrp.fileio import write_bytes_atomic
 from rerelrp.report.content import SECTIONS, TITLES, build_report
@@ -26,7 +25,8 @@ from rerelrp.report.samples import (
     resolve_samples,
     test_sample,
 )
-from rerelrp.workspace import load_workspace, resolve_workspace
+from rerelrp.run.compare import read_comparison
+from rerelrp.store.workspace import load_workspace, resolve_workspace
 
 __all__ = [
     "DEFAULT_MAX_SAMPLES",

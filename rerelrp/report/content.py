@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rerelrp.compare import HEADER, table_rows
 from rerelrp.report.samples import explain_samples
 from rerelrp.report.study import clinical_figures, data_rows, task_settings
+from rerelrp.run.compare import HEADER, table_rows
 from rerelrp.versions import package_versions
 
 SECTIONS = (
@@ -40,7 +40,7 @@ def sections(content):
 
 
 def comparison_block(result):
-    """What a report shows of a comparison (:mod:`rerelrp.compare`): its table and what it ran on."""
+    """What a report shows of a comparison (:mod:`rerelrp.run.compare`): its table and what it ran on."""
     return {"header": list(HEADER), "rows": table_rows(result), "tasks": list(result.get("tasks") or []),
             "seeds": list(result["seeds"]), "exemplars_per_class": result.get("exemplars_per_class")}
 
@@ -48,7 +48,7 @@ def comparison_block(result):
 # ------------------------------------------------------------------------------------ content
 def build_report(learner, metrics, meta, samples=(), composite=None, title=None, notes=(), comparison=None):
     """Everything a report shows, as plain data (numbers, strings, uint8/float arrays); ``comparison``:
-    a result of :func:`rerelrp.compare.compare` to show beside the model's own figures."""
+    a result of :func:`rerelrp.run.compare.compare` to show beside the model's own figures."""
     cfg = learner.get_params()
     names = [t["name"] for t in learner.tasks_]
     m = metrics.to_dict()

@@ -14,10 +14,10 @@ from functools import cache
 from markupsafe import Markup
 
 import rerelrp.report.content as text
-from rerelrp import plots
-from rerelrp.display_images import heatmap_rgb
-from rerelrp.images import encode_png
-from rerelrp.plots import task_colors
+from rerelrp.data.images import encode_png
+from rerelrp.figures import plots
+from rerelrp.figures.display_images import heatmap_rgb
+from rerelrp.figures.plots import task_colors
 from rerelrp.report.content import sections
 from rerelrp.report.samples import scope_reason, verdict
 from rerelrp.report.study import NOT_RECORDED, PER_CLASS_COLUMNS
@@ -50,7 +50,7 @@ def _data_uri(rgb):
 def _figures(content):
     """Every plotly figure of the report, by the place it takes in the template."""
 
-    # plotly shows its strings as (limited) HTML: rerelrp.plots escapes every name from the data itself
+    # plotly shows its strings as (limited) HTML: rerelrp.figures.plots escapes every name from the data itself
     names = list(content["task_names"])
     acc, cap = content["accuracy"], content["capacity"]
     figures = dict.fromkeys(("tag", "taw", "capacity", "history", "timings"), "")

@@ -2,7 +2,7 @@
 
 Tables use fpdf2's own ``table()`` (cells wrap, headings repeat after a page break); what plotly
 draws in the HTML report is drawn here with rectangles in the same colours (viridis for the
-accuracy matrices, the task colours of :mod:`rerelrp.plots` for the capacity and recognition
+accuracy matrices, the task colours of :mod:`rerelrp.figures.plots` for the capacity and recognition
 bars). This module draws the sections; the primitives are in :mod:`.pdf_layout`, the samples in
 :mod:`.pdf_samples`.
 """

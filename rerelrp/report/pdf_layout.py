@@ -11,8 +11,8 @@ import io
 import numpy as np
 from plotly.colors import hex_to_rgb
 
-from rerelrp.images import encode_png
-from rerelrp.plots import task_colors
+from rerelrp.data.images import encode_png
+from rerelrp.figures.plots import task_colors
 from rerelrp.report.fonts import use_font
 
 ACCENT = (76, 120, 168)
@@ -59,7 +59,7 @@ def _pdf_class():
 
 class PdfLayout:
     """An A4 PDF with the report's page header and footer, and the primitives its sections draw with;
-    task ``i`` of ``task_names`` is drawn in ``colors[i]`` (the task colours of :mod:`rerelrp.plots`)."""
+    task ``i`` of ``task_names`` is drawn in ``colors[i]`` (the task colours of :mod:`rerelrp.figures.plots`)."""
 
     def __init__(self, title, task_names, font=True):
         pdf = self.pdf = _pdf_class()(orientation="P", unit="mm", format="A4")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rerelrp.display_images import heatmap_rgb
+from rerelrp.figures.display_images import heatmap_rgb
 from rerelrp.report.pdf_layout import PdfLayout, png
 from rerelrp.report.samples import scope_reason, verdict
 

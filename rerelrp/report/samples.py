@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rerelrp.data.images import stack_images
 from rerelrp.errors import ConfigError, DataError, RerelrpError
-from rerelrp.images import stack_images
-from rerelrp.inputs import to_input
-from rerelrp.modality import apply_modality, read_image_with_modality
-from rerelrp.runner import learned_tasks, recorded_sources
+from rerelrp.method.modality import apply_modality, read_image_with_modality
+from rerelrp.model.inputs import to_input
+from rerelrp.run.runner import learned_tasks, recorded_sources
 from rerelrp.text import printable
 
 DEFAULT_PER_TASK = 2
@@ -195,6 +195,6 @@ def verdict(v, marks=True, shout=False):
 
 
 def scope_reason(smp):
-    """Why a sample is out of scope, as :func:`rerelrp.modality.scope_texts` says it: the modality rule's
+    """Why a sample is out of scope, as :func:`rerelrp.method.modality.scope_texts` says it: the modality rule's
     reason, else its scope score."""
     return smp.get("scope_reason") or f"scope score {smp['scope_score']:.2f} > 1"

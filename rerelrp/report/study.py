@@ -6,7 +6,7 @@ left out silently.
 """
 from __future__ import annotations
 
-from rerelrp.clinical import format_accuracy, per_class_table
+from rerelrp.run.clinical import format_accuracy, per_class_table
 from rerelrp.settings import SETTINGS
 
 NOT_RECORDED = "not recorded"  # what a report says of a figure an older workspace did not save
@@ -140,7 +140,7 @@ def _kept_epoch(report):
 
 # ------------------------------------------------------------------------------------ clinical figures
 def accuracy_text(acc, ci, n):
-    """'88.9 % (95 % CI 56.5–98.0, 9 images)' (:func:`rerelrp.clinical.format_accuracy`), or what is not recorded."""
+    """'88.9 % (95 % CI 56.5–98.0, 9 images)' (:func:`rerelrp.run.clinical.format_accuracy`), or what is not recorded."""
     if acc is None:
         return NOT_RECORDED
     if not n:

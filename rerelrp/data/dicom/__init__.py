@@ -185,7 +185,7 @@ def read_dicom_image(data, name="upload", size=64, window="first"):
 
 def read_dicom_image_with_meta(data, name="upload", size=64, window="first"):
     """:func:`read_dicom_image` and the file's non-identifying attributes (modality, body part, size, SHA-256):
-    the modality lets a caller tell an MR slice from a chest X-ray by its header (:mod:`rerelrp.modality`)."""
+    the modality lets a caller tell an MR slice from a chest X-ray by its header (:mod:`rerelrp.method.modality`)."""
     opts = _check_options(size, window, "all", 2, 1, len(data) + 1, "file")
     item = Item(path=InMemory(bytes(data)), rel=str(name), label="")
     try:

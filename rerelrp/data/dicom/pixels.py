@@ -5,7 +5,7 @@ converted to RGB) -> gray: Modality LUT (rescale slope/intercept or LUT) -> VOI 
 centre/width (the first one stored, another by index, the caller's ``(center, width)``, or
 ``window="full"``: the data's min..max) -> 0..255 -> MONOCHROME1 inverted; colour: the palette LUT
 applied, scaled by its bit depth -> padded to a square with 0 (the whole field of view is kept: pad,
-not crop) and resized to ``size`` x ``size`` (:func:`rerelrp.geometry.square`, the one used for every
+not crop) and resized to ``size`` x ``size`` (:func:`rerelrp.data.geometry.square`, the one used for every
 image). Enhanced multi-frame objects take rescale and window per frame from their functional groups.
 
 The windowing itself is pydicom's (``apply_modality_lut``, ``apply_voi_lut``); what is written here
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rerelrp.data.dicom.skips import Skip, short
-from rerelrp.geometry import square
+from rerelrp.data.geometry import square
 
 WINDOWS = ("first", "full")
 FRAME_MODES = ("all", "middle")

@@ -1,0 +1,1 @@
+"""The interactive session's state (no Streamlit here): data, plan, run, jobs, workspaces, tabs."""

@@ -1,0 +1,1 @@
+"""The ReReLRP method: training, pruning, task recognition, scope, the predictor and the learner."""

@@ -1,0 +1,1 @@
+"""The network: backbones whose units are enumerable by layer, growth, unit ownership and freezing, inputs."""

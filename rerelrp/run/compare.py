@@ -1,0 +1,154 @@
+"""Every method and seed on one task sequence, side by side: what ``rerelrp compare`` and the
+Compare page run.
+
+Each run learns the whole sequence with one method and one seed (same data, backbone, settings
+and evaluation for all) and is kept as a record in the names other tools read: ``method``,
+``seed``, ``final`` (``tag``, ``taw``, ``forgetting_tag``, ``forgetting_taw``), ``images_stored``,
+``bytes_stored``, ``seconds``. ``rerelrp-maxsoftmax`` is the ablation that isolates what the
+recognisers add: ReReLRP's own sub-networks, the task chosen by the most confident one (max
+softmax, as PackNet-style methods do); it reads the same trained model as ``rerelrp`` (trained
+once when both are asked for) and reports that training's time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import rerelrp.run.parallel as parallel
+from rerelrp.errors import ConfigError, DataError
+from rerelrp.figures.plots import comparison_figure
+from rerelrp.fileio import write_bytes_atomic, write_json_atomic
+from rerelrp.run.method_run import ABLATION, METHODS
+
+
+def parse_methods(text):
+    """Method names from ``"a,b,c"`` (or a list), in order, once each; unknown names are refused."""
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method(s): {', '.join(unknown)}; valid: {', '.join(METHODS)}")
+    if not names:
+        raise ConfigError(f"no method given; valid: {', '.join(METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_seeds(text):
+    """Seeds from ``"0,1,2"`` (or a list of ints): whole numbers ≥ 0, once each."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        seeds = [int(str(s).strip()) for s in parts if str(s).strip()]
+    except ValueError:
+        raise ConfigError(f"seeds must be whole numbers separated by commas, not '{text}'") from None
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"give at least one seed ≥ 0, not '{text}'")
+    return list(dict.fromkeys(seeds))
+
+
+def plan(methods, seeds):
+    """The runs to do, in order: ``[(method, seed, also_ablation)]`` (the ablation rides on ``rerelrp``)."""
+    both = "rerelrp" in methods and ABLATION in methods
+    return [(m, s, both and m == "rerelrp") for s in seeds for m in methods if not (both and m == ABLATION)]
+
+
+def compare(load_tasks, methods, seeds, params, exemplars_per_class=20, callback=None, stop=None, on_run=None,
+            on_task=None, jobs=1, threads=None, cluster=None):
+    """Run every method for every seed; ``load_tasks(seed)`` gives the task sequence of a seed.
+
+    ``on_run(record)`` receives each finished run record, ``on_task(method, seed, k)`` the
+    number of tasks a run has learned (0 when it starts). Returns the comparison (``runs`` and what they were run with).
+
+    Where the runs run (:mod:`rerelrp.run.parallel`): here, one after another, with ``jobs=1``; in
+    ``jobs`` worker processes, or on the Dask scheduler at ``cluster`` (``tcp://HOST:PORT``), as
+    many at once as there are workers. ``threads`` torch threads per run (``None``: as they are;
+    the same figures need the same count). Away from this process ``load_tasks`` should be a
+    :class:`rerelrp.run.method_run.TaskRecipe`, so that each worker loads the data itself; ``callback``
+    (phase progress) reaches only runs in this process, ``on_task`` and ``stop`` every run.
+    """
+
+    methods, seeds = parse_methods(methods), parse_seeds(seeds)
+    runs, names = [], None
+    for records, task_names in parallel.fan_out(load_tasks, plan(methods, seeds), params, exemplars_per_class, jobs,
+                                                threads, cluster, callback, stop, on_task):
+        names = names or task_names
+        for record in records:
+            runs.append(record)
+            if on_run:
+                on_run(record)
+    order = {m: k for k, m in enumerate(methods)}
+    runs.sort(key=lambda r: (order[r["method"]], r["seed"]))
+    result = {"methods": methods, "seeds": seeds, "tasks": names, "settings": dict(params),
+              "exemplars_per_class": exemplars_per_class, "runs": runs}
+    if threads is not None:
+        result["threads"] = threads  # torch threads per run: the figures are those of this count
+    return result
+
+
+def summary(result):
+    """Per method: mean and sd over seeds of the final figures, what it stores and its wall time."""
+    rows = []
+    for method in result["methods"]:
+        runs = [r for r in result["runs"] if r["method"] == method]
+        if not runs:
+            continue
+        row = {"method": method, "seeds": len(runs)}
+        for key in ("tag", "taw", "forgetting_tag", "forgetting_taw"):
+            values = np.array([r["final"][key] for r in runs])
+            row[key] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        row["images_stored"] = int(np.mean([r["images_stored"] for r in runs]))
+        row["bytes_stored"] = int(np.mean([r["bytes_stored"] for r in runs]))
+        row["seconds"] = float(np.mean([r["seconds"] for r in runs]))
+        rows.append(row)
+    return rows
+
+
+HEADER = ("method", "seeds", "TAg", "TAw", "forgetting TAg", "forgetting TAw", "images stored", "bytes stored",
+          "seconds per run")
+
+
+def table_rows(result):
+    """The comparison as text cells under :data:`HEADER`: mean ± sd over the seeds (markdown, reports, app)."""
+    rows = []
+    for row in summary(result):
+        kept = "relevance rows" if row["method"].startswith("rerelrp") else "images"
+        rows.append([row["method"], str(row["seeds"])]
+                    + [f"{row[k][0]:.2f} ± {row[k][1]:.2f}" for k in ("tag", "taw", "forgetting_tag", "forgetting_taw")]
+                    + [str(row["images_stored"]), f"{row['bytes_stored'] / 1024:,.0f} KiB ({kept})",
+                       f"{row['seconds']:.0f}"])
+    return rows
+
+
+def markdown(result):
+    """The comparison as a markdown table."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(result, out):
+    """``compare.json``, ``compare.md`` and ``compare.html`` (the figure, plotly inlined: opens offline) in ``out``."""
+    from pathlib import Path
+
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "compare.json", result)
+    title = f"Comparison on {' → '.join(result['tasks'] or [])}"
+    write_bytes_atomic(out / "compare.md", (f"# {title}\n\n" + markdown(result)).encode())
+    html = comparison_figure(result).to_html(include_plotlyjs=True, full_html=True)
+    write_bytes_atomic(out / "compare.html", html.encode())
+    return [out / "compare.json", out / "compare.md", out / "compare.html"]
+
+
+def read_comparison(path):
+    """A ``compare.json`` written by :func:`write_comparison`; a clear error naming the file otherwise."""
+    import json
+    from pathlib import Path
+
+
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(str(path), f"cannot read the comparison: {exc}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("runs"), list) or not result.get("methods"):
+        raise DataError(str(path), "not a comparison written by 'rerelrp compare' (no 'methods' and 'runs')")
+    return result
