@@ -43,7 +43,7 @@ class HoldoutLearner(ReReLRP):
 
     def held_out_accuracy(self, t, masks=None):
         split = self._held_out[t]
-        return self._runner().accuracy(LazyInputs(split.images, self.input_size_), torch.as_tensor(split.labels),
+        return self._subnetworks().accuracy(LazyInputs(split.images, self.input_size_), torch.as_tensor(split.labels),
                                        t, masks)
 
     def _prune(self, task, t, scores, rng, report):

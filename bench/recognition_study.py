@@ -45,7 +45,7 @@ def parse_value(text):
 def features(args):
     from rerelrp.data import build_sequence, load_dataset
     from rerelrp.method.learner import ReReLRP
-    from rerelrp.method.subnetworks import SubnetworkRunner
+    from rerelrp.method.subnetworks import Subnetworks
     from rerelrp.model.inputs import to_input
     from rerelrp.store.workspace import is_workspace, load_workspace, save_workspace
 
@@ -63,7 +63,7 @@ def features(args):
             print(f"task {learner.n_tasks - 1} learned ({time.perf_counter() - clock:.0f} s)", flush=True)
         save_workspace(saved, learner, tasks=tasks)
     T = learner.n_tasks
-    runner = SubnetworkRunner(learner.net_, learner.ledger_, learner.offsets_, learner.composite, torch.device("cpu"))
+    runner = Subnetworks(learner.net_, learner.ledger_, learner.offsets_, learner.composite, torch.device("cpu"))
     rng = np.random.default_rng([args.seed, 999])
     out = {"offsets": learner.offsets_, "layer_sizes": np.array(list(learner.ledger_.layer_sizes.values()))}
     kept = learner.ledger_.kept

@@ -31,7 +31,7 @@ MEDMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
 def main(workspace, seed):
     torch.set_num_threads(1)
     learner, _, _ = load_workspace(workspace)
-    runner, n_units, T = learner._runner(), learner.ledger_.n_units, learner.n_tasks
+    runner, n_units, T = learner._subnetworks(), learner.ledger_.n_units, learner.n_tasks
     tasks = build_sequence([load_dataset(MEDMNIST / f"{n}.npz", seed=seed) for n in ("pneumoniamnist", "breastmnist")])
     kept = [learner.ledger_.flat(learner.ledger_.task(m)) for m in range(T)]
     rng = np.random.default_rng(0)

@@ -113,7 +113,7 @@ class StudyLearner(ReReLRP):
 
     def _test_acc(self, t, kept=None):
         images, labels = self._tests[t]
-        return self._runner().accuracy(to_input(images, self.input_size_), torch.as_tensor(labels), t, kept)
+        return self._subnetworks().accuracy(to_input(images, self.input_size_), torch.as_tensor(labels), t, kept)
 
     def _prune(self, task, t, scores, rng, report):
         self._full = self._test_acc(t)  # before the search moves BatchNorm statistics

@@ -154,22 +154,22 @@ def test_testing_again_after_a_later_task_reuses_the_old_relevance(three_task_le
     remembered columns had to move), and LRP runs only through the sub-network it had not seen."""
     import copy
 
-    from rerelrp.method.subnetworks import SubnetworkRunner
+    from rerelrp.method.subnetworks import Subnetworks
 
     learner, _ = three_task_learner
     images, memo = learner.tested_after_task_1
     assert memo["lrp_tasks"] == 1 and memo["sizes"] != learner.ledger_.layer_sizes
     fresh = learner.predict(images)
     seen = []
-    real = SubnetworkRunner.lrp
-    monkeypatch.setattr(SubnetworkRunner, "lrp", lambda self, x, groups, **kw: seen.append(groups.unique().tolist())
+    real = Subnetworks.lrp
+    monkeypatch.setattr(Subnetworks, "lrp", lambda self, x, groups, **kw: seen.append(groups.unique().tolist())
                         or real(self, x, groups, **kw))
     again = learner.predict(images, memo=copy.deepcopy(memo))
     assert seen == [[1]]
     assert np.array_equal(again.subnet_class, fresh.subnet_class)
     # LRP rows of images stacked differently agree to float rounding (see the test above)
     assert np.allclose(again.p_task, fresh.p_task, atol=0.051) and np.array_equal(again.task, fresh.task)
-    runner = learner._runner()
+    runner = learner._subnetworks()
     _, _, by_memo, _, _ = runner.stacked(images, learner.input_size_, memo=copy.deepcopy(memo))
     _, _, by_pass, _, _ = runner.stacked(images, learner.input_size_)
     assert np.allclose(by_memo, by_pass, atol=1e-5)

@@ -18,10 +18,11 @@ from rerelrp.device import flush_denormals, resolve_device
 from rerelrp.errors import ConfigError
 from rerelrp.method.base import Prediction, TaskSequenceLearner
 from rerelrp.method.fitted_state import rebuild
+from rerelrp.method.predictor import Explanation, Predictor
 from rerelrp.method.pruning import search_cut
 from rerelrp.method.recognition import RelevanceStore, fit_recognizer, signals
 from rerelrp.method.scope import N_STATISTICS, scope_distance, scope_statistics
-from rerelrp.method.subnetworks import Explanation, SubnetworkRunner
+from rerelrp.method.subnetworks import Subnetworks
 from rerelrp.method.task_report import TaskReport
 from rerelrp.method.training import Schedule, class_weights, head_loss, recalibrate_batchnorm, train
 from rerelrp.model.growth import grow_layer
@@ -145,8 +146,12 @@ class ReReLRP(TaskSequenceLearner):
                                 f"({row['free_share']:.0%} < {self.min_free:.0%}); {fix}")
         return warnings
 
-    def _runner(self):
-        return SubnetworkRunner(self.net_, self.ledger_, self.offsets_, self.composite, self.device_)
+    def _subnetworks(self):
+        return Subnetworks(self.net_, self.ledger_, self.offsets_, self.composite, self.device_)
+
+    def _predictor(self):
+        return Predictor(self._subnetworks(), self.input_size_, self.recognizers_, self.store_, self.class_names_,
+                         self.scope_rate)
 
     def _train(self, task, t, report):
         device = self.device_
@@ -156,14 +161,14 @@ class ReReLRP(TaskSequenceLearner):
         x_val = LazyInputs(task.val.images, self.input_size_)
         y_val = torch.as_tensor(task.val.labels)
         freezer = Freezer(self.net_, self.ledger_, new_head=t)
-        runner = self._runner()
+        subnets = self._subnetworks()
         generator = torch.Generator().manual_seed(self.task_seed(t))
         weights = class_weights(task.train.labels, task.n_classes) if self.class_balance else None
         curve = train(self.net_, freezer.trainable(), source, labels, Schedule.of(self.get_params()),
                       head_loss(slice(lo, hi), weights), generator, report, hooks=freezer,
-                      validate=lambda: runner.scores(x_val, y_val, t))
+                      validate=lambda: subnets.scores(x_val, y_val, t))
         recalibrated = self.recalibrate and self._recalibrate_if_better(
-            source, freezer, generator, lambda: runner.scores(x_val, y_val, t))
+            source, freezer, generator, lambda: subnets.scores(x_val, y_val, t))
         return Trained(curve, freezer, bool(recalibrated))
 
     def _recalibrate_if_better(self, source, freezer, generator, scores):
@@ -190,7 +195,7 @@ class ReReLRP(TaskSequenceLearner):
         against 150 MR, calling everything MR scores 84 % plain accuracy and 50 % balanced.
         """
         x_val = LazyInputs(task.val.images, self.input_size_)
-        predicted = self._runner().head_logits(x_val, t).argmax(1).numpy()
+        predicted = self._subnetworks().head_logits(x_val, t).argmax(1).numpy()
         y, k = task.val.labels, task.n_classes
         recalls = [np.mean(predicted[y == c] == c) for c in range(k) if np.any(y == c)]
         balanced = 100.0 * float(np.mean(recalls)) if recalls else 0.0
@@ -211,7 +216,7 @@ class ReReLRP(TaskSequenceLearner):
             generator = torch.Generator().manual_seed(self.task_seed(t))
             recalibrate_batchnorm(self.net_, source, trained.freezer, masks=masks, generator=generator)
         x_val, y_val = LazyInputs(task.val.images, self.input_size_), torch.as_tensor(task.val.labels)
-        return self._runner().accuracy(x_val, y_val, t, masks)
+        return self._subnetworks().accuracy(x_val, y_val, t, masks)
 
     def _sample(self, split, n, rng):
         """Up to n images of a split, every class represented in proportion (the eval transform).
@@ -235,7 +240,7 @@ class ReReLRP(TaskSequenceLearner):
         """Relevance size of every unit for task t, LRP started at the true class, full network."""
         x, y = self._sample(task.train, self.relevance_samples, rng)
         groups = torch.full((len(x),), t, dtype=torch.long)
-        units = self._runner().lrp(x, groups, targets=y, report=report, phase="relevance", full=True).units
+        units = self._subnetworks().lrp(x, groups, targets=y, report=report, phase="relevance", full=True).units
         return units.abs().sum(0).numpy()
 
     def _prune(self, task, t, scores, rng, report, trained):
@@ -247,7 +252,7 @@ class ReReLRP(TaskSequenceLearner):
         if top_up > 0:
             x_train, y_train = self._sample(task.train, top_up, rng)
             x_eval, y_eval = LazyInputs.cat([x_eval, x_train]), torch.cat([y_eval, y_train])
-        slices, runner, device = self.ledger_.slices, self._runner(), self.device_
+        slices, subnets, device = self.ledger_.slices, self._subnetworks(), self.device_
         source = ImageSource([task.train.images], self.input_size_, device)
 
         def evaluate(kept):
@@ -257,7 +262,7 @@ class ReReLRP(TaskSequenceLearner):
                 generator = torch.Generator().manual_seed(self.task_seed(t))  # the same images for every cut
                 recalibrate_batchnorm(self.net_, source, trained.freezer, masks=masks, generator=generator,
                                       limit=SEARCH_RECALIBRATION)
-            return runner.accuracy(x_eval, y_eval, t, masks)
+            return subnets.accuracy(x_eval, y_eval, t, masks)
 
         frozen = self.ledger_.flat(self.ledger_.frozen())
 
@@ -272,7 +277,7 @@ class ReReLRP(TaskSequenceLearner):
         x, _ = self._sample(task.train, self.recognizer_samples, rng)
         n = len(x)
         groups = torch.arange(t + 1).repeat_interleave(n)
-        res = self._runner().lrp(x, groups, report=report, phase="recognizer", rows=torch.arange(n).repeat(t + 1))
+        res = self._subnetworks().lrp(x, groups, report=report, phase="recognizer", rows=torch.arange(n).repeat(t + 1))
         rows = signals(res).reshape(t + 1, n, -1)
         sizes = self.ledger_.layer_sizes
         kept = self.ledger_.flat(self.ledger_.task(t)) if self.activation_features else None
@@ -295,7 +300,7 @@ class ReReLRP(TaskSequenceLearner):
         if len(task.val) == 0:
             return np.zeros(0, np.float32)
         x_val = LazyInputs(task.val.images, self.input_size_)
-        _, acts = self._runner().forward_signals(x_val, t)
+        _, acts = self._subnetworks().forward_signals(x_val, t)
         columns = self.store_.activation_columns(t, self.ledger_.layer_sizes) - self.ledger_.n_units
         rows = np.concatenate([acts[:, columns].numpy(), scope_statistics(x_val)], 1)
         return scope_distance(self.store_.scope_reference(t), rows, N_STATISTICS).astype(np.float32)
@@ -305,24 +310,22 @@ class ReReLRP(TaskSequenceLearner):
         """Task-agnostic prediction: recognise the task with the chain, then its sub-network's class.
 
         ``memo``: a dict kept by the caller for these images, so that predicting them again after
-        later tasks reuses the LRP of the sub-networks it has seen (see ``SubnetworkRunner.stacked``)."""
+        later tasks reuses the LRP of the sub-networks it has seen (see ``Subnetworks.stacked``)."""
         self._check_fitted()
         with flush_denormals():
-            return self._runner().predict(images, self.input_size_, self.recognizers_, self.store_, self.class_names_,
-                                          self.scope_rate, memo=memo)
+            return self._predictor().predict(images, memo=memo)
 
     def explain(self, images, composite=None, top_k=5):
         """Input heatmaps of every sub-network, each started at its own predicted class, plus the
         prediction, all from one LRP pass."""
         self._check_fitted()
         with flush_denormals():
-            return self._runner().explain(images, self.input_size_, self.recognizers_, self.store_,
-                                          self.class_names_, composite or self.composite, top_k, self.scope_rate)
+            return self._predictor().explain(images, composite or self.composite, top_k)
 
     def subnetwork_logits(self, images, task):
         """Logits of sub-network ``task`` through its own head (what task-aware accuracy reads)."""
         self._check_fitted()
-        return self._runner().subnetwork_logits(LazyInputs(images, self.input_size_), task)
+        return self._subnetworks().subnetwork_logits(LazyInputs(images, self.input_size_), task)
 
     def capacity(self):
         """Per layer: units kept by each task, shared, free (see :meth:`UnitLedger.capacity`)."""

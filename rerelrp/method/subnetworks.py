@@ -1,49 +1,31 @@
-"""Images through sub-networks: masked forward passes, batched LRP, and the task-agnostic answer.
+"""Images through sub-networks: masked forward passes and batched LRP, every sub-network in one stacked pass.
 
 A sub-network is the shared network with every unit its task did not keep switched off, read
 through its task's head. Every image of a batch may go through a different sub-network in the
 same pass (per-sample unit masks), so predicting for T tasks costs one stacked forward and one
-LRP pass, not T of each. :class:`SubnetworkRunner` is a short-lived view of a learner's fitted
-state; it owns nothing.
+LRP pass, not T of each. :class:`Subnetworks` is a short-lived view of a learner's network,
+unit ledger and class offsets; it owns nothing. What the passes mean (P_T, the answer, the scope
+score, explanations) is :mod:`rerelrp.method.predictor`'s.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rerelrp.lrp.relevance import LrpResult, RelevanceReader, sample_masks, unit_activation
-from rerelrp.method.base import Prediction
-from rerelrp.method.recognition import chain_probabilities, in_task_probability, signals
-from rerelrp.method.scope import scope_distance, scope_scores, scope_statistics, threshold
+from rerelrp.method.recognition import signals
+from rerelrp.method.scope import scope_statistics
 from rerelrp.model.batching import rows_per_pass
 from rerelrp.model.inputs import LazyInputs
-from rerelrp.model.units import layer_starts, unit_pairs
-
-
-@dataclass
-class Explanation:
-    """Input heatmaps and most relevant units of every sub-network, with the task-agnostic prediction.
-
-    ``prediction`` equals what ``ReReLRP.predict`` returns for the same images under the
-    default composite (the recognisers read relevance, so another composite may recognise differently).
-    """
-
-    heatmaps: np.ndarray  # (N, T, size, size) input relevance, summed over colour
-    subnet_class: np.ndarray  # (N, T) class each sub-network predicts (the LRP start)
-    subnet_prob: np.ndarray  # (N, T) softmax probability of that class within its head
-    top_units: list  # [n][m] -> list of (layer, unit, relevance), most relevant first
-    prediction: Prediction
-    composite: str = ""
+from rerelrp.model.units import layer_starts
 
 
 def _pad_to(part, width):
     return F.pad(part, (0, width - part.shape[-1]), value=float("-inf"))
 
 
-class SubnetworkRunner:
+class Subnetworks:
     """Runs images through the sub-networks of a network, its unit ledger and its class offsets."""
 
     def __init__(self, net, ledger, offsets, composite, device):
@@ -208,59 +190,3 @@ class SubnetworkRunner:
         memo.update(lrp_tasks=lrp_tasks, sizes=dict(self.ledger.layer_sizes), starts=starts[:, :lrp_tasks].clone(),
                     logits=logits[:, :lrp_tasks].clone(), units=units[:, :lrp_tasks].clone())
         return starts, logits, units
-
-    def recognise(self, units, recognizers, store):
-        """P_T for (N, T, 2U) unit signals through each sub-network."""
-        T = self.n_tasks
-        sizes = self.ledger.layer_sizes
-        p_r = np.stack(
-            [in_task_probability(recognizers[m], units[:, m, store.columns(m, sizes)]) for m in range(T - 1)],
-            axis=1,
-        ) if T > 1 else np.zeros((len(units), 0))
-        return chain_probabilities(p_r)
-
-    def scope(self, units, stats, store, rate):
-        """Out-of-scope scores (N,) from (N, T, 2U) unit signals and (N, 7) input statistics (see
-        :mod:`rerelrp.method.scope`); NaN when no task has scope data (a workspace saved before the scope check existed)."""
-        sizes = self.ledger.layer_sizes
-        distances, thresholds = [], []
-        for m in range(self.n_tasks):
-            if len(store.scope[m]):
-                width = store.scope_stats[m].shape[1]  # 7: a task saved before the layout statistics
-                rows = np.concatenate([units[:, m, store.activation_columns(m, sizes)], stats[:, :width]], 1)
-                distances.append(scope_distance(store.scope_reference(m), rows, width))
-                thresholds.append(threshold(store.scope[m], rate))
-        if not distances:
-            return np.full(len(units), np.nan)
-        return scope_scores(np.stack(distances, 1), thresholds)
-
-    def answer(self, subnet_class, logits, units, stats, recognizers, store, class_names, scope_rate):
-        """The task-agnostic :class:`Prediction` from each sub-network's class, (-inf padded) logits and unit signals."""
-        p_task = self.recognise(units, recognizers, store)
-        task = p_task.argmax(1)
-        local = subnet_class[np.arange(len(task)), task]
-        glob = self.offsets[task] + local
-        score = self.scope(units, stats, store, scope_rate)
-        return Prediction(task, local, glob, p_task, subnet_class, [class_names[g] for g in glob],
-                          score, np.nan_to_num(score, nan=0.0) > 1.0, subnet_proba=torch.softmax(logits, -1).numpy())
-
-    def predict(self, images, input_size, recognizers, store, class_names, scope_rate, memo=None):
-        subnet_class, logits, units, _, stats = self.stacked(images, input_size, memo=memo)
-        return self.answer(subnet_class, logits, units, stats, recognizers, store, class_names, scope_rate)
-
-    def explain(self, images, input_size, recognizers, store, class_names, composite, top_k, scope_rate):
-        subnet_class, logits, units, heats, stats = self.stacked(images, input_size, heatmap=True, composite=composite)
-        relevance = units[..., : self.ledger.n_units]
-        prob = torch.softmax(logits, -1).gather(-1, torch.as_tensor(subnet_class)[..., None])[..., 0].numpy()
-        names, starts = list(self.ledger.layer_sizes), layer_starts(self.ledger.layer_sizes)
-        top = []
-        for i in range(len(units)):
-            per_task = []
-            for m in range(self.n_tasks):
-                best = np.argsort(-relevance[i, m])[:top_k]
-                per_task.append([(names[layer], int(unit), float(relevance[i, m, u]))
-                                 for (layer, unit), u in zip(unit_pairs(best, starts), best)])
-            top.append(per_task)
-        return Explanation(heats, subnet_class, prob, top,
-                           self.answer(subnet_class, logits, units, stats, recognizers, store, class_names, scope_rate),
-                           composite)
