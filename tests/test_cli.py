@@ -117,3 +117,11 @@ def test_a_task_that_learned_nothing_is_warned_about_loudly(tmp_path, capsys):
     warnings = json.loads((out / "metrics.json").read_text())["warnings"]
     assert len(warnings) == 2 and all(any("learned nothing" in w for w in per_task) for per_task in warnings)
     assert "WARNING task 0:" in capsys.readouterr().err  # printed although --quiet
+
+
+def test_explicit_options_are_the_ones_the_command_line_gave():
+    from rerelrp.cli.parser import explicit_options
+
+    argv = ["run", "--data", "a.npz", "--data", "b.npz", "--epochs", "3", "--out", "x", "--quiet"]
+    assert explicit_options(argv, "run") == {"data", "epochs", "out", "quiet"}
+    assert explicit_options(["run", "--data", "demo", "--out", "x"], "run") == {"data", "out"}

@@ -158,8 +158,19 @@ def add_group_by(parser):
 
 
 def explicit_options(argv, command):
-    """The options given on the command line (not filled in from defaults) for ``command``."""
+    """The options given on the command line (not filled in from defaults) for ``command``.
+
+    A first parse names every option of the command; a second, whose defaults are all an empty
+    :class:`_Unset` (``set_defaults``), shows which of them the command line set. An ``append``
+    option copies its default and appends to the copy, so it is given when that copy is not empty.
+    """
+    names = vars(build_parser().parse_args(argv))
     parser = build_parser()
-    for action in parser.subcommands[command]._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(parser.parse_args(argv))) - {"command", "handler"}
+    parser.subcommands[command].set_defaults(**{name: _Unset() for name in names})
+    given = vars(parser.parse_args(argv))
+    return {name for name, value in given.items() if not (isinstance(value, _Unset) and not value)} - {"command",
+                                                                                                        "handler"}
+
+
+class _Unset(list):
+    """The default of every option in :func:`explicit_options`' second parse (a list, for ``append`` options)."""

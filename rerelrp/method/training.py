@@ -22,6 +22,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from rerelrp.model.batching import rows_per_pass
 from rerelrp.model.inputs import random_shift
 
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -160,7 +162,7 @@ def recalibrate_batchnorm(net, source, hooks=None, masks=None, limit=2048, batch
 
     batch_size = batch_size or min(256, rows_per_pass(source.size))
 
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in net.modules() if isinstance(m, BATCH_NORMS)]
     if not norms or len(source) < 2:
         return
     hooks = hooks or NoHooks()

@@ -282,7 +282,7 @@ class _ProcessPool:
         from joblib.externals.loky.backend.context import get_context
 
         ctx = get_context("loky")
-        self.events, self.stop = ctx.SimpleQueue(), ctx.Event()
+        self.events, self.stop = ctx.Queue(), ctx.Event()
         env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                           "LOKY_MAX_CPU_COUNT")}
         self.executor = ProcessPoolExecutor(max_workers=jobs, context=ctx, initializer=_init_process_worker,
@@ -293,10 +293,11 @@ class _ProcessPool:
 
     def _forward(self):
         while True:
-            if self.events._reader.poll(POLL_SECONDS):
-                self.inbox.put(tuple(self.events.get()))
-            elif self.closing.is_set():
-                return
+            try:
+                self.inbox.put(tuple(self.events.get(timeout=POLL_SECONDS)))
+            except queue.Empty:
+                if self.closing.is_set():
+                    return
 
     def submit(self, run):
         return self.executor.submit(_process_run, run)
