@@ -196,6 +196,11 @@ def forest_variant(cache, n_rows=None, k_rel=None, acts=True, float16=False, n_t
             nbytes += block.size * (2 if float16 else 4)
         nbytes += len(cols) * UNIT_LIST
         models.append(fit_recognizer(np.concatenate(X), np.concatenate(y), n_trees, seed=seed * 7919 + m))
+    # the newest task's own rows are kept too, for the recogniser it gets when the next task comes
+    own = cache.store(T - 1, T - 1)
+    n_own = min(len(own), n_rows or len(own))
+    n_cols = (cache.n_rel[T - 1] if k_rel is None else k_rel) + (own.shape[1] - cache.n_rel[T - 1] if acts else 0)
+    nbytes += n_own * n_cols * (2 if float16 else 4) + n_cols * UNIT_LIST
     out = {}
     for split in ("val", "test"):
         out[split] = [chain(np.stack([in_task_probability(models[m], cache.X(split, t, m)[:, pick[m]])
@@ -343,9 +348,8 @@ def gaussian_loglik(cache, cfg):
         cols = columns_of(cache, m, cfg["features"])
         train = {s: transform(feature_block(cache, cfg["features"], cfg["source"], "train", s, m, cols), cfg["tf"])
                  for s in range(m, T)}
+        # the store keeps no labels: one mean per task there
         labels = {s: (cache.z[f"all/{s}/labels"] if cfg["source"] == "all" else None) for s in range(m, T)}
-        if cfg["source"] == "store":
-            labels = {s: None for s in range(m, T)}  # the store keeps no labels: one mean per task
         groups = []  # (task, means (c, dim), class log-priors (c,))
         centred = {}
         for s in range(m, T):
@@ -359,16 +363,14 @@ def gaussian_loglik(cache, cfg):
                 means, prior = X.mean(0)[None], np.zeros(1)
                 centred[s] = X - means[0]
             groups.append((s, means, prior))
-        dim = train[m].shape[1]
         if cfg["tied"] == "recognizer":
             pooled = np.concatenate(list(centred.values()))
-            covs = {s: None for s in range(m, T)}
             shared = gaussian_from(pooled, cfg)
         else:
             covs = {s: gaussian_from(centred[s], cfg) for s in range(m, T)}
         task_prior = np.log(np.array([len(train[s]) for s in range(m, T)], float))
         task_prior -= np.log(np.exp(task_prior).sum())
-        for s, means, _ in groups:
+        for _, means, _ in groups:
             nbytes += means.size * width + len(means) * width  # means, class priors
         nbytes += (T - m) * width + len(cols) * UNIT_LIST  # task priors, the unit list
         nbytes += (shared.n_params if cfg["tied"] == "recognizer" else sum(g.n_params for g in covs.values())) * width
@@ -385,6 +387,13 @@ def gaussian_loglik(cache, cfg):
                     else:
                         ll.append(np.logaddexp.reduce(per_class + prior, 1) + lp)
                 out[split][t][m] = np.stack(ll, 1)
+    # the newest task's own statistics are kept too, for the recogniser it gets when the next task comes
+    m = T - 1
+    cols = columns_of(cache, m, cfg["features"])
+    X = transform(feature_block(cache, cfg["features"], cfg["source"], "train", m, m, cols), cfg["tf"])
+    n_means = len(np.unique(cache.z[f"all/{m}/labels"])) if cfg["classes"] and cfg["source"] == "all" else 1
+    nbytes += (n_means * (X.shape[1] + 1) + 1) * width + len(cols) * UNIT_LIST
+    nbytes += gaussian_from(X - X.mean(0), cfg).n_params * width
     return out, nbytes
 
 
@@ -520,8 +529,7 @@ def run_all(caches, quick):
     # the package as it ran (its own fitted forests), and the store bytes it reported
     per = [{s: score(c, s, [c.z[f"{s}/{t}/p_package"] for t in range(c.T)]) for s in ("val", "test")} for c in caches]
     add("package", "package forests (as fitted in the run)", {}, per,
-        [sum(r.nbytes for k, r in c.z.items() if k.startswith("store/") and not k.startswith(f"store/{c.T - 1}/"))
-         for c in caches],
+        [sum(r.nbytes for k, r in c.z.items() if k.startswith("store/")) for c in caches],
         {"stored_bytes_reported": [int(sum(c.meta["stored_bytes"])) for c in caches]})
     # (a) forests on rows
     forest_grid = [("2048 rows, 40 rel + acts", {})]
@@ -557,9 +565,11 @@ def run_all(caches, quick):
         gaussian_family(caches, cfg, add, quick)
         if i % 10 == 9:
             print(f"  ({i + 1}/{len(grid)} Gaussian structures, {time.perf_counter() - clock:.0f} s)", flush=True)
-    for under in (None, BUDGET):
-        best = best_of(results, "gaussian", under)
-        if best is not None:
+    done = []
+    for under in (None, BUDGET, BUDGET // 4):
+        best = best_of([r for r in results if not r["config"].get("fp16")], "gaussian", under)
+        if best is not None and best["config"] not in done:
+            done.append(best["config"])
             cfg = dict(best["config"], fp16=True)
             gaussian_family(caches, {k: v for k, v in cfg.items() if k not in ("tau", "combine")}, add, quick,
                             only=(cfg["tau"], cfg["combine"]))
@@ -631,7 +641,7 @@ def plot(results, path):
     fig.write_html(path, include_plotlyjs="cdn")
     try:
         fig.write_image(str(path).replace(".html", ".png"))
-    except Exception as error:  # kaleido is not installed here
+    except (ImportError, RuntimeError, ValueError) as error:  # kaleido is not installed here
         print(f"no PNG ({type(error).__name__}); wrote {path}", flush=True)
 
 
@@ -683,6 +693,7 @@ def main():
             if not paths[s].exists():
                 extract(s, paths[s], args.quick)
     if "evaluate" in args.steps:
+        os.environ.setdefault("LOKY_MAX_CPU_COUNT", os.environ.get("OMP_NUM_THREADS", "1"))  # forests: n_jobs=-1
         caches = [Cache(paths[s]) for s in seeds if paths[s].exists()]
         out = Path(args.out + ("-quick" if args.quick else ""))
         out.mkdir(parents=True, exist_ok=True)
