@@ -50,6 +50,9 @@ table = pd.DataFrame([
     for r in rows
 ])
 st.dataframe(table, hide_index=True, width="stretch")
+st.caption("A unit one task kept can be kept again by later tasks (read, never changed): **shared** counts such units, "
+           "so the **kept by** columns add up to more than the layer's units. The bars count each unit once, for the "
+           "task that kept it first.")
 grown = [(h.task, layer, n) for h in learner.history_ for layer, n in h.grown.items()]
 if grown:
     st.caption("Growth: " + "; ".join(f"before task {t}: {layer} +{n}" for t, layer, n in grown))

@@ -195,7 +195,7 @@ def show_task_order(learned):
 # ------------------------------------------------------------------------------ inspecting
 names = list(state.datasets)
 if not names:
-    st.info("No data set loaded.")
+    st.info("No data set loaded for further tasks: add one above." if state.n_learned else "No data set loaded.")
     if state.n_learned:
         st.subheader("Task order")
         show_task_order(state.n_learned)

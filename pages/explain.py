@@ -16,7 +16,7 @@ from rerelrp.text import md
 state = model_page(
     "Explain",
     "Which pixels make each task's sub-network predict its class: red speaks for the predicted class, "
-    "blue against it (LRP, each panel scaled to its own largest magnitude).",
+    "blue against it (LRP).",
     "Explanations are available",
 )
 
@@ -56,6 +56,9 @@ with controls:
     composite = st.selectbox("LRP composite", COMPOSITES, index=COMPOSITES.index(learner.composite),
                              key="ex_composite")
     overlay = st.toggle("Overlay on the image", value=True, key="ex_overlay")
+    shared = st.toggle("One colour scale for all panels", value=False, key="ex_shared",
+                       help="Off: each panel is scaled to its own largest magnitude. On: all panels share the largest, "
+                            "so that a weak sub-network looks weak")
     top_k = st.slider("Most relevant units", 3, 15, 5, key="ex_topk")
 
 if image is None:
@@ -77,8 +80,8 @@ predicted = []
 for m in range(T):
     cls = learner.tasks_[m]["classes"][int(ex.subnet_class[0, m])]
     predicted.append(cls)
-    mark = "" if truth_task != m else (" ✓ right" if cls == truth else f" ✗ wrong (true: {truth})")
-    titles.append(f"task {m}: predicted {cls} (p={ex.subnet_prob[0, m]:.2f}){mark}")
+    mark = "" if truth_task != m else (" ✓" if cls == truth else f" ✗ (true: {truth})")
+    titles.append(f"task {m} → {cls} ({ex.subnet_prob[0, m]:.2f}){mark}")
 # the task-agnostic answer from the same LRP pass; a DICOM modality no task has is out of scope (on a copy: cached)
 recognised = apply_modality(dataclasses.replace(ex.prediction), [modality], learner.tasks_)
 with view:
@@ -99,7 +102,12 @@ with view:
                     + ("" if ex.composite == learner.composite else
                        f"; read with {ex.composite}, the recognisers were fitted with {learner.composite}")
                     + ".")
-    plot(heatmap_figure(image, ex.heatmaps[0], titles, overlay=overlay), key="ex_heatmaps")
+    chosen = None if recognised.out_of_scope[0] else int(recognised.task[0])
+    plot(heatmap_figure(image, ex.heatmaps[0], titles, overlay=overlay, chosen=chosen, shared_scale=shared),
+         key="ex_heatmaps")
+    st.caption(("▶ and a frame mark the sub-network of the task the model recognised. " if chosen is not None else "")
+               + ("One colour scale for all panels: their colours compare." if shared else
+                  "Each panel is scaled to its own largest magnitude: compare where, not how strongly."))
 
 st.subheader("Most relevant units per sub-network")
 colors = task_colors(T)

@@ -126,6 +126,9 @@ for k, (label, _, true_task, true_class) in enumerate(items):
         row["result"] = verdict(bool(pred.out_of_scope[k]), true_task < T, t == true_task, row["class"] == true_class)
     rows.append(row)
 table = pd.DataFrame(rows)
+KEY_COLUMNS = ["file", "answer", "class", "P_T", "result", "true task", "true class", "scope score", "scope reason",
+               "task", "task name"]  # what is read first stays left of the wide per-task columns
+table = table[[c for c in KEY_COLUMNS if c in table] + [c for c in table if c not in KEY_COLUMNS]]
 
 st.subheader(f"{len(items)} image(s)")
 if "true task" in table:
@@ -142,8 +145,9 @@ if flagged:
 elif np.isnan(pred.scope_score).all():
     st.caption("No scope check: this model was saved without it (rerelrp 0.2.0) or without activation features.")
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={f"P_T {m}": st.column_config.ProgressColumn(f"P_T {m}", min_value=0.0, max_value=1.0,
-                                                                        format="%.2f") for m in range(T)})
+             column_config={"task name": st.column_config.TextColumn("task name", width="medium"),
+                            **{f"P_T {m}": st.column_config.ProgressColumn(f"P_T {m}", min_value=0.0, max_value=1.0,
+                                                                           format="%.2f") for m in range(T)}})
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="recognition.csv",
                    mime="text/csv", icon=":material/download:", key="rec_csv")
 
@@ -173,7 +177,7 @@ with c2:
     try:
         ex = explain_one(inputs[choice])
         p = ex.subnet_prob[0, t]
-        plot(heatmap_figure(image, [ex.heatmaps[0, t]], [f"task {t}: predicted {cls} (p={p:.2f})"], overlay=overlay),
+        plot(heatmap_figure(image, [ex.heatmaps[0, t]], [f"task {t} → {cls} ({p:.2f})"], overlay=overlay),
              key="rec_heatmap")
     except RerelrpError as exc:
         show_error(exc)

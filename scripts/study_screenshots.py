@@ -228,6 +228,16 @@ def open_workspace(page):
     wait_idle(page)
     page.get_by_text("2 of 2 planned tasks learned").wait_for(timeout=120_000)
     wait_idle(page)
+    load_learned_data(page)
+
+
+def load_learned_data(page):
+    """Press the Data page's "Load the learned tasks' data" (an opened workspace's data are read only when asked)."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Load the learned tasks' data").click()
+    expect(page.get_by_role("button", name="Load the learned tasks' data")).to_have_count(0, timeout=180_000)
+    wait_idle(page)
 
 
 def train_tabs(page, out, max_kb):
@@ -291,7 +301,7 @@ def wrong_and_right(workspace):
 
 def explain(page, out, picks, max_kb):
     go(page, "Explain")
-    page.get_by_text("task 0: predicted").first.wait_for(timeout=120_000)
+    page.get_by_text("task 0 → ").first.wait_for(timeout=120_000)
     settle(page)
     for kind, (index, true_class) in picks.items():
         sample = page.get_by_role("spinbutton", name="Sample", exact=False)

@@ -88,7 +88,7 @@ def plotly_array(value):
 
 
 def chart_text(at):
-    return json.dumps([c.get("layout", {}) for c in charts(at)])
+    return json.dumps([c.get("layout", {}) for c in charts(at)], ensure_ascii=False)
 
 
 def train_next(at, epochs=1):
@@ -350,7 +350,7 @@ def test_demo_end_to_end_without_network(app):
         # Explain: test sample, every sub-network side by side, overlay toggle, another composite
         goto(app, "explain")
         text = chart_text(app)
-        assert "task 0: predicted" in text and "task 1: predicted" in text
+        assert "task 0 → " in text and "task 1 → " in text
         heat = charts(app)[0]
         assert sum(1 for d in heat["data"] if d["type"] == "image") == 3  # input + 2 sub-networks
         assert len(app.dataframe) == 2  # most relevant units of each sub-network
@@ -366,7 +366,7 @@ def test_demo_end_to_end_without_network(app):
         image = state.tasks[1].test.images[0]
         app.file_uploader(key="ex_upload").set_value(("two.png", png(image), "image/png")).run()
         no_exception(app)
-        assert "task 1: predicted" in chart_text(app)
+        assert "task 1 → " in chart_text(app)
         app.file_uploader(key="ex_upload").set_value(("broken.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")).run()
         no_exception(app)
         assert any("broken.png" in e and "corrupt" in e for e in errors(app))
@@ -404,7 +404,7 @@ def test_demo_end_to_end_without_network(app):
         assert len(table) == 10 and list(table["file"][:4]) == ["img0.png", "img1.png", "img2.png", "ct.dcm"]
         assert app.get("download_button"), "no CSV download"
         text = chart_text(app)
-        assert "Task recognition P_T" in text and "predicted" in text
+        assert "Task recognition P_T" in text and " → " in text
         app.selectbox(key="rec_choice").set_value(2).run()
         no_exception(app)
 
@@ -434,7 +434,7 @@ def test_demo_end_to_end_without_network(app):
         goto(again, "train")
         assert again.metric[1].value == "2 / 5"
         goto(again, "explain")
-        assert "task 1: predicted" in chart_text(again)
+        assert "task 1 → " in chart_text(again)
 
     assert not attempts, f"outbound network attempts: {attempts}"
 

@@ -177,7 +177,7 @@ def test_add_task_then_explain_in_chromium(server, tmp_path):
 
             page.get_by_role("link", name="Explain", exact=True).click()
             page.get_by_role("heading", name="Explain", exact=True).wait_for(timeout=30_000)
-            page.get_by_text("task 0: predicted").first.wait_for(timeout=60_000)
+            page.get_by_text("task 0 → ").first.wait_for(timeout=60_000)
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
             _wait_idle(page)
             page.wait_for_timeout(1000)
@@ -185,7 +185,7 @@ def test_add_task_then_explain_in_chromium(server, tmp_path):
 
             page.reload()  # a reload is a new session: the trained model must still be there
             page.get_by_role("heading", name="Explain", exact=True).wait_for(timeout=60_000)
-            page.get_by_text("task 0: predicted").first.wait_for(timeout=60_000)
+            page.get_by_text("task 0 → ").first.wait_for(timeout=60_000)
 
             page.get_by_role("link", name="Capacity", exact=True).click()
             page.get_by_role("heading", name="Capacity", exact=True).wait_for(timeout=30_000)

@@ -185,3 +185,22 @@ def test_heatmap_figure_colour_bar_matches_the_panels():
     stops = {float(at): [round(c) for c in unlabel_rgb(color)] for at, color in bar.colorscale}
     panel = display_images.heatmap_rgb(np.array([[-1.0, 0.0, 1.0]]))[0].tolist()
     assert [stops[0.0], stops[0.5], stops[1.0]] == panel
+
+
+def test_heatmaps_of_8_tasks_wrap_mark_the_chosen_one_and_can_share_one_scale():
+    from rerelrp.figures.display_images import heatmap_rgb
+    from rerelrp.figures.plots import heatmap_figure
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    heatmaps = [np.full((8, 8), float(m + 1)) for m in range(8)]  # task m is m+1 times as strong as task 0
+    titles = [f"task {m}: a long task name that cannot fit above one small panel, predicted class x" for m in range(8)]
+    fig = heatmap_figure(image, heatmaps, titles, chosen=3)
+    assert len({t.xaxis for t in fig.data if t.type == "image"}) == 9 and fig.layout.height > 400  # two rows
+    shown = [a.text for a in fig.layout.annotations]
+    assert all(len(t) <= 30 for t in shown) and shown[4].startswith("▶")  # panel 4 = task 3
+    assert fig.layout.shapes[0].xref == "x5 domain"  # the frame around task 3's panel
+    own = heatmap_figure(image, heatmaps, titles).data[1].z
+    shared = heatmap_figure(image, heatmaps, titles, shared_scale=True)
+    assert np.array_equal(own, heatmap_figure(image, heatmaps, titles).data[8].z)  # each its own max: all pure red
+    assert np.array_equal(shared.data[8].z, heatmap_rgb(heatmaps[7], image))  # the strongest stays pure red
+    assert not np.array_equal(shared.data[1].z, own)  # the weakest is paler on the shared scale

@@ -23,11 +23,12 @@ def as_rgb(image):
     return np.ascontiguousarray(image[..., :3])
 
 
-def heatmap_rgb(heatmap, image=None, overlay=False, gamma=0.7):
+def heatmap_rgb(heatmap, image=None, overlay=False, gamma=0.7, scale=None):
     """Relevance (H, W) as uint8 RGB (H, W, 3) on the "bwr" map, symmetric around 0.
 
-    Values are scaled by the largest magnitude, so 0 is white, the strongest positive value pure
-    red and the strongest negative pure blue. With ``overlay`` the colour is blended over the
+    Values are scaled by the largest magnitude (or by ``scale``, one value shared by panels that
+    are to be compared), so 0 is white, the strongest positive value pure red and the strongest
+    negative pure blue. With ``overlay`` the colour is blended over the
     grayscale ``image`` (resized to the heatmap), opaque where relevance is strong and
     transparent where it is 0, so irrelevant pixels show the input unchanged.
     """
@@ -39,8 +40,8 @@ def heatmap_rgb(heatmap, image=None, overlay=False, gamma=0.7):
     h = np.nan_to_num(np.asarray(heatmap, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if h.ndim != 2:
         raise ValueError(f"heatmap must be 2D (H, W), not {h.shape}")
-    scale = np.abs(h).max()
-    v = h / scale if scale > 0 else np.zeros_like(h)
+    scale = np.abs(h).max() if scale is None else float(scale)
+    v = np.clip(h / scale, -1, 1) if scale > 0 else np.zeros_like(h)
     pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
     rgb = np.where((v >= 0)[..., None], get_cmap("wred")(pos), get_cmap("wblue")(neg))
     if overlay and image is not None:

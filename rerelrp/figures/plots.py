@@ -36,6 +36,7 @@ PHASE_COLORS = {
 # matplotlib's "bwr": blue (-1) -> white (0) -> red (+1), linear in RGB.
 BWR_SCALE = [[0.0, "rgb(0,0,255)"], [0.5, "rgb(255,255,255)"], [1.0, "rgb(255,0,0)"]]
 FONT = dict(family="sans-serif", size=13)
+TICK_CHARS = 26  # a task name on an axis or in a legend; the hover has the whole name
 
 
 def task_colors(n):
@@ -55,8 +56,24 @@ def safe(text):
     return html.escape(printable(text), quote=False)
 
 
-def task_labels(task_names):
-    """Unique axis labels ``"0: name"`` (two tasks may share a data set's name)."""
+def short(text, width=TICK_CHARS):
+    """``text`` cut to at most ``width`` characters, at a word where one is near, with an ellipsis."""
+    text = printable(text)
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if " " in cut[width // 2 :]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:-(") + "…"
+
+
+def task_labels(task_names, width=TICK_CHARS):
+    """Unique axis and legend labels ``"0: name"``, names cut to ``width`` (two tasks may share a data set's name)."""
+    return [f"{i}: {safe(short(name, width))}" for i, name in enumerate(task_names)]
+
+
+def full_labels(task_names):
+    """``"0: name"`` with the whole name, for hovers (axes and legends show :func:`task_labels`)."""
     return [f"{i}: {safe(name)}" for i, name in enumerate(task_names)]
 
 
@@ -92,10 +109,14 @@ def accuracy_matrix_figure(matrix, task_names, title="Accuracy (%)"):
     """Lower-triangular heatmap: row i after learning task i, column j tested on task j (0-100)."""
     z = lower_triangle(matrix)
     n_rows, n_cols = z.shape if z.size else (0, len(task_names))
-    labels = task_labels(task_names)
+    many = max(n_rows, n_cols) > 5  # then the cells are small: shorter labels, whole numbers
+    labels, full = task_labels(task_names, 16 if many else TICK_CHARS), full_labels(task_names)
     cols = labels[:n_cols] + [f"{j}" for j in range(len(labels), n_cols)]
     rows = [f"after {c}" for c in cols[:n_rows]] + [f"after {i}" for i in range(len(cols), n_rows)]
-    text = np.where(np.isnan(z), "", np.vectorize(lambda v: f"{v:.1f}")(np.nan_to_num(z))) if z.size else z
+    names = full[: max(n_rows, n_cols)] + [f"{j}" for j in range(len(full), max(n_rows, n_cols))]
+    hover = [[[names[i], names[j]] for j in range(n_cols)] for i in range(n_rows)]
+    digits = "{:.0f}" if many else "{:.1f}"
+    text = np.where(np.isnan(z), "", np.vectorize(digits.format)(np.nan_to_num(z))) if z.size else z
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -103,18 +124,19 @@ def accuracy_matrix_figure(matrix, task_names, title="Accuracy (%)"):
             y=rows,
             text=text,
             texttemplate="%{text}",
-            textfont=dict(size=12),
+            textfont=dict(size=10 if many else 12),
             zmin=0,
             zmax=100,
             colorscale="Viridis",
             colorbar=dict(title=dict(text="%"), thickness=12),
-            hovertemplate="%{y}<br>tested on %{x}<br>%{z:.2f} %<extra></extra>",
+            customdata=hover if z.size else None,
+            hovertemplate="after %{customdata[0]}<br>tested on %{customdata[1]}<br>%{z:.2f} %<extra></extra>",
             xgap=2,
             ygap=2,
         )
     )
     fig.update_yaxes(autorange="reversed")  # the row labels say "after <task>"
-    fig.update_xaxes(title_text="tested on", side="bottom")
+    fig.update_xaxes(title_text="tested on", side="bottom", tickangle=-35 if n_cols > 4 else 0)
     return _layout(fig, title, height=max(260, 90 + 42 * max(1, n_rows)))
 
 
@@ -152,8 +174,8 @@ def timings_figure(seconds_per_task, task_names=None, title="Time per phase (s)"
         ))
     fig.update_layout(barmode="stack")
     fig.update_yaxes(title_text="seconds", gridcolor="#EEEEEE")
-    fig.update_xaxes(title_text="task", type="category")
-    return _layout(fig, title, height=300, legend=dict(orientation="h", y=-0.35))
+    fig.update_xaxes(title_text="task", type="category", tickangle=-35 if n > 4 else 0)
+    return _layout(fig, title, height=300 if n <= 4 else 360)  # the legend at the right, clear of long task ticks
 
 
 # ------------------------------------------------------------------------------- capacity
@@ -168,6 +190,7 @@ def capacity_figure(capacity_rows, task_names, min_free=None, title="Capacity pe
     n_tasks = max([len(task_names)] + [len(r.get("new_by_task", [])) for r in rows])
     colors = task_colors(n_tasks)
     labels = task_labels(task_names) + [str(i) for i in range(len(task_names), n_tasks)]
+    full = full_labels(task_names) + [str(i) for i in range(len(task_names), n_tasks)]
     fig = go.Figure()
     for t in range(n_tasks):
         counts = [r["new_by_task"][t] if t < len(r.get("new_by_task", [])) else 0 for r in rows]
@@ -179,8 +202,8 @@ def capacity_figure(capacity_rows, task_names, min_free=None, title="Capacity pe
             name=f"task {labels[t]}",
             marker_color=colors[t],
             customdata=np.stack([counts, kept, [r["units"] for r in rows]], axis=1) if rows else None,
-            hovertemplate="%{y}: %{customdata[0]} of %{customdata[2]} units first kept by "
-                          + labels[t] + " (it uses %{customdata[1]})<extra></extra>",
+            hovertemplate="%{y}: %{customdata[0]} of %{customdata[2]} units first kept by task "
+                          + full[t] + " (it uses %{customdata[1]})<extra></extra>",
         ))
     fig.add_trace(go.Bar(
         y=layers,
@@ -205,7 +228,7 @@ def capacity_figure(capacity_rows, task_names, min_free=None, title="Capacity pe
                       annotation_text=f"min free {min_free:.0%}", annotation_position="top",
                       annotation_font=dict(color=WARN_COLOR, size=11))
     fig.update_layout(barmode="stack", bargap=0.25)
-    fig.update_xaxes(range=[0, 100], title_text="share of the layer's units (%)", gridcolor="#EEEEEE")
+    fig.update_xaxes(range=[0, 100], ticksuffix=" %", gridcolor="#EEEEEE")  # no axis title: the legend sits below
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=layers)
     fig = _layout(fig, title, height=max(260, 110 + 34 * len(rows)),
                   legend=dict(orientation="h", y=-0.18, traceorder="normal"))
@@ -247,6 +270,7 @@ def recognition_figure(p_task, task_names, title="Task recognition P_T"):
     """Bar chart of the chain's P_T for one image; the chosen task is drawn solid, the others faded."""
     p = np.asarray(p_task, dtype=float).reshape(-1)
     labels = task_labels(task_names)[: len(p)] + [str(i) for i in range(len(task_names), len(p))]
+    full = full_labels(task_names)[: len(p)] + [str(i) for i in range(len(task_names), len(p))]
     colors = task_colors(len(p))
     best = int(np.argmax(p)) if len(p) else -1
     fig = go.Figure(go.Bar(
@@ -256,37 +280,56 @@ def recognition_figure(p_task, task_names, title="Task recognition P_T"):
                     line=dict(color=["#222222" if i == best else "rgba(0,0,0,0)" for i in range(len(p))], width=2)),
         text=[f"{v:.2f}" for v in p],
         textposition="outside",
-        hovertemplate="%{x}: P_T = %{y:.3f}<extra></extra>",
+        customdata=full,
+        hovertemplate="%{customdata}: P_T = %{y:.3f}<extra></extra>",
     ))
     fig.update_yaxes(range=[0, 1.12], title_text="P_T", gridcolor="#EEEEEE")
-    fig.update_xaxes(type="category")
+    fig.update_xaxes(type="category", tickangle=-35 if len(p) > 4 else 0)
     return _layout(fig, title, height=300, showlegend=False)
 
 
 # ------------------------------------------------------------------------------- heatmaps
-def heatmap_figure(image, heatmaps, titles, overlay=False, input_title="input"):
-    """The input, then one relevance panel per sub-network, side by side with a shared colour bar."""
+def heatmap_figure(image, heatmaps, titles, overlay=False, input_title="input", chosen=None, shared_scale=False,
+                   per_row=5):
+    """The input, then one relevance panel per sub-network, in rows of ``per_row``, with one colour bar.
+
+    Titles are cut to fit a panel (the hover has the whole title); the ``chosen`` sub-network's
+    panel is framed; ``shared_scale`` scales every panel by the largest magnitude of all, so that
+    panels can be compared, instead of each by its own.
+    """
     heatmaps = [np.asarray(h) for h in heatmaps]
     shape = heatmaps[0].shape if heatmaps else np.asarray(image).shape[:2]
+    scale = max((float(np.abs(np.nan_to_num(h)).max()) for h in heatmaps), default=0.0) if shared_scale else None
     panels = [resize_nearest(as_rgb(image), shape)]
-    panels += [heatmap_rgb(h, image, overlay) for h in heatmaps]
+    panels += [heatmap_rgb(h, image, overlay, scale=scale) for h in heatmaps]
     n = len(panels)
-    fig = make_subplots(rows=1, cols=n, subplot_titles=[safe(t) for t in [input_title, *titles]], horizontal_spacing=0.02)
+    cols = min(n, per_row)
+    rows = -(-n // cols)
+    full = [input_title, *titles]
+    shown = [("▶ " if chosen is not None and i == chosen + 1 else "") + short(t, 28 if cols >= 5 else 36)
+             for i, t in enumerate(full)]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[safe(t) for t in shown],
+                        horizontal_spacing=0.02, vertical_spacing=0.08 if rows > 1 else 0.02)
     for i, panel in enumerate(panels):
-        fig.add_trace(go.Image(z=panel, hovertemplate="x %{x}, y %{y}<extra></extra>"), row=1, col=i + 1)
+        fig.add_trace(go.Image(z=panel, name="", hovertemplate=safe(full[i]) + "<br>x %{x}, y %{y}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
     # An invisible heatmap carries the colour bar of the relevance scale.
     fig.add_trace(go.Heatmap(
         z=[[-1.0, 1.0]], colorscale=BWR_SCALE, zmin=-1, zmax=1, showscale=True, opacity=0, hoverinfo="skip",
-        colorbar=dict(title=dict(text="relevance", side="right"), tickvals=[-1, 0, 1],
-                      ticktext=["−max", "0", "+max"], thickness=12, len=0.9),
+        colorbar=dict(title=dict(text="relevance" + (" (one scale)" if shared_scale else ""), side="right"),
+                      tickvals=[-1, 0, 1], ticktext=["−max", "0", "+max"], thickness=12, len=0.9),
         xaxis="x", yaxis="y", visible=True,
     ), row=1, col=1)
+    if chosen is not None and 0 <= chosen < len(heatmaps):
+        k = chosen + 2  # axis number of the chosen panel (the input is axis 1)
+        fig.add_shape(type="rect", xref=f"x{k} domain", yref=f"y{k} domain", x0=-0.03, x1=1.03, y0=-0.03, y1=1.03,
+                      line=dict(color="#222222", width=3))
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, ticks="", showline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, ticks="", showline=False)
     for annotation in fig.layout.annotations:
         annotation.font = dict(size=12)
-    size = 230 if n <= 4 else max(150, 900 // n)
-    return _layout(fig, None, height=size + 60, margin=dict(l=5, r=5, t=45, b=5))
+    size = 230 if cols <= 4 else 180
+    return _layout(fig, None, height=rows * (size + 45) + 15, margin=dict(l=5, r=5, t=45, b=5))
 
 
 # ---------------------------------------------------------------------------------- data
@@ -332,7 +375,7 @@ def confusion_heatmap(matrix, class_names, title="Confusion matrix"):
     coloured by its share of the true class (a rare class stays readable). Margins follow the label
     lengths; repeated names (``normal`` of two tasks) get their index so that no two rows merge."""
     counts = np.asarray(matrix, dtype=np.int64).reshape(len(class_names), len(class_names))
-    labels = [safe(c) for c in class_names]
+    labels = [safe(short(c, 2 * TICK_CHARS)) for c in class_names]
     if len(set(labels)) < len(labels):
         labels = [f"{i}: {c}" for i, c in enumerate(labels)]
     totals = counts.sum(1, keepdims=True)

@@ -92,7 +92,7 @@ class _PdfReport(SampleDrawing):
             if r["test_fingerprint"]:
                 files += ("\n" if files else "") + f"test pixels sha256 {r['test_fingerprint']}"
             origin = r["origin"] or r["kind"]
-            rows.append([str(r["index"]), r["name"], ", ".join(r["classes"]), r["source"] + (f"\n{origin}" if origin else ""),
+            rows.append([str(r["index"]), r["name"], " | ".join(r["classes"]), r["source"] + (f"\n{origin}" if origin else ""),
                          text.sizes(r), files or "-"])
         self.table(["#", "task", "classes", "source", "train / val / test", "input files and hashes"], rows,
                    [7, 24, 30, 38, 20, self.W - 119], ["R", "L", "L", "L", "C", "L"], size=6.8, line=3.4)
