@@ -65,9 +65,11 @@ if build:
     try:
         clock = time.perf_counter()
         with st.spinner(f"Explaining {len(samples)} image(s) and writing the {fmt.upper()} …"):
+            task_notes = tuple(state.task_notes)
             content = state.cached(("report", fmt, composite, title, tuple(refs), tuple(u.file_id for u in uploads or []),
-                                    id(state.comparison)),
+                                    id(state.comparison), task_notes),
                                    lambda: build_report(learner, state.run.metrics, state.report_meta(), samples,
+                                                        task_notes=task_notes,
                                                         composite=composite, title=title,
                                                         comparison=state.comparison))
             data = render_html(content).encode("utf-8") if fmt == "html" else render_pdf(content)

@@ -272,6 +272,20 @@ with tab_time:
     total = np.sum([sum(s.values()) for s in metrics.seconds])
     st.caption(f"Total {total:.1f} s on {state.describe_device()}; eval = testing on every learned task.")
 
+with st.expander("Notes on the learned tasks"):
+    st.caption("Your own words on a task (why it was added, what was odd about its data). They are kept in the "
+               "workspace and carried into reports; they are never read by the model.")
+    c1, c2 = st.columns([1, 3])
+    noted = c1.selectbox("Task", range(learned), format_func=lambda i: f"{i}: {names[i]}", key="note_task")
+    current = state.task_notes[noted]
+    text = c2.text_area("Note", current, key=f"note_text_{noted}", max_chars=4000)
+    if st.button("Save note", key="note_save", icon=":material/edit_note:", disabled=text == current):
+        try:
+            state.set_note(noted, text)
+            st.rerun()
+        except RerelrpError as exc:
+            show_error(exc)
+
 with st.expander("Undo the last task"):
     st.write("Return the model to what it was before the last task was learned: the snapshot the workspace saved "
              "then, bit for bit. The undone task becomes the next planned task again.")

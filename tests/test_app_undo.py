@@ -82,3 +82,16 @@ def test_export_then_import_in_another_session_gives_the_same_model(tab, tmp_pat
     with pytest.raises(WorkspaceError):
         other.import_archive(b"not a zip", "broken.zip")
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["shared study"]  # nothing half made
+
+
+def test_a_note_on_a_task_is_kept_in_the_workspace_and_shown_in_the_report(tab):
+    state = get_state()
+    with pytest.raises(ConfigError, match="not learned"):
+        state.set_note(0, "too early")
+    assert state.start_training(1).wait(600) and state.job.state == "done", state.job.error
+    tab.switch_page("pages/train.py").run()
+    tab.text_area(key="note_text_0").set_value("pilot: the first 40 images were rescanned").run()
+    next(b for b in tab.button if b.label == "Save note").click().run()
+    assert not tab.exception, [e.message for e in tab.exception]
+    assert state.task_notes == ["pilot: the first 40 images were rescanned"]
+    assert "rescanned" in (state.workspace / "notes.json").read_text()

@@ -140,3 +140,14 @@ def test_the_app_runs_a_comparison_in_the_background_and_reports_it(tmp_path):
     text = "\n".join(p.extract_text() for p in PdfReader(BytesIO(render_pdf(content))).pages)
     assert "Comparison with baselines" in text and "replay" in text
     assert "Comparison with baselines" not in render_html(build_report(learner, run.metrics, {"name": "t"}))
+
+
+def test_one_seed_says_so_instead_of_a_zero_spread():
+    from rerelrp.run.compare import table_rows
+
+    final = {"tag": 80.0, "taw": 90.0, "forgetting_tag": 5.0, "forgetting_taw": 0.0}
+    run = {"method": "rerelrp", "seed": 0, "final": final, "images_stored": 0, "bytes_stored": 2048, "seconds": 3.0}
+    one = table_rows({"methods": ["rerelrp"], "runs": [run]})[0]
+    assert one[2] == "80.00 (1 seed)" and "±" not in " ".join(one)
+    two = table_rows({"methods": ["rerelrp"], "runs": [run, {**run, "seed": 1, "final": {**final, "tag": 82.0}}]})[0]
+    assert two[2] == "81.00 ± 1.41"

@@ -796,3 +796,16 @@ def test_every_pydicom_test_file_through_run_and_predict(tmp_path, capfd):
     skipped = {line.split(": ")[0].removeprefix("skipped ") for line in err.splitlines() if line.startswith("skipped ")}
     assert len(rows) == len(predicted) > 30  # one row per readable file
     assert predicted | skipped == {str(f) for f in files} and not predicted & skipped  # every file: a row or a reason
+
+
+def test_a_workspace_compare_json_that_is_a_fifo_or_huge_is_noted_not_read(ws, tmp_path):
+    """The report of a workspace whose compare.json is a FIFO or a link to /dev/zero: a note, no hang, no read."""
+    from rerelrp.report import make_report
+
+    os.mkfifo(ws / "compare.json")
+    result = make_report(ws, tmp_path / "r.html", "html", samples=["none"])
+    assert any("comparison is not shown" in n and "FIFO" in n for n in result["notes"])
+    os.remove(ws / "compare.json")
+    os.symlink("/dev/zero", ws / "compare.json")
+    result = make_report(ws, tmp_path / "r.html", "html", samples=["none"])
+    assert any("comparison is not shown" in n and "link" in n for n in result["notes"])

@@ -17,10 +17,13 @@ from rerelrp.store.workspace import (
     import_workspace,
     is_workspace,
     load_workspace,
+    notes_for,
+    read_notes,
     resolve_workspace,
     task_fingerprint,
     undo_last_task,
     workspace_info,
+    write_note,
 )
 from rerelrp.text import printable
 from rerelrp.versions import package_versions
@@ -139,6 +142,19 @@ class SessionWorkspace:
             archive.write_bytes(data)
             import_workspace(archive, target)
         return self.open_workspace(target)
+
+    @property
+    def task_notes(self):
+        """The researcher's note on each learned task ("" where none), from the session's workspace."""
+        names = [t["name"] for t in self.learner.tasks_] if self.n_learned else []
+        return notes_for(read_notes(self.workspace), names) if is_workspace(self.workspace) else [""] * len(names)
+
+    def set_note(self, task, text):
+        """Keep the note on learned task ``task`` in the workspace (reports carry it)."""
+        if not 0 <= task < self.n_learned:
+            raise ConfigError(f"task {task} is not learned; notes are kept for learned tasks")
+        write_note(self.workspace, task, self.learner.tasks_[task]["name"], text)
+        self.activity.record(f"changed the note on task {task}")
 
     @property
     def can_learn(self):

@@ -364,7 +364,8 @@ def comparison_figure(result, title="TAg after each task (mean ± sd over seeds)
         fig.add_trace(go.Scatter(x=list(range(1, curves.shape[1] + 1)), y=curves.mean(0), name=method, mode="lines+markers",
                                  line={"color": color, "dash": "solid" if method.startswith("rerelrp") else "dot"},
                                  error_y={"type": "data", "array": sd, "visible": len(curves) > 1}))
-    _layout(fig, title, height=380, xaxis_title="tasks learned", yaxis_title="TAg (%)", yaxis_range=[0, 100])
+    _layout(fig, title, height=380, xaxis_title="tasks learned", yaxis_title="TAg (%)", yaxis_range=[0, 100],
+            showlegend=True, legend=dict(title=dict(text="method")))  # also for one method: the line is named
     fig.update_xaxes(dtick=1)
     return fig
 

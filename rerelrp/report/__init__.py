@@ -9,9 +9,10 @@ temporary file. :func:`make_report` does it all in one call (the ``rerelrp repor
 """
 from __future__ import annotations
 
+import os
 import time
 
-from rerelrp.errors import ConfigError
+from rerelrp.errors import ConfigError, DataError, WorkspaceError
 from rerelrp.fileio import write_bytes_atomic
 from rerelrp.report.content import SECTIONS, TITLES, build_report
 from rerelrp.report.fonts import find_unicode_font
@@ -26,7 +27,7 @@ from rerelrp.report.samples import (
     test_sample,
 )
 from rerelrp.run.compare import read_comparison
-from rerelrp.store.workspace import load_workspace, resolve_workspace
+from rerelrp.store.workspace import load_workspace, notes_for, read_notes, resolve_workspace
 
 __all__ = [
     "DEFAULT_MAX_SAMPLES",
@@ -67,9 +68,18 @@ def make_report(workspace, out, fmt="html", samples=None, composite=None, device
     else:
         chosen, notes = resolve_samples(samples, learner, meta, per_task, limit)
 
-    found = comparison or (path / "compare.json" if (path / "compare.json").is_file() else None)
+    shown = read_comparison(comparison) if comparison else None
+    if shown is None and os.path.lexists(path / "compare.json"):  # the workspace's own: a file someone sent
+        try:
+            shown = read_comparison(path / "compare.json", follow_links=False)
+        except DataError as exc:
+            notes = [*notes, f"the workspace's comparison is not shown: {exc}"]
+    try:
+        task_notes = notes_for(read_notes(path), [t["name"] for t in learner.tasks_])
+    except WorkspaceError as exc:
+        task_notes, notes = (), [*notes, f"the notes on the tasks are not shown: {exc}"]
     content = build_report(learner, metrics, meta, chosen, composite=composite, title=title, notes=notes,
-                           comparison=read_comparison(found) if found else None)
+                           comparison=shown, task_notes=task_notes)
     data = render_html(content).encode("utf-8") if fmt == "html" else render_pdf(content)
     write_bytes_atomic(out, data)
     return {"path": str(out), "workspace": str(path), "format": fmt, "bytes": len(data), "n_samples": len(chosen),

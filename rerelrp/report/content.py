@@ -46,9 +46,11 @@ def comparison_block(result):
 
 
 # ------------------------------------------------------------------------------------ content
-def build_report(learner, metrics, meta, samples=(), composite=None, title=None, notes=(), comparison=None):
+def build_report(learner, metrics, meta, samples=(), composite=None, title=None, notes=(), comparison=None,
+                 task_notes=()):
     """Everything a report shows, as plain data (numbers, strings, uint8/float arrays); ``comparison``:
-    a result of :func:`rerelrp.run.compare.compare` to show beside the model's own figures."""
+    a result of :func:`rerelrp.run.compare.compare` to show beside the model's own figures;
+    ``task_notes``: the researcher's note on each learned task ("" for none), in task order."""
     cfg = learner.get_params()
     names = [t["name"] for t in learner.tasks_]
     m = metrics.to_dict()
@@ -68,6 +70,7 @@ def build_report(learner, metrics, meta, samples=(), composite=None, title=None,
         },
         "tasks": [_task_row(i, t, (meta.get("fingerprints") or [None] * learner.n_tasks)[i])
                   for i, t in enumerate(learner.tasks_)],
+        "task_notes": [(i, names[i], note) for i, note in enumerate(task_notes) if note and i < len(names)],
         "data": data_rows(learner, history, m),
         "settings": cfg,
         "task_settings": task_settings(cfg, history, learner.n_tasks),

@@ -96,6 +96,10 @@ class _PdfReport(SampleDrawing):
                          text.sizes(r), files or "-"])
         self.table(["#", "task", "classes", "source", "train / val / test", "input files and hashes"], rows,
                    [7, 24, 30, 38, 20, self.W - 119], ["R", "L", "L", "L", "C", "L"], size=6.8, line=3.4)
+        if self.c.get("task_notes"):
+            self.subheading("Notes on the tasks")
+            for i, name, note in self.c["task_notes"]:
+                self.para(f"Task {i} ({name}): {note}")
 
     def comparison(self):
         cmp, W = self.c["comparison"], self.W

@@ -11,13 +11,17 @@ once when both are asked for) and reports that training's time.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 import rerelrp.run.parallel as parallel
 from rerelrp.errors import ConfigError, DataError
 from rerelrp.figures.plots import comparison_figure
-from rerelrp.fileio import write_bytes_atomic, write_json_atomic
+from rerelrp.fileio import RefusedFile, parse_json, read_regular, write_bytes_atomic, write_json_atomic
 from rerelrp.run.method_run import ABLATION, METHODS
+
+MAX_COMPARISON_BYTES = 64 * 2**20  # a comparison of hundreds of runs is well under a megabyte
 
 
 def parse_methods(text):
@@ -105,12 +109,13 @@ HEADER = ("method", "seeds", "TAg", "TAw", "forgetting TAg", "forgetting TAw", "
 
 
 def table_rows(result):
-    """The comparison as text cells under :data:`HEADER`: mean ± sd over the seeds (markdown, reports, app)."""
+    """The comparison as text cells under :data:`HEADER`: mean ± sd over the seeds, or "(1 seed)" (markdown, reports, app)."""
     rows = []
     for row in summary(result):
         kept = "relevance rows" if row["method"].startswith("rerelrp") else "images"
+        spread = (lambda sd: f" ± {sd:.2f}") if row["seeds"] > 1 else (lambda sd: " (1 seed)")  # no sd of one run
         rows.append([row["method"], str(row["seeds"])]
-                    + [f"{row[k][0]:.2f} ± {row[k][1]:.2f}" for k in ("tag", "taw", "forgetting_tag", "forgetting_taw")]
+                    + [f"{row[k][0]:.2f}{spread(row[k][1])}" for k in ("tag", "taw", "forgetting_tag", "forgetting_taw")]
                     + [str(row["images_stored"]), f"{row['bytes_stored'] / 1024:,.0f} KiB ({kept})",
                        f"{row['seconds']:.0f}"])
     return rows
@@ -138,16 +143,17 @@ def write_comparison(result, out):
     return [out / "compare.json", out / "compare.md", out / "compare.html"]
 
 
-def read_comparison(path):
-    """A ``compare.json`` written by :func:`write_comparison`; a clear error naming the file otherwise."""
-    import json
-    from pathlib import Path
+def read_comparison(path, follow_links=True):
+    """A ``compare.json`` written by :func:`write_comparison`; a clear error naming the file otherwise.
 
-
+    Read like any file a workspace someone sent may hold: a regular file of at most
+    ``MAX_COMPARISON_BYTES``, JSON of bounded depth (``follow_links=False`` for the one inside a
+    workspace; a path the user gives may be a link).
+    """
     path = Path(path)
     try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        result = parse_json(read_regular(path, MAX_COMPARISON_BYTES, follow_links=follow_links))
+    except (OSError, ValueError, RefusedFile) as exc:
         raise DataError(str(path), f"cannot read the comparison: {exc}") from None
     if not isinstance(result, dict) or not isinstance(result.get("runs"), list) or not result.get("methods"):
         raise DataError(str(path), "not a comparison written by 'rerelrp compare' (no 'methods' and 'runs')")

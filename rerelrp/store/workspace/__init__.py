@@ -42,6 +42,7 @@ from rerelrp.store.workspace.files import (
 )
 from rerelrp.store.workspace.listing import list_workspaces, workspace_info
 from rerelrp.store.workspace.loading import load_workspace
+from rerelrp.store.workspace.notes import notes_for, read_notes, write_note
 from rerelrp.store.workspace.saving import save_workspace
 from rerelrp.store.workspace.undo import undo_last_task
 
@@ -61,6 +62,9 @@ __all__ = [
     "save_workspace",
     "split_fingerprint",
     "task_fingerprint",
+    "notes_for",
+    "read_notes",
     "undo_last_task",
+    "write_note",
     "workspace_info",
 ]

@@ -1,4 +1,4 @@
-"""A workspace as one file: its current snapshot (and ``compare.json``) in a zip archive, and back.
+"""A workspace as one file: its current snapshot (with ``compare.json`` and ``notes.json``) in a zip archive, and back.
 
 Why zip, not tar: a zip's central directory lists every entry with its type, compression and
 declared size before a byte is extracted, so a hostile archive (a path leading out, a link, a
@@ -42,13 +42,14 @@ from rerelrp.store.workspace.files import (
 )
 from rerelrp.store.workspace.listing import workspace_info
 from rerelrp.store.workspace.loading import load_workspace, verified_files
+from rerelrp.store.workspace.notes import NOTES_FILE, read_notes
 from rerelrp.text import printable
 
 MAX_ARCHIVE_ENTRIES = MAX_ENTRIES + 8  # a snapshot's entries, CURRENT, compare.json and the folders
 
 MAX_ARCHIVE_BYTES = 2 * MAX_FILE_BYTES  # declared uncompressed total: a network and its arrays at their limits
 
-_ENTRY_RE = re.compile(r"^(?:CURRENT|compare\.json)$|^snapshots/(snap-\d{6})/(.+)$")
+_ENTRY_RE = re.compile(r"^(?:CURRENT|compare\.json|notes\.json)$|^snapshots/(snap-\d{6})/(.+)$")
 _FOLDER_RE = re.compile(r"^snapshots/(?:snap-\d{6}/(?:estimators/)?)?$")
 _CHUNK = 1 << 20
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same workspace gives the same archive
@@ -74,8 +75,9 @@ def export_workspace(path, archive_path, *, overwrite=False):
         members = {"CURRENT": read_limited(path, path / "CURRENT", "CURRENT", MAX_POINTER),
                    f"{where}/manifest.json": read_file(path, snapshot, "manifest.json", MAX_JSON)}
         members |= {f"{where}/{rel}": data for rel, data in sorted(verified_files(path, snapshot, manifest).items())}
-        if os.path.lexists(path / "compare.json"):
-            members["compare.json"] = read_limited(path, path / "compare.json", "compare.json", MAX_JSON)
+        for extra in ("compare.json", NOTES_FILE):  # the workspace-level files that travel with the model
+            if os.path.lexists(path / extra):
+                members[extra] = read_limited(path, path / extra, extra, MAX_JSON)
     with replaced_when_done(archive) as tmp, open(tmp, "wb") as handle:
         with zipfile.ZipFile(handle, "w", allowZip64=True) as zf:
             for name, data in members.items():
@@ -242,5 +244,6 @@ def _open_as_workspace(archive, unpacked):
             data = read_limited(unpacked, unpacked / "compare.json", "compare.json", MAX_JSON)
             if not isinstance(parse_workspace_json(unpacked, "compare.json", data), dict):
                 raise WorkspaceError(unpacked, "does not hold a comparison", "compare.json")
+        read_notes(unpacked)  # readable notes, or a WorkspaceError naming notes.json
     except WorkspaceError as exc:
         raise ArchiveError(archive, f"does not hold a valid workspace: {exc.problem}", exc.file) from None
