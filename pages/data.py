@@ -6,6 +6,7 @@ import streamlit as st
 
 from pages.common import get_state, learned_data_offer, plot, show_error, step_seconds, workspace_picker
 from rerelrp.data import load_dataset, load_medmnist, split_into_tasks, tasks_per_dataset
+from rerelrp.data.dicom import load_dicom
 from rerelrp.errors import ConfigError, RerelrpError
 from rerelrp.figures.plots import sample_grid_figure
 from rerelrp.settings import network_input_size
@@ -46,6 +47,35 @@ GROUP_HELP = ("The unit whose images all go to one split, so that the test image
 def _split_by(column, key):
     """The DICOM splitting unit, auto preselected."""
     return column.selectbox("Split by", list(GROUP_BY), format_func=GROUP_BY.get, key=key, help=GROUP_HELP)
+
+
+# gray-level windows (centre, width in Hounsfield units for CT); the file's own window is the default
+WINDOWS = {"stored in the file": "first", "full range of the data": "full", "CT soft tissue (40 / 400)": (40.0, 400.0),
+           "CT lung (-600 / 1500)": (-600.0, 1500.0), "CT bone (400 / 1800)": (400.0, 1800.0),
+           "CT brain (40 / 80)": (40.0, 80.0)}
+WINDOW_HELP = ("How stored values become gray levels. The window stored in the file is what the scanner or the "
+               "radiologist chose; files without one use their full range. For CT, a window in Hounsfield units "
+               "shows the tissue of interest: with the full range, a CT shows little but bone.")
+
+
+def _dicom_options(key):
+    """Image size, split unit and gray-level window of a DICOM load, with what the size costs."""
+    c1, c2, c3 = st.columns(3)
+    size = c1.number_input("Image size (px)", 16, 512, 64, step=16, key=f"{key}_size", help=SIZE_HELP)
+    group = _split_by(c2, f"{key}_group")
+    window = c3.selectbox("Gray-level window", list(WINDOWS), key=f"{key}_window", help=WINDOW_HELP)
+    size_cost(size)
+    return int(size), group, WINDOWS[window]
+
+
+def _load_dicom(source, size, group, window, name=None):
+    """Load DICOM files with a progress bar that goes away whatever happens."""
+    bar = st.progress(0.0, text="reading DICOM files")
+    try:
+        return load_dicom(source, size=size, group_by=group, window=window, name=name,
+                          progress=lambda done, total: bar.progress(done / max(1, total), text=f"{done}/{total} files"))
+    finally:
+        bar.empty()
 
 
 SIZE_HELP = ("The side DICOM images are read at (padded to a square, then resized). With the input size setting at 0 "
@@ -124,30 +154,14 @@ with st.container(border=True):
         elif source == "dicom_folder":
             folder = st.text_input("Folder on this machine (one sub-folder per class, or a manifest.csv)",
                                    key="dicom_folder", placeholder="/path/to/dicom")
-            c1, c2 = st.columns(2)
-            size = c1.number_input("Image size (px)", 16, 512, 64, step=16, key="dicom_size", help=SIZE_HELP)
-            group = _split_by(c2, "dicom_group")
-            size_cost(size)
+            size, group, window = _dicom_options("dicom")
             if folder and st.button("Load folder", key="load_dicom_folder"):
-                from rerelrp.data.dicom import load_dicom
-
-                bar = st.progress(0.0, text="reading DICOM files")
-                ds = load_dicom(folder, size=int(size), group_by=group,
-                                progress=lambda done, total: bar.progress(done / max(1, total), text=f"{done}/{total} files"))
-                _added(ds)
+                _added(_load_dicom(folder, size, group, window))
         elif source == "dicom_zip":
             upload = st.file_uploader("DICOM .zip (one folder per class inside)", type=["zip"], key="dicom_zip")
-            c1, c2 = st.columns(2)
-            size = c1.number_input("Image size (px)", 16, 512, 64, step=16, key="dicom_zip_size", help=SIZE_HELP)
-            group = _split_by(c2, "dicom_zip_group")
-            size_cost(size)
+            size, group, window = _dicom_options("dicom_zip")
             if upload is not None and st.button("Load zip", key="load_dicom_zip"):
-                from rerelrp.data.dicom import load_dicom
-
-                bar = st.progress(0.0, text="reading DICOM files")
-                ds = load_dicom(upload.getvalue(), size=int(size), group_by=group, name=Path(upload.name).stem,
-                                progress=lambda done, total: bar.progress(done / max(1, total), text=f"{done}/{total} files"))
-                _added(ds)
+                _added(_load_dicom(upload.getvalue(), size, group, window, name=Path(upload.name).stem))
     except RerelrpError as exc:
         show_error(exc, "Could not load: ")
     except Exception as exc:  # noqa: BLE001 - the session keeps working whatever the file holds
@@ -273,7 +287,8 @@ with st.container(border=True):
             if not tasks:
                 raise ConfigError("choose at least one data set")
             state.set_plan(tasks, append=append)
-            st.success(f"{len(tasks)} task(s) {'appended' if append else 'planned'} after the {learned} learned.",
+            st.success(f"{len(tasks)} task(s) {'appended' if append else 'planned'}: {len(state.pending)} planned in all, "
+                       f"after the {learned} learned.",
                        icon=":material/check_circle:")
     except RerelrpError as exc:
         show_error(exc)

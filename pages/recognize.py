@@ -22,6 +22,26 @@ state = model_page(
 
 learner = state.learner
 T = learner.n_tasks
+with st.expander("What P_T and the scope score mean", icon=":material/help:"):
+    rate = learner.scope_rate
+    st.markdown(
+        "**P_T** is how sure the model is that an image belongs to task T. After each task, a recogniser learned "
+        "to tell that task's images from those of the tasks after it. The recognisers are asked in task order: "
+        "task 0's takes its share, task 1's a share of the rest, and so on; the newest task takes what is left. "
+        "The P_T of all tasks add up to 1. The answer is the class that the most probable task's sub-network "
+        "predicts. A P_T near 1 means one task clearly claims the image; several middling values mean the "
+        "recognisers disagree, and the answer is a guess between those tasks. P_T is a score from the "
+        "recognisers, not a calibrated probability of being right: compare the task recognition on the Train "
+        "page.\n\n"
+        f"**The scope score** asks whether the image looks like any learned task at all. For each task, it is "
+        f"how far the image lies from that task's own images (the activations of the task's kept units, and "
+        f"simple image statistics), divided by the distance that only {rate:.0%} of the "
+        f"task's validation images exceed. The score is the smallest of these over the tasks. At 0.95 the image "
+        f"is as close to its nearest task as most of that task's own images. At 1.05 it is a little further than "
+        f"all but {rate:.0%} of them, so it is called *none of the learned tasks*. Near 1, either way, the call is "
+        f"close. Far above 1 (2, 5) no task has seen anything like it. By design, about {rate:.0%} of a task's own "
+        "images also score above 1."
+    )
 names = [t["name"] for t in learner.tasks_]
 size = learner.input_size_
 

@@ -272,10 +272,17 @@ def test_data_page_splits_by_patient_by_default_and_shows_the_warnings(tmp_path,
         at.segmented_control(key="source").set_value("dicom_folder").run()
         assert at.selectbox(key="dicom_group").value == "auto"
         assert "patient" in at.selectbox(key="dicom_group").help
+        assert at.selectbox(key="dicom_window").value == "stored in the file"
+        at.selectbox(key="dicom_window").set_value("CT soft tissue (40 / 400)")
         at.text_input(key="dicom_folder").set_value(str(tmp_path / "scans")).run()
         next(b for b in at.button if b.label == "Load folder").click()
         at.run()
         assert not at.exception, [e.message for e in at.exception]
+        from pages.common import get_state  # the app folder is on sys.path now
+
+        loaded = get_state().datasets["scans"]
+        assert loaded.provenance["reload"]["window"] in ((40.0, 400.0), [40.0, 400.0])  # the window chosen is kept
+        assert not at.get("progress")  # the reading bar goes once the files are read
         shown = [w.value for w in at.warning]
         assert ("class 'one': 1 patient (fewer than 3): split by file instead; test figures then measure other images "
                 "of the same scan of the same patient, not new patients") in shown
