@@ -8,7 +8,7 @@ from pages.common import get_state, learned_data_offer, plot, show_error, step_s
 from rerelrp.data import load_dataset, load_medmnist, split_into_tasks, tasks_per_dataset
 from rerelrp.data.dicom import load_dicom
 from rerelrp.errors import ConfigError, RerelrpError
-from rerelrp.figures.plots import sample_grid_figure
+from rerelrp.figures.image_figures import sample_grid_figure
 from rerelrp.settings import network_input_size
 from rerelrp.text import md
 

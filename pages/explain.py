@@ -8,7 +8,8 @@ import streamlit as st
 from pages.common import image_key, model_page, plot, show_error
 from rerelrp.data.geometry import square
 from rerelrp.errors import RerelrpError
-from rerelrp.figures.plots import heatmap_figure, task_colors
+from rerelrp.figures.image_figures import heatmap_figure
+from rerelrp.figures.plots import task_colors
 from rerelrp.lrp.relevance import COMPOSITES
 from rerelrp.method.modality import apply_modality, read_image_with_modality, scope_texts
 from rerelrp.text import md

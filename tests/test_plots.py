@@ -3,7 +3,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from rerelrp.figures import display_images, plots
+from rerelrp.figures import display_images, image_figures, plots
 
 
 def test_task_colors_are_distinct_stable_and_never_grey():
@@ -141,7 +141,7 @@ def test_heatmap_figure_has_input_plus_one_panel_per_subnetwork():
     image = np.zeros((8, 8, 1), np.uint8)
     maps = np.random.default_rng(1).normal(size=(3, 28, 28))
     titles = [f"task {m}: predicted x (p=0.50)" for m in range(3)]
-    fig = plots.heatmap_figure(image, maps, titles, overlay=True)
+    fig = image_figures.heatmap_figure(image, maps, titles, overlay=True)
     images = [d for d in fig.data if isinstance(d, go.Image)]
     assert len(images) == 4
     assert all(np.asarray(d.z).shape == (28, 28, 3) for d in images)
@@ -171,7 +171,7 @@ def test_train_curve_and_sample_grid():
     grid, row = display_images.sample_grid(images, np.array([0, 0, 0, 1, 1, 1]), 2, per_class=3)
     assert grid.shape == (2 * 9 + 1, 3 * 9 + 1, 3) and row == 9
     assert grid[1:9, 1:9].max() == 0 and grid[10:18, 1:9].min() == 255  # class 0 dark row, class 1 bright row
-    fig = plots.sample_grid_figure(images, np.array([0, 0, 0, 1, 1, 1]), ["dark", "bright"], per_class=3)
+    fig = image_figures.sample_grid_figure(images, np.array([0, 0, 0, 1, 1, 1]), ["dark", "bright"], per_class=3)
     assert list(fig.layout.yaxis.ticktext) == ["dark", "bright"]
 
 
@@ -179,7 +179,7 @@ def test_heatmap_figure_colour_bar_matches_the_panels():
     """The figure's colour bar is drawn by plotly, the panels by heatmap_rgb: -max, 0 and +max look the same."""
     from plotly.colors import unlabel_rgb
 
-    fig = plots.heatmap_figure(np.zeros((4, 4, 3), np.uint8), [np.ones((4, 4))], ["t"])
+    fig = image_figures.heatmap_figure(np.zeros((4, 4, 3), np.uint8), [np.ones((4, 4))], ["t"])
     bar = next(d for d in fig.data if isinstance(d, go.Heatmap))
     assert (bar.zmin, bar.zmax) == (-1, 1) and bar.showscale
     stops = {float(at): [round(c) for c in unlabel_rgb(color)] for at, color in bar.colorscale}
@@ -189,7 +189,7 @@ def test_heatmap_figure_colour_bar_matches_the_panels():
 
 def test_heatmaps_of_8_tasks_wrap_mark_the_chosen_one_and_can_share_one_scale():
     from rerelrp.figures.display_images import heatmap_rgb
-    from rerelrp.figures.plots import heatmap_figure
+    from rerelrp.figures.image_figures import heatmap_figure
 
     image = np.zeros((8, 8, 3), np.uint8)
     heatmaps = [np.full((8, 8), float(m + 1)) for m in range(8)]  # task m is m+1 times as strong as task 0

@@ -15,8 +15,6 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from rerelrp.data.images import resize_nearest
-from rerelrp.figures.display_images import as_rgb, heatmap_rgb, sample_grid
 from rerelrp.text import printable
 
 # Tableau-like qualitative colours without grey (grey means "free capacity").
@@ -77,7 +75,7 @@ def full_labels(task_names):
     return [f"{i}: {safe(name)}" for i, name in enumerate(task_names)]
 
 
-def _layout(fig, title=None, height=None, margin=None, **extra):
+def apply_layout(fig, title=None, height=None, margin=None, **extra):
     fig.update_layout(
         title=dict(text=safe(title), x=0.0, xanchor="left") if title else None,
         margin=margin or dict(l=10, r=10, t=50 if title else 20, b=10),
@@ -137,7 +135,7 @@ def accuracy_matrix_figure(matrix, task_names, title="Accuracy (%)"):
     )
     fig.update_yaxes(autorange="reversed")  # the row labels say "after <task>"
     fig.update_xaxes(title_text="tested on", side="bottom", tickangle=-35 if n_cols > 4 else 0)
-    return _layout(fig, title, height=max(260, 90 + 42 * max(1, n_rows)))
+    return apply_layout(fig, title, height=max(260, 90 + 42 * max(1, n_rows)))
 
 
 def train_curve_figure(curve, title="Training"):
@@ -153,7 +151,7 @@ def train_curve_figure(curve, title="Training"):
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(title_text="loss", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="accuracy (%)", secondary_y=True, range=[0, 100])
-    return _layout(fig, title, height=280, legend=dict(orientation="h", y=-0.3))
+    return apply_layout(fig, title, height=280, legend=dict(orientation="h", y=-0.3))
 
 
 def timings_figure(seconds_per_task, task_names=None, title="Time per phase (s)"):
@@ -175,7 +173,7 @@ def timings_figure(seconds_per_task, task_names=None, title="Time per phase (s)"
     fig.update_layout(barmode="stack")
     fig.update_yaxes(title_text="seconds", gridcolor="#EEEEEE")
     fig.update_xaxes(title_text="task", type="category", tickangle=-35 if n > 4 else 0)
-    return _layout(fig, title, height=300 if n <= 4 else 360)  # the legend at the right, clear of long task ticks
+    return apply_layout(fig, title, height=300 if n <= 4 else 360)  # the legend at the right, clear of long task ticks
 
 
 # ------------------------------------------------------------------------------- capacity
@@ -230,7 +228,7 @@ def capacity_figure(capacity_rows, task_names, min_free=None, title="Capacity pe
     fig.update_layout(barmode="stack", bargap=0.25)
     fig.update_xaxes(range=[0, 100], ticksuffix=" %", gridcolor="#EEEEEE")  # no axis title: the legend sits below
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=layers)
-    fig = _layout(fig, title, height=max(260, 110 + 34 * len(rows)),
+    fig = apply_layout(fig, title, height=max(260, 110 + 34 * len(rows)),
                   legend=dict(orientation="h", y=-0.18, traceorder="normal"))
     fig.update_layout(margin=dict(r=190))
     fig.layout.meta = {"warned_layers": [layer for layer, w in zip(layers, warned) if w]}
@@ -262,7 +260,7 @@ def capacity_history_figure(capacity_per_task, task_names, min_free=None, title=
                       annotation_font=dict(color=WARN_COLOR, size=11))
     fig.update_yaxes(range=[0, 100], title_text="free units (%)", gridcolor="#EEEEEE")
     fig.update_xaxes(title_text="after learning task", type="category")
-    return _layout(fig, title, height=320)
+    return apply_layout(fig, title, height=320)
 
 
 # ---------------------------------------------------------------------------- recognition
@@ -285,71 +283,7 @@ def recognition_figure(p_task, task_names, title="Task recognition P_T"):
     ))
     fig.update_yaxes(range=[0, 1.12], title_text="P_T", gridcolor="#EEEEEE")
     fig.update_xaxes(type="category", tickangle=-35 if len(p) > 4 else 0)
-    return _layout(fig, title, height=300, showlegend=False)
-
-
-# ------------------------------------------------------------------------------- heatmaps
-def heatmap_figure(image, heatmaps, titles, overlay=False, input_title="input", chosen=None, shared_scale=False,
-                   per_row=5):
-    """The input, then one relevance panel per sub-network, in rows of ``per_row``, with one colour bar.
-
-    Titles are cut to fit a panel (the hover has the whole title); the ``chosen`` sub-network's
-    panel is framed; ``shared_scale`` scales every panel by the largest magnitude of all, so that
-    panels can be compared, instead of each by its own.
-    """
-    heatmaps = [np.asarray(h) for h in heatmaps]
-    shape = heatmaps[0].shape if heatmaps else np.asarray(image).shape[:2]
-    scale = max((float(np.abs(np.nan_to_num(h)).max()) for h in heatmaps), default=0.0) if shared_scale else None
-    panels = [resize_nearest(as_rgb(image), shape)]
-    panels += [heatmap_rgb(h, image, overlay, scale=scale) for h in heatmaps]
-    n = len(panels)
-    cols = min(n, per_row)
-    rows = -(-n // cols)
-    full = [input_title, *titles]
-    shown = [("▶ " if chosen is not None and i == chosen + 1 else "") + short(t, 28 if cols >= 5 else 36)
-             for i, t in enumerate(full)]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[safe(t) for t in shown],
-                        horizontal_spacing=0.02, vertical_spacing=0.08 if rows > 1 else 0.02)
-    for i, panel in enumerate(panels):
-        fig.add_trace(go.Image(z=panel, name="", hovertemplate=safe(full[i]) + "<br>x %{x}, y %{y}<extra></extra>"),
-                      row=i // cols + 1, col=i % cols + 1)
-    # An invisible heatmap carries the colour bar of the relevance scale.
-    fig.add_trace(go.Heatmap(
-        z=[[-1.0, 1.0]], colorscale=BWR_SCALE, zmin=-1, zmax=1, showscale=True, opacity=0, hoverinfo="skip",
-        colorbar=dict(title=dict(text="relevance" + (" (one scale)" if shared_scale else ""), side="right"),
-                      tickvals=[-1, 0, 1], ticktext=["−max", "0", "+max"], thickness=12, len=0.9),
-        xaxis="x", yaxis="y", visible=True,
-    ), row=1, col=1)
-    if chosen is not None and 0 <= chosen < len(heatmaps):
-        k = chosen + 2  # axis number of the chosen panel (the input is axis 1)
-        fig.add_shape(type="rect", xref=f"x{k} domain", yref=f"y{k} domain", x0=-0.03, x1=1.03, y0=-0.03, y1=1.03,
-                      line=dict(color="#222222", width=3))
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, ticks="", showline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, ticks="", showline=False)
-    for annotation in fig.layout.annotations:
-        annotation.font = dict(size=12)
-    size = 230 if cols <= 4 else 180
-    return _layout(fig, None, height=rows * (size + 45) + 15, margin=dict(l=5, r=5, t=45, b=5))
-
-
-# ---------------------------------------------------------------------------------- data
-def sample_grid_figure(images, labels, class_names, per_class=8, seed=0, title=None):
-    """A grid of sample images, one row per class, the class name at the left of its row."""
-    n_classes = len(class_names)
-    grid, row = sample_grid(images, labels, n_classes, per_class, seed)
-    fig = go.Figure(go.Image(z=grid, hoverinfo="skip"))
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, ticks="")
-    fig.update_yaxes(
-        tickmode="array",
-        ticks="",
-        tickvals=[1 + c * row + (row - 1) / 2 for c in range(n_classes)],
-        ticktext=[safe(str(name)[:28]) for name in class_names],
-        showgrid=False,
-        zeroline=False,
-    )
-    # the montage's aspect ratio at a typical column width (about 560 px), so it is not letterboxed
-    height = int(min(900, max(140, 560 * grid.shape[0] / grid.shape[1] + (40 if title else 20))))
-    return _layout(fig, title, height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10))
+    return apply_layout(fig, title, height=300, showlegend=False)
 
 
 def comparison_figure(result, title="TAg after each task (mean ± sd over seeds)"):
@@ -364,7 +298,7 @@ def comparison_figure(result, title="TAg after each task (mean ± sd over seeds)
         fig.add_trace(go.Scatter(x=list(range(1, curves.shape[1] + 1)), y=curves.mean(0), name=method, mode="lines+markers",
                                  line={"color": color, "dash": "solid" if method.startswith("rerelrp") else "dot"},
                                  error_y={"type": "data", "array": sd, "visible": len(curves) > 1}))
-    _layout(fig, title, height=380, xaxis_title="tasks learned", yaxis_title="TAg (%)", yaxis_range=[0, 100],
+    apply_layout(fig, title, height=380, xaxis_title="tasks learned", yaxis_title="TAg (%)", yaxis_range=[0, 100],
             showlegend=True, legend=dict(title=dict(text="method")))  # also for one method: the line is named
     fig.update_xaxes(dtick=1)
     return fig
@@ -399,5 +333,5 @@ def confusion_heatmap(matrix, class_names, title="Confusion matrix"):
     left = min(320, 30 + 7 * longest)
     bottom = min(260, 50 + (5 * longest if angled else 0))
     top = 50 if title else 20
-    return _layout(fig, title, height=max(260, top + bottom + 36 * k),
+    return apply_layout(fig, title, height=max(260, top + bottom + 36 * k),
                    margin=dict(l=left, r=10, t=top, b=bottom))
