@@ -9,8 +9,9 @@ from pages.common import image_key, model_page, plot, show_error
 from rerelrp.data.images import network_inputs, stack_images
 from rerelrp.errors import RerelrpError
 from rerelrp.figures.image_figures import heatmap_figure
-from rerelrp.figures.plots import recognition_figure
+from rerelrp.figures.plots import recognition_figure, reliability_figure
 from rerelrp.method.modality import apply_modality, read_image_with_modality, scope_texts
+from rerelrp.run.calibration import task_reliability
 from rerelrp.text import md
 
 state = model_page(
@@ -43,6 +44,18 @@ with st.expander("What P_T and the scope score mean", icon=":material/help:"):
         f"close. Far above 1 (2, 5) no task has seen anything like it. By design, about {rate:.0%} of a task's own "
         "images also score above 1."
     )
+    if T > 1 and len(state.tasks) >= T and st.button("Measure how well P_T is calibrated", key="rec_calibrate",
+                                                     icon=":material/straighten:",
+                                                     help="On the validation images of every learned task"):
+        st.session_state["rec_calibration"] = state.version
+    if st.session_state.get("rec_calibration") == state.version:
+        rel = state.cached(("calibration",), lambda: task_reliability(learner, state.tasks, "val"))
+        st.markdown(f"On {rel.n} validation images of the {T} learned tasks, the task is recognised for "
+                    f"{rel.recognised:.1%}. Expected calibration error (ECE) of the largest P_T: **{rel.ece:.3f}**. "
+                    "It is the mean gap between a bin's P_T and how often its task is right, weighted by the "
+                    "bin's images: 0 would mean P_T = 0.8 is right 8 times in 10. Bars above the line: P_T is "
+                    "too modest there; below it, too sure. Bars carry their 95 % interval (Wilson).")
+        plot(reliability_figure(rel), key="rec_reliability")
 names = [t["name"] for t in learner.tasks_]
 size = learner.input_size_
 

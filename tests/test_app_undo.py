@@ -95,3 +95,13 @@ def test_a_note_on_a_task_is_kept_in_the_workspace_and_shown_in_the_report(tab):
     assert not tab.exception, [e.message for e in tab.exception]
     assert state.task_notes == ["pilot: the first 40 images were rescanned"]
     assert "rescanned" in (state.workspace / "notes.json").read_text()
+
+
+def test_recognize_measures_how_well_p_t_is_calibrated(tab):
+    state = get_state()
+    assert state.start_training(2).wait(600) and state.job.state == "done", state.job.error
+    tab.switch_page("pages/recognize.py").run()
+    next(b for b in tab.button if b.label == "Measure how well P_T is calibrated").click().run()
+    assert not tab.exception, [e.message for e in tab.exception]
+    said = " ".join(m.value for m in tab.markdown)
+    assert "Expected calibration error" in said and "validation images of the 2 learned tasks" in said

@@ -335,3 +335,23 @@ def confusion_heatmap(matrix, class_names, title="Confusion matrix"):
     top = 50 if title else 20
     return apply_layout(fig, title, height=max(260, top + bottom + 36 * k),
                    margin=dict(l=left, r=10, t=top, b=bottom))
+
+
+def reliability_figure(rel, title="Is P_T a probability? Reliability on validation images"):
+    """Share of images whose task was recognised against their mean largest P_T, per bin, with the diagonal."""
+    used = rel.counts > 0
+    mid = (rel.edges[:-1] + rel.edges[1:]) / 2
+    low = [rel.accuracy[i] - rel.intervals[i][0] for i in np.flatnonzero(used)]
+    high = [rel.intervals[i][1] - rel.accuracy[i] for i in np.flatnonzero(used)]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=mid[used], y=100 * rel.accuracy[used], width=0.9 / len(mid), name="recognised (%)",
+                         marker_color=_PALETTE[0], customdata=np.stack([rel.counts[used], 100 * rel.confidence[used]], 1),
+                         error_y=dict(type="data", symmetric=False, array=100 * np.array(high),
+                                      arrayminus=100 * np.array(low), color="#555555"),
+                         hovertemplate="P_T %{x:.2f}: %{y:.1f} % recognised of %{customdata[0]} images "
+                                       "(mean P_T %{customdata[1]:.1f} %)<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 100], mode="lines", name="P_T as a probability",
+                             line=dict(color=WARN_COLOR, dash="dash")))
+    fig.update_xaxes(range=[0, 1], title_text="largest P_T of the image", dtick=0.1)
+    fig.update_yaxes(range=[0, 105], title_text="task recognised (%)", gridcolor="#EEEEEE")
+    return apply_layout(fig, title, height=340, legend=dict(orientation="h", y=-0.3))
