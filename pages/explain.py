@@ -10,6 +10,7 @@ from rerelrp.data.geometry import square
 from rerelrp.errors import RerelrpError
 from rerelrp.figures.image_figures import heatmap_figure
 from rerelrp.figures.plots import task_colors
+from rerelrp.lrp.concepts import concepts
 from rerelrp.lrp.relevance import COMPOSITES
 from rerelrp.method.modality import apply_modality, read_image_with_modality, scope_texts
 from rerelrp.text import md
@@ -118,3 +119,36 @@ for m in range(T):
         st.markdown(f':color[■]{{foreground="{colors[m]}"}} **task {m}** · {md(names[m])} → {md(predicted[m])}')
         st.dataframe(pd.DataFrame(ex.top_units[0][m], columns=["layer", "unit", "relevance"]),
                      hide_index=True, width="stretch", column_config={"relevance": st.column_config.NumberColumn(format="%.4f")})
+
+# ------------------------------------------------------------------------------ concepts (CRP)
+st.subheader("What the most relevant units respond to")
+st.caption("For one sub-network: each of its most relevant units with its own heatmap on this image (CRP: the "
+           "explanation passed through that unit only; its pixels sum to the unit's relevance) and the patches "
+           "of the task's images, loaded in this session, where the unit is most active. Computed on request, "
+           "kept in memory only.")
+c1, c2 = st.columns([2, 1])
+concept_task = c1.selectbox("Sub-network", range(T), index=chosen if chosen is not None else 0,
+                            format_func=lambda m: f"task {m}: {names[m]}", key="ex_concept_task")
+own_images = state.tasks[concept_task].train.images if concept_task < len(state.tasks) else np.zeros((0, 1, 1, 1))
+if c2.button("Show what they respond to", key="ex_concepts", icon=":material/lightbulb:"):
+    st.session_state["ex_concepts_for"] = (image_key(image), concept_task, composite, top_k)
+if st.session_state.get("ex_concepts_for") == (image_key(image), concept_task, composite, top_k):
+    pairs = [(layer, unit) for layer, unit, _ in ex.top_units[0][concept_task]]
+    try:
+        found = state.cached(("concepts", image_key(image), concept_task, composite, top_k),
+                             lambda: concepts(learner, image, concept_task, pairs, own_images[:2000], composite=composite))
+    except RerelrpError as exc:
+        show_error(exc)
+        st.stop()
+    if not len(own_images):
+        st.caption("No reference patches: this task's images are not loaded in this session (Data page).")
+    for concept in found:
+        left, right = st.columns([2, 3])
+        with left:
+            st.markdown(f"**{md(concept.layer)} unit {concept.unit}** · relevance {concept.relevance:.3f}")
+            plot(heatmap_figure(image, [concept.heatmap], [f"{concept.layer} #{concept.unit} on this image"],
+                                overlay=overlay), key=f"ex_concept_{concept.layer}_{concept.unit}")
+        if concept.references:
+            right.markdown("where it is most active in the task's images")
+            right.image([square(p, 96) for p in concept.references], width=96,
+                        caption=[f"#{k + 1}" for k in range(len(concept.references))])

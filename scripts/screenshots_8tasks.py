@@ -90,6 +90,9 @@ def browse(url, out, html_report):
                 go(page, name)
                 if name == "Recognize" and page.get_by_role("button", name="Use test images").count():
                     page.get_by_role("button", name="Use test images").click()
+                if name == "Explain":
+                    page.get_by_role("button", name="Show what they respond to").click()
+                    page.get_by_text("where it is most active in the task's images").first.wait_for(timeout=120_000)
                 settle(page)
                 check_page(page, name)
                 height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")

@@ -105,3 +105,14 @@ def test_recognize_measures_how_well_p_t_is_calibrated(tab):
     assert not tab.exception, [e.message for e in tab.exception]
     said = " ".join(m.value for m in tab.markdown)
     assert "Expected calibration error" in said and "validation images of the 2 learned tasks" in said
+
+
+def test_explain_shows_what_the_most_relevant_units_respond_to(tab):
+    state = get_state()
+    assert state.start_training(2).wait(600) and state.job.state == "done", state.job.error
+    tab.switch_page("pages/explain.py").run()
+    next(b for b in tab.button if b.label == "Show what they respond to").click().run()
+    assert not tab.exception, [e.message for e in tab.exception]
+    said = " ".join(m.value for m in tab.markdown)
+    assert said.count("· relevance") == 5 and "most active in the task's images" in said  # the top 5 units
+    assert sum(len(i.value) for i in tab.get("image")) >= 5  # reference patches shown
