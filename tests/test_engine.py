@@ -383,7 +383,8 @@ def test_task_with_one_class_is_refused(demo_tasks):
 
 @pytest.mark.parametrize("arch", ["vgg", "lenet", "resnet18"])
 def test_specialised_zplus_gives_zennits_relevance_bit_for_bit(arch, monkeypatch):
-    """Our z+ for post-ReLU inputs (one pass, a one-operation stabiliser) must equal zennit's ZPlus exactly."""
+    """Our z+ for post-ReLU inputs (one pass, a one-operation stabiliser) and our hooks that skip each
+    layer's own backward (RuleOnly) must equal zennit's stock EpsilonPlusFlat exactly."""
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer
@@ -403,6 +404,7 @@ def test_specialised_zplus_gives_zennits_relevance_bit_for_bit(arch, monkeypatch
     with RelevanceReader(net) as reader:
         stock = reader(x, offsets, heads, heatmap=True)
     assert torch.equal(ours.units, stock.units) and torch.equal(ours.heatmap, stock.heatmap)
+    assert torch.equal(ours.logits, stock.logits) and torch.equal(ours.activations, stock.activations)
 
 
 @pytest.mark.parametrize("device", DEVICES)

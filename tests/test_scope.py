@@ -11,11 +11,10 @@ from rerelrp.data.images import encode_png
 from rerelrp.method.scope import (
     MOMENTS,
     N_STATISTICS,
+    KthNearest,
+    ScopeReference,
     auroc_block,
     input_statistics,
-    knn_distance,
-    scaled,
-    scope_distance,
     scope_scores,
     scope_statistics,
     threshold,
@@ -31,9 +30,10 @@ COLUMNS = ["source", "index", "task", "task_name", "class_index", "class_name", 
 def test_knn_distance_is_the_distance_to_the_kth_nearest_row():
     reference = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
     rows = np.array([[0.0, 0.0], [10.0, 0.0]])
-    assert knn_distance(reference, rows, k=1) == pytest.approx([0.0, 9.0])
-    assert knn_distance(reference, rows, k=2) == pytest.approx([1.0, 10.0])
-    assert knn_distance(reference[:1], rows, k=5) == pytest.approx([0.0, 10.0])  # k capped by the rows there are
+    assert KthNearest(reference, k=1)(rows) == pytest.approx([0.0, 9.0])
+    assert KthNearest(reference, k=2)(rows) == pytest.approx([1.0, 10.0])
+    assert KthNearest(reference[:1], k=5)(rows) == pytest.approx([0.0, 10.0])  # k capped by the rows there are
+    assert KthNearest(reference)(rows[:0]).shape == (0,)
 
 
 def test_a_task_claims_an_image_below_its_own_threshold():
@@ -63,11 +63,27 @@ def test_statistics_count_as_much_as_the_activations_and_old_workspaces_keep_the
     reference = rng.normal(size=(500, 100 + N_STATISTICS))  # 100 activations, then the statistics
     odd_stats = np.r_[np.zeros(100), np.full(N_STATISTICS, 3.0)][None]
     odd_acts = np.r_[np.full(100, 3.0), np.zeros(N_STATISTICS)][None]
-    plain = [knn_distance(*scaled(reference, q))[0] for q in (odd_stats, odd_acts)]
+    scale = reference.std(0) + 1e-6
+    plain = [KthNearest(reference / scale)(q / scale)[0] for q in (odd_stats, odd_acts)]
     assert plain[1] > 2 * plain[0]  # plain: the 9 statistics barely count beside 100 activations
-    assert scope_distance(reference, odd_stats, MOMENTS)[0] == pytest.approx(plain[0])  # saved with 7: as before
-    blocks = [scope_distance(reference, q, N_STATISTICS)[0] for q in (odd_stats, odd_acts)]
+    assert ScopeReference(reference, MOMENTS).distance(odd_stats)[0] == pytest.approx(plain[0])  # saved with 7: as before
+    blocks = [ScopeReference(reference, N_STATISTICS).distance(q)[0] for q in (odd_stats, odd_acts)]
     assert blocks[0] == pytest.approx(blocks[1], rel=0.2)  # two equal blocks
+
+
+def test_a_tasks_scope_reference_is_made_once_and_anew_when_its_rows_are_replaced():
+    from rerelrp.method.recognition import RelevanceStore
+
+    rng = np.random.default_rng(1)
+    store, sizes = RelevanceStore(), {"a": 4}
+    store.add_task(0, rng.random((30, 8)).astype(np.float32), 2, sizes, kept_flat=np.ones(4, bool))
+    store.scope_stats.append(rng.random((30, N_STATISTICS)).astype(np.float32))
+    rows = rng.random((3, 4 + N_STATISTICS)).astype(np.float32)
+    search = store.scope_search(0)
+    assert store.scope_search(0) is search
+    assert np.array_equal(search.distance(rows), ScopeReference(store.scope_reference(0), N_STATISTICS).distance(rows))
+    store.rows[0][0] = store.rows[0][0] * 2  # a restored learner's store holds new arrays
+    assert store.scope_search(0) is not search
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import torch
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPlusFlat
 from zennit.core import BasicHook
-from zennit.rules import ClampMod
+from zennit.rules import ClampMod, Pass
 from zennit.torchvision import ResNetCanonizer
-from zennit.types import Convolution
+from zennit.types import Activation, BatchNorm, Convolution
 
 from rerelrp.errors import ConfigError
 from rerelrp.settings import COMPOSITES
@@ -26,7 +26,46 @@ from rerelrp.settings import COMPOSITES
 NORM_EPS = 1e-12
 
 
-class NonNegativeZPlus(BasicHook):
+class RuleOnly:
+    """A zennit hook whose layer's own backward never runs: only the rule's.
+
+    zennit's hooks let autograd run each layer's backward, then throw its result away for the
+    rule's. Here the layer reads a detached input and its output is linked back to the input
+    through the rule alone (:class:`_RuleLink`), so the same relevance costs one backward less
+    per layer. The rule is the hook's own ``backward``, called as zennit calls it.
+    """
+
+    def pre_forward(self, module, input):
+        if not input[0].requires_grad:
+            return None
+        self.stored_tensors["attached"] = input[0]
+        return input[0].detach()
+
+    def post_forward(self, module, input, output):
+        attached = self.stored_tensors.pop("attached", None)
+        if attached is None:
+            return None
+        return _RuleLink.apply(output, attached, lambda grad: self.backward(module, input, (grad,))[0])
+
+
+class _RuleLink(torch.autograd.Function):
+    """A layer's output whose gradient goes to the layer's input through ``rule`` only."""
+
+    @staticmethod
+    def forward(ctx, output, attached, rule):
+        ctx.rule = rule
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, ctx.rule(grad), None
+
+
+class PassOn(RuleOnly, Pass):
+    """zennit's pass rule (a layer hands relevance on unchanged), without the layer's own backward."""
+
+
+class NonNegativeZPlus(RuleOnly, BasicHook):
     """zennit's z+ rule for layers whose inputs are never negative (they follow a ReLU).
 
     zennit's ZPlus also propagates through negative inputs with negative weights; with inputs
@@ -48,7 +87,9 @@ class NonNegativeZPlus(BasicHook):
 
 
 def _epsilon_plus_flat(canonizers, input_shape, device):
-    return EpsilonPlusFlat(canonizers=canonizers, layer_map=[(Convolution, NonNegativeZPlus())])
+    # zennit's own map passes relevance through activations and (merged) BatchNorm with Pass
+    passes = [(Activation, PassOn()), (BatchNorm, PassOn())]
+    return EpsilonPlusFlat(canonizers=canonizers, layer_map=[(Convolution, NonNegativeZPlus()), *passes])
 
 
 def _epsilon_alpha2_beta1_flat(canonizers, input_shape, device):

@@ -21,7 +21,7 @@ from rerelrp.method.fitted_state import rebuild
 from rerelrp.method.predictor import Explanation, Predictor
 from rerelrp.method.pruning import search_cut
 from rerelrp.method.recognition import RelevanceStore, fit_recognizer, signals
-from rerelrp.method.scope import N_STATISTICS, scope_distance, scope_statistics
+from rerelrp.method.scope import scope_statistics
 from rerelrp.method.subnetworks import Subnetworks
 from rerelrp.method.task_report import TaskReport
 from rerelrp.method.training import Schedule, class_weights, head_loss, recalibrate_batchnorm, train
@@ -303,7 +303,7 @@ class ReReLRP(TaskSequenceLearner):
         _, acts = self._subnetworks().forward_signals(x_val, t)
         columns = self.store_.activation_columns(t, self.ledger_.layer_sizes) - self.ledger_.n_units
         rows = np.concatenate([acts[:, columns].numpy(), scope_statistics(x_val)], 1)
-        return scope_distance(self.store_.scope_reference(t), rows, N_STATISTICS).astype(np.float32)
+        return self.store_.scope_search(t).distance(rows).astype(np.float32)
 
     # ------------------------------------------------------------------ using the model
     def predict(self, images, memo=None):

@@ -15,7 +15,7 @@ import torch
 
 from rerelrp.method.base import Prediction
 from rerelrp.method.recognition import chain_probabilities, in_task_probability
-from rerelrp.method.scope import scope_distance, scope_scores, threshold
+from rerelrp.method.scope import scope_scores, threshold
 from rerelrp.model.units import layer_starts, unit_pairs
 
 
@@ -65,7 +65,7 @@ class Predictor:
             if len(store.scope[m]):
                 width = store.scope_stats[m].shape[1]  # 7: a task saved before the layout statistics
                 rows = np.concatenate([units[:, m, store.activation_columns(m, sizes)], stats[:, :width]], 1)
-                distances.append(scope_distance(store.scope_reference(m), rows, width))
+                distances.append(store.scope_search(m).distance(rows))
                 thresholds.append(threshold(store.scope[m], self.scope_rate))
         if not distances:
             return np.full(len(units), np.nan)

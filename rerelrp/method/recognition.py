@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
-from rerelrp.method.scope import MOMENTS, N_STATISTICS
+from rerelrp.method.scope import MOMENTS, N_STATISTICS, ScopeReference
 from rerelrp.model.units import layer_starts, unit_pairs
 
 
@@ -41,6 +41,7 @@ class RelevanceStore:
         self.rows = []  # per m: {t: float32 (n, k + a)}
         self.scope = []  # per m: float32 (n_val,) scope distances of task m's validation images (rerelrp.method.scope)
         self.scope_stats = []  # per m: float32 (n, 9) input statistics of the images behind rows[m][m] (or 7: older)
+        self._searches = {}  # m -> (rows[m][m], scope_stats[m], their ScopeReference): derived, never saved
 
     def columns(self, m, layer_sizes):
         """Recogniser m's columns in a :func:`signals` array of a network with these layer sizes."""
@@ -55,6 +56,15 @@ class RelevanceStore:
     def scope_reference(self, m):
         """Task m's own training rows for the scope check: activations of its kept units, input statistics."""
         return np.concatenate([self.rows[m][m][:, len(self.features[m]):], self.scope_stats[m]], 1)
+
+    def scope_search(self, m):
+        """Task m's :class:`~rerelrp.method.scope.ScopeReference`, made once for the arrays it is made of
+        (they are never changed in place, only replaced when a learner is restored)."""
+        own, stats = self.rows[m][m], self.scope_stats[m]
+        cached = self._searches.get(m)
+        if cached is None or cached[0] is not own or cached[1] is not stats:
+            cached = self._searches[m] = (own, stats, ScopeReference(self.scope_reference(m), stats.shape[1]))
+        return cached[2]
 
     def n_columns(self, m):
         return len(self.features[m]) + len(self.active[m])

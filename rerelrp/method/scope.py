@@ -7,7 +7,7 @@ columns its recogniser already stores) and nine input statistics (mean and sprea
 channel, colourfulness, mean brightness of the image's border and of its inside) with the same
 numbers of its task's training images, each column scaled by its spread there, the activations and
 the statistics weighted as two equal blocks, by the distance to the k-th nearest row
-(:func:`scope_distance`). A task's distances on its own validation images, measured when it is
+(:class:`ScopeReference`). A task's distances on its own validation images, measured when it is
 learned, set its threshold for a chosen in-scope rejection rate; its sub-network is frozen from then
 on, so the distances never change.
 ``scope_score = min over tasks of distance / threshold``: above 1, no learned task claims the image.
@@ -74,42 +74,59 @@ def scope_statistics(x):
     return _per_batch(lambda b: np.concatenate([_moments(b), _layout(b)], 1), x, N_STATISTICS)
 
 
-def scaled(reference, rows):
-    """Reference and query rows with every column divided by its spread over the reference rows.
+def spread(reference):
+    """Each column's spread over the reference rows, what the scope distance divides it by.
 
     Not scikit-learn's StandardScaler: it would centre (distances do not change) and divide a
     near-constant column by its tiny spread, so one unit that barely fires would decide every
     distance; the 1e-6 floor keeps such columns quiet.
     """
-    scale = np.asarray(reference, np.float64).std(0) + 1e-6
-    return reference / scale, rows / scale
+    return np.asarray(reference, np.float64).std(0) + 1e-6
 
 
-def knn_distance(reference, rows, k=NEIGHBOURS):
-    """Euclidean distance of each row to its k-th nearest reference row (k capped by the rows there are)."""
-    reference, rows = np.asarray(reference, np.float32), np.asarray(rows, np.float32)
-    if len(rows) == 0:
-        return np.zeros(0)
-    k = min(k, len(reference))
-    distances, _ = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(rows)
-    return distances[:, -1].astype(np.float64)
+class KthNearest:
+    """Euclidean distance of rows to their k-th nearest reference row (k capped by the rows there are).
+
+    The search index is built once, so a reference asked again and again (every prediction asks
+    every task's) is not indexed anew each time.
+    """
+
+    def __init__(self, reference, k=NEIGHBOURS):
+        reference = np.asarray(reference, np.float32)
+        self.index = NearestNeighbors(n_neighbors=min(k, len(reference))).fit(reference)
+
+    def __call__(self, rows):
+        rows = np.asarray(rows, np.float32)
+        if len(rows) == 0:
+            return np.zeros(0)
+        distances, _ = self.index.kneighbors(rows)
+        return distances[:, -1].astype(np.float64)
 
 
-def scope_distance(reference, rows, n_stats):
-    """The scope distance of ``rows`` to ``reference`` (both: activations, then ``n_stats`` input statistics).
+class ScopeReference:
+    """A task's reference rows for the scope distance (activations, then ``n_stats`` input statistics).
 
     Every column is scaled by its spread over the reference rows. With :data:`N_STATISTICS` statistics
     the activations and the statistics count as two equal blocks (each divided by the square root of
     its width), so nine statistics are not drowned by a few hundred activations. ``n_stats`` =
     :data:`MOMENTS` is a workspace saved before that: its thresholds were set on the plain scaled
-    distance, which it keeps.
+    distance, which it keeps. The scaling and the index are made once: a learned task's rows never change.
     """
-    reference, rows = scaled(reference, rows)
-    if n_stats != MOMENTS:
+
+    def __init__(self, reference, n_stats):
+        self.scale = spread(reference)
         n_act = reference.shape[1] - n_stats
-        weights = np.r_[np.full(n_act, 1 / np.sqrt(max(n_act, 1))), np.full(n_stats, 1 / np.sqrt(n_stats))]
-        reference, rows = reference * weights, rows * weights
-    return knn_distance(reference, rows)
+        self.weights = None if n_stats == MOMENTS else np.r_[np.full(n_act, 1 / np.sqrt(max(n_act, 1))),
+                                                             np.full(n_stats, 1 / np.sqrt(n_stats))]
+        self.nearest = KthNearest(self._placed(reference))
+
+    def _placed(self, rows):
+        rows = rows / self.scale
+        return rows if self.weights is None else rows * self.weights
+
+    def distance(self, rows):
+        """The scope distance of each row: to the k-th nearest reference row, scaled and weighted alike."""
+        return self.nearest(self._placed(rows))
 
 
 def threshold(val_distances, rate):
