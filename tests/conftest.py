@@ -1,6 +1,11 @@
 """Shared fixtures: where the real test data lives, and a learner configuration fast enough for CI."""
 import ipaddress
+import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -125,3 +130,76 @@ def gated_steps(monkeypatch):
     monkeypatch.setattr(SequenceRun, "step", step)
     yield release
     release.set()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_app(extra_env, log):
+    """`streamlit run app.py` on a free localhost port with ``extra_env``, its output in ``log``; yields
+    ``(url, port)`` once it answers its health check, and stops it after."""
+    port = _free_port()
+    env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "localhost", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        url = f"http://localhost:{port}"
+        try:
+            deadline = time.time() + 90
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"streamlit did not come up:\n{Path(log).read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url, port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def start_app(monkeypatch, tmp_path):
+    """``start_app(demo, settings)``: the app as a fresh AppTest session with a state of its own (saving
+    workspaces under tmp_path), run once; any job it left running is stopped afterwards."""
+    import json
+    import uuid
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.syspath_prepend(str(ROOT))  # AppTest does not put the app folder on sys.path
+
+    def start(demo="digits", settings=None):
+        monkeypatch.setenv("RERELRP_APP_KEY", f"test-{uuid.uuid4().hex}")
+        monkeypatch.setenv("RERELRP_WORKSPACES", str(tmp_path / "workspaces"))
+        monkeypatch.setenv("RERELRP_APP_SETTINGS", json.dumps(settings or {}))
+        monkeypatch.setenv("RERELRP_APP_DEMO", demo)
+        st.cache_resource.clear()
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+        at.run()
+        return at
+
+    yield start
+    from pages.common import get_state
+
+    state = get_state()
+    if state.busy:
+        state.stop_training()
+        state.job.wait(120)
+    st.cache_resource.clear()

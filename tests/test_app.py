@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,21 +34,10 @@ PAGES = ["data", "train", "explain", "capacity", "recognize", "report"]
 
 # ------------------------------------------------------------------------------ helpers
 @pytest.fixture
-def app(monkeypatch, tmp_path):
-    """A fresh app (its own cached state, saving workspaces under tmp_path) on its first page."""
-    monkeypatch.setenv("RERELRP_APP_KEY", f"test-{uuid.uuid4().hex}")
-    monkeypatch.setenv("RERELRP_WORKSPACES", str(tmp_path / "workspaces"))
-    monkeypatch.setenv("RERELRP_APP_SETTINGS", json.dumps(FAST))
-    monkeypatch.setenv("RERELRP_APP_DEMO", "digits")  # the quickest to train; the browser test opens on the medical one
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    yield at
-    state = get_state()
-    if state.busy:
-        state.stop_training()
-        state.job.wait(120)
-    st.cache_resource.clear()
+def app(start_app):
+    """A fresh app on its first page, on the digits demo (the quickest to train; the browser test opens on the
+    medical one)."""
+    return start_app("digits", FAST)
 
 
 def no_exception(at):

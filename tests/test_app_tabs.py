@@ -5,14 +5,10 @@ thread acting under another name (``state.activity.acting_as``), as a second tab
 """
 from __future__ import annotations
 
-import json
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -29,20 +25,9 @@ FAST = {"n_trees": 50, "relevance_samples": 128, "recognizer_samples": 128, "dev
 
 
 @pytest.fixture
-def tab(monkeypatch, tmp_path):
-    monkeypatch.setenv("RERELRP_APP_KEY", f"test-{uuid.uuid4().hex}")
-    monkeypatch.setenv("RERELRP_WORKSPACES", str(tmp_path / "workspaces"))
-    monkeypatch.setenv("RERELRP_APP_SETTINGS", json.dumps(FAST))
-    monkeypatch.setenv("RERELRP_APP_DEMO", "medical")
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    yield at
-    state = get_state()
-    if state.busy:
-        state.stop_training()
-        state.job.wait(120)
-    st.cache_resource.clear()
+def tab(start_app):
+    """The app on the medical demo: a tab whose session the test shares with "another tab" acting in its thread."""
+    return start_app("medical", FAST)
 
 
 def infos(at):

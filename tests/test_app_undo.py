@@ -1,16 +1,12 @@
 """The app's workspace actions: undo the last task, export the workspace as one file, import one (issue 25)."""
 from __future__ import annotations
 
-import json
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
-from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -28,17 +24,9 @@ def _weights(learner):
 
 
 @pytest.fixture
-def tab(monkeypatch, tmp_path):
-    """The app on the digits demo with two tasks learned (through the state, as the Train page does)."""
-    monkeypatch.setenv("RERELRP_APP_KEY", f"test-{uuid.uuid4().hex}")
-    monkeypatch.setenv("RERELRP_WORKSPACES", str(tmp_path / "workspaces"))
-    monkeypatch.setenv("RERELRP_APP_SETTINGS", json.dumps(FAST))
-    monkeypatch.setenv("RERELRP_APP_DEMO", "digits")
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    yield at
-    st.cache_resource.clear()
+def tab(start_app):
+    """The app on the digits demo, nothing learned yet (tests train through the state, as the Train page does)."""
+    return start_app("digits", FAST)
 
 
 def test_undo_from_the_train_page_returns_the_model_of_the_task_before(tab):

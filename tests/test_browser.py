@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-from conftest import FAST
+from conftest import FAST, streamlit_app
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,12 +34,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package at /usr/bin/chromium"),
 ]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,39 +49,11 @@ def digits_server(tmp_path_factory):
 
 
 def _serve(tmp_path_factory, extra_env):
-    """`streamlit run app.py` on a free port with ``extra_env``; yields its URL until the module ends."""
+    """`streamlit run app.py` with ``extra_env``; yields its URL until the module ends."""
     pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "RERELRP_APP_KEY": "browser", **extra_env,
-           "RERELRP_WORKSPACES": str(tmp_path_factory.mktemp("workspaces")), "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "localhost", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-        url = f"http://localhost:{port}"
-        try:
-            deadline = time.time() + 90
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"streamlit did not come up:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    env = {"RERELRP_APP_KEY": "browser", **extra_env, "RERELRP_WORKSPACES": str(tmp_path_factory.mktemp("workspaces"))}
+    with streamlit_app(env, tmp_path_factory.mktemp("streamlit") / "server.log") as (url, _):
+        yield url
 
 
 def _wait_idle(page, timeout=60_000):

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from conftest import streamlit_app
 from rerelrp.text import WORD_JOINER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,45 +55,10 @@ def _hostile_workspace(root):
     save_workspace(root / WORKSPACE, learner, run.metrics, tasks=tasks)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
 def _streamlit(root, log):
-    """`streamlit run app.py` saving workspaces under ``root``; yields (url, port) once it answers."""
-    port = _free_port()
-    env = {**os.environ, "RERELRP_APP_KEY": "browser-hostile", "RERELRP_WORKSPACES": str(root),
-           "RERELRP_APP_SETTINGS": json.dumps({"device": "cpu"}), "RERELRP_APP_DEMO": "none", "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "localhost", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-        url = f"http://localhost:{port}"
-        try:
-            deadline = time.time() + 90
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"streamlit did not come up:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url, port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    """The app saving workspaces under ``root``, no demo loaded; (url, port) while it runs."""
+    return streamlit_app({"RERELRP_APP_KEY": "browser-hostile", "RERELRP_WORKSPACES": str(root),
+                          "RERELRP_APP_SETTINGS": json.dumps({"device": "cpu"}), "RERELRP_APP_DEMO": "none"}, log)
 
 
 @pytest.fixture(scope="module")
