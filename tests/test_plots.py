@@ -195,9 +195,9 @@ def test_heatmaps_of_8_tasks_wrap_mark_the_chosen_one_and_can_share_one_scale():
     heatmaps = [np.full((8, 8), float(m + 1)) for m in range(8)]  # task m is m+1 times as strong as task 0
     titles = [f"task {m}: a long task name that cannot fit above one small panel, predicted class x" for m in range(8)]
     fig = heatmap_figure(image, heatmaps, titles, chosen=3)
-    assert len({t.xaxis for t in fig.data if t.type == "image"}) == 9 and fig.layout.height > 400  # two rows
+    assert len({t.xaxis for t in fig.data if t.type == "image"}) == 9 and fig.layout.height > 400  # three rows of four
     shown = [a.text for a in fig.layout.annotations]
-    assert all(len(t) <= 30 for t in shown) and shown[4].startswith("▶")  # panel 4 = task 3
+    assert all(len(t) <= 32 for t in shown) and shown[4].startswith("▶")  # panel 4 = task 3
     assert fig.layout.shapes[0].xref == "x5 domain"  # the frame around task 3's panel
     own = heatmap_figure(image, heatmaps, titles).data[1].z
     shared = heatmap_figure(image, heatmaps, titles, shared_scale=True)

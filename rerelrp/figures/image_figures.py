@@ -15,7 +15,7 @@ from rerelrp.figures.plots import BWR_SCALE, apply_layout, safe, short
 
 
 def heatmap_figure(image, heatmaps, titles, overlay=False, input_title="input", chosen=None, shared_scale=False,
-                   per_row=5):
+                   per_row=4):
     """The input, then one relevance panel per sub-network, in rows of ``per_row``, with one colour bar.
 
     Titles are cut to fit a panel (the hover has the whole title); the ``chosen`` sub-network's
@@ -31,7 +31,7 @@ def heatmap_figure(image, heatmaps, titles, overlay=False, input_title="input", 
     cols = min(n, per_row)
     rows = -(-n // cols)
     full = [input_title, *titles]
-    shown = [("▶ " if chosen is not None and i == chosen + 1 else "") + short(t, 28 if cols >= 5 else 36)
+    shown = [("▶ " if chosen is not None and i == chosen + 1 else "") + short(t, 22 if cols >= 5 else 30 if cols == 4 else 40)
              for i, t in enumerate(full)]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[safe(t) for t in shown],
                         horizontal_spacing=0.02, vertical_spacing=0.08 if rows > 1 else 0.02)
