@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import streamlit as st
+from streamlit.errors import StreamlitDuplicateElementKey
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from rerelrp.app.session import AppState
@@ -62,14 +63,31 @@ def get_state() -> AppState:
     return state
 
 
+NOTICE_SECONDS = 30.0  # how long a notice stays after this tab first showed it: a quick click does not lose it
+
+
 def other_tabs_notice(state):
-    """Say what other browser tabs changed in the shared state since this tab last looked."""
-    seen = st.session_state.get("_seen_change")
-    if seen is not None:
-        for change in state.activity.by_others(seen):
+    """Say what other browser tabs changed in the shared state since this tab opened, for a while after each change.
+
+    A change is shown on every page run for ``NOTICE_SECONDS`` after its first showing. The app
+    and the page both ask for the state in one run; the container's key says it once.
+    """
+    baseline = st.session_state.setdefault("_notice_baseline", state.activity.last)  # older ones are not news
+    shown, now = st.session_state.setdefault("_notice_shown", {}), time.monotonic()
+    news = [c for c in state.activity.by_others(baseline) if now - shown.setdefault(c.seq, now) < NOTICE_SECONDS]
+    for seq in [seq for seq in shown if now - shown[seq] >= 10 * NOTICE_SECONDS]:
+        del shown[seq]  # long said: forget it (it is also past the log's bound by then, or ignored as shown)
+        st.session_state["_notice_baseline"] = max(st.session_state["_notice_baseline"], seq)
+    if not news:
+        return
+    try:
+        box = st.container(key="other_tabs_notice")
+    except StreamlitDuplicateElementKey:
+        return  # already said in this run
+    with box:
+        for change in news:
             who = "Another browser tab" if change.actor is not None else "A script"
             st.info(f"{who} {md(change.what)} at {change.clock}.", icon=":material/tab:")
-    st.session_state["_seen_change"] = state.activity.last
 
 
 def started_by(state, job):
