@@ -21,7 +21,8 @@ a TPL-style argmax, and energy / max-logit scores. Every setting is chosen on va
     OMP_NUM_THREADS=1 .venv/bin/python bench/recognition_frontier.py --seeds 0,1,2
     OMP_NUM_THREADS=1 .venv/bin/python bench/recognition_frontier.py --quick      # smoke run, minutes
 
-``--steps extract`` or ``--steps evaluate`` runs one step (the cache is reused when it exists).
+``--steps extract`` or ``--steps evaluate`` runs one step (the cache is reused when it exists); ``--steps table``
+writes the table and the plot again from ``results.json``.
 """
 from __future__ import annotations
 
@@ -158,7 +159,8 @@ def score(cache, split, p_t):
         local = cache.z[f"{split}/{t}/class"][np.arange(len(task)), task]
         hits.append(task == t)
         tag.append(100.0 * np.mean((task == t) & (local == cache.labels(split, t))))
-    return {"recognition": 100.0 * float(np.mean(np.concatenate(hits))), "tag": float(np.mean(tag))}
+    return {"recognition": 100.0 * float(np.mean(np.concatenate(hits))), "tag": float(np.mean(tag)),
+            "per_task": [100.0 * float(np.mean(h)) for h in hits]}
 
 
 def chain(p_r):
@@ -402,9 +404,10 @@ def gaussian_from(centred, cfg):
     dim = len(cov)
     if cfg["rank"] is None or cfg["rank"] >= dim:  # full covariance (a rank as large as the dimension is full)
         cov = cov + np.eye(dim) * 1e-6 * max(float(np.trace(cov)) / max(dim, 1), 1e-12)
-        if cfg["fp16"]:
-            cov = cov.astype(np.float16).astype(np.float64)
-            cov = (cov + cov.T) / 2 + np.eye(dim) * 1e-4 * max(float(np.trace(cov)) / max(dim, 1), 1e-12)
+        if cfg["fp16"]:  # what is kept is the Cholesky factor, in float16: the covariance stays positive definite
+            L = np.linalg.cholesky(cov).astype(np.float16).astype(np.float64)
+            np.fill_diagonal(L, np.maximum(np.diag(L), 2.0 ** -14))
+            cov = L @ L.T
         return FullGaussian(np.zeros(dim), cov)
     U, lam, d = low_rank_plus_diagonal(cov, cfg["rank"])
     if cfg["fp16"]:
@@ -484,17 +487,19 @@ TAUS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def gaussian_grid(quick):
+    """The Gaussian structures swept (the temperature and the combination are swept per structure)."""
     grid = []
     for features, source in (("act", "all"), ("act+logits", "all"), ("act", "store"), ("rel", "store"),
                              ("all", "store")):
-        for cov, rank in (("lw", None), ("oas", None), ("lw", 64), ("lw", 16), ("lw", 4), ("lw", 0)):
-            for tied, agg, classes in (("recognizer", "mix", True), ("task", "mix", True), ("recognizer", "max", True),
-                                       ("task", "mix", False), ("recognizer", "mix", False)):
-                if source == "store" and classes:
-                    continue  # the store keeps no class labels
-                for tf in ("none", "sqrt"):
-                    grid.append({"features": features, "source": source, "cov": cov, "rank": rank, "tied": tied,
-                                 "agg": agg, "classes": classes, "tf": tf, "fp16": False})
+        combos = ((("recognizer", "mix", True), ("recognizer", "max", True), ("task", "mix", False),
+                   ("recognizer", "mix", False)) if source == "all"  # the store keeps no class labels
+                  else (("recognizer", "mix", False), ("task", "mix", False)))
+        for cov, rank in (("lw", None), ("oas", None), ("lw", 128), ("lw", 64), ("lw", 32), ("lw", 16), ("lw", 4),
+                          ("lw", 0)):
+            for (tied, agg, classes), tf in itertools.product(
+                    combos, ("sqrt", "none") if (features, source) == ("act", "all") else ("sqrt",)):
+                grid.append({"features": features, "source": source, "cov": cov, "rank": rank, "tied": tied,
+                             "agg": agg, "classes": classes, "tf": tf, "fp16": False})
     if quick:
         grid = grid[::9]
     return grid
@@ -520,6 +525,7 @@ def run_all(caches, quick):
                 entry[f"{split}_{key}"] = float(np.mean(v))
                 entry[f"{split}_{key}_sd"] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
                 entry[f"{split}_{key}_seeds"] = v
+            entry[f"{split}_recognition_per_task"] = np.mean([r[split]["per_task"] for r in per_seed], 0).tolist()
         entry.update(extra or {})
         results.append(entry)
         print(f"{family:<10} {name:<70} {entry['bytes']:>11,} B  val {entry['val_recognition']:5.1f}/"
@@ -565,9 +571,10 @@ def run_all(caches, quick):
         gaussian_family(caches, cfg, add, quick)
         if i % 10 == 9:
             print(f"  ({i + 1}/{len(grid)} Gaussian structures, {time.perf_counter() - clock:.0f} s)", flush=True)
-    done = []
-    for under in (None, BUDGET, BUDGET // 4):
-        best = best_of([r for r in results if not r["config"].get("fp16")], "gaussian", under)
+    done, fp32 = [], [r for r in results if not r["config"].get("fp16")]
+    full = [r for r in fp32 if r["family"] == "gaussian" and r["config"]["rank"] is None]
+    for pool, under in ((fp32, None), (fp32, BUDGET), (fp32, BUDGET // 4), (full, None)):
+        best = best_of(pool, "gaussian", under)
         if best is not None and best["config"] not in done:
             done.append(best["config"])
             cfg = dict(best["config"], fp16=True)
@@ -628,21 +635,51 @@ def plot(results, path):
                              marker={"symbol": "x", "size": 11, "color": "black"}, text=[r[2] for r in ref],
                              textposition="middle left", name="replay at 376,320 B (reported, not rerun)"))
     fig.add_hline(y=TARGETS["tag"], line_dash="dot", annotation_text="TAg target 92 %")
-    fig.add_vline(x=BUDGET, line_dash="dot", annotation_text="376,320 B = 160 exemplars")
+    fig.add_vline(x=BUDGET, line_dash="dot", annotation_text="376,320 B = 160 exemplars",
+                  annotation_position="bottom left")
     xs = [max(r["bytes"], 1) for r in results]
     lo, hi = np.log10(max(min(xs), 10)) - 0.2, np.log10(max(xs)) + 0.2
     fig.update_layout(
         title="BloodMNIST 4 x 2: TAg (test, mean ± sd over seeds) against the recognition store's bytes",
         xaxis={"type": "log", "title": "stored bytes (recogniser parameters or rows)", "range": [lo, hi]},
         xaxis2={"type": "log", "overlaying": "x", "side": "top", "title": "replay exemplars the same bytes buy (28x28x3 uint8)",
-                "range": [lo - np.log10(IMAGE_BYTES), hi - np.log10(IMAGE_BYTES)]},
-        yaxis={"title": "TAg % (test)"}, width=1100, height=650, legend={"x": 0.01, "y": 0.01})
+                "range": [lo - np.log10(IMAGE_BYTES), hi - np.log10(IMAGE_BYTES)],
+                "tickvals": [0.01, 0.1, 1, 10, 100, 1000, 10000], "ticktext": ["0.01", "0.1", "1", "10", "100", "1,000",
+                                                                            "10,000"], "showgrid": False},
+        yaxis={"title": "TAg % (test)"}, width=1100, height=650, legend={"x": 0.01, "y": 0.99})
     fig.add_trace(go.Scatter(x=[10 ** (lo - np.log10(IMAGE_BYTES))], y=[None], xaxis="x2", showlegend=False))
     fig.write_html(path, include_plotlyjs="cdn")
+    png = Path(str(path).replace(".html", ".png"))
     try:
-        fig.write_image(str(path).replace(".html", ".png"))
+        fig.write_image(str(png))
     except (ImportError, RuntimeError, ValueError) as error:  # kaleido is not installed here
-        print(f"no PNG ({type(error).__name__}); wrote {path}", flush=True)
+        if not screenshot(fig, png):
+            print(f"no PNG ({type(error).__name__}); wrote {path}", flush=True)
+
+
+def screenshot(fig, png):
+    """The figure as PNG through a headless Chromium (playwright), where kaleido is missing; False if neither."""
+    import shutil
+    import tempfile
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return False
+    if browser is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        page_file = Path(tmp) / "figure.html"
+        fig.write_html(page_file, include_plotlyjs=True, full_html=True)  # plotly.js inlined: no network
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+            page = b.new_page(viewport={"width": 1100, "height": 650})
+            page.goto(page_file.as_uri())
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(png))
+            b.close()
+    return True
 
 
 def summary(results):
@@ -655,9 +692,11 @@ def summary(results):
         if r["family"] == "logit":
             picks.append(("logit", r))
     g = [r for r in results if r["family"] == "gaussian" and not r["config"].get("fp16")]
+    both = [r for r in results if r["family"] == "gaussian"]
     groups = {
         "best Gaussian (any bytes)": g,
-        "best Gaussian <= 376,320 B": [r for r in g if r["bytes"] <= BUDGET],
+        "best Gaussian <= 376,320 B (float32 or float16)": [r for r in both if r["bytes"] <= BUDGET],
+        "best Gaussian <= 94,080 B (a quarter)": [r for r in both if r["bytes"] <= BUDGET // 4],
         "best full covariance": [r for r in g if r["config"]["rank"] is None],
         "best low rank + diagonal": [r for r in g if r["config"]["rank"] not in (None, 0)],
         "best diagonal": [r for r in g if r["config"]["rank"] == 0],
@@ -666,7 +705,9 @@ def summary(results):
         "best on stored rows (store, no labels)": [r for r in g if r["config"]["source"] == "store"],
         "best with relevance features": [r for r in g if r["config"]["features"] in ("rel", "all")],
         "best activations only, all training images": [r for r in g if r["config"]["source"] == "all"],
-        "float16 parameters (best configs)": [r for r in results if r["family"] == "gaussian" and r["config"].get("fp16")],
+        "float16 parameters (best config)": [r for r in results if r["family"] == "gaussian" and r["config"].get("fp16")],
+        "float16 full covariance (exactly updatable)": [r for r in results if r["family"] == "gaussian"
+                                                        and r["config"].get("fp16") and r["config"]["rank"] is None],
     }
     for name, pool in groups.items():
         if pool:
@@ -699,17 +740,26 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         clock = time.perf_counter()
         results = run_all(caches, args.quick)
-        picks = summary(results)
-        meta = [c.meta for c in caches]
         (out / "results.json").write_text(json.dumps(
             {"seeds": [c.meta["seed"] for c in caches], "targets": TARGETS, "image_bytes": IMAGE_BYTES,
-             "runs": meta, "table": [{"pick": p, **r} for p, r in picks], "results": results,
+             "runs": [c.meta for c in caches], "results": results,
              "evaluate_seconds": time.perf_counter() - clock}, indent=1, default=float))
+    if "evaluate" in args.steps or "table" in args.steps:  # 'table': the table and plot again from results.json
+        out = Path(args.out + ("-quick" if args.quick else ""))
+        saved = json.loads((out / "results.json").read_text())
+        results = saved["results"]
+        picks = summary(results)
+        saved["table"] = [{"pick": p, **r} for p, r in picks]
+        (out / "results.json").write_text(json.dumps(saved, indent=1, default=float))
         plot(results, out / "frontier.html")
-        print("\npick | variant | bytes | exemplars | recognition % (test) | TAg % (test) | val TAg")
+        lines = ["| pick | variant | bytes | replay exemplars | recognition % (test) | TAg % (test) | val recognition / TAg |",
+                 "|---|---|---:|---:|---|---|---|"]
         for p, r in picks:
-            print(f"{p} | {r['name']} | {r['bytes']:,} | {r['exemplars']:.0f} | {r['test_recognition']:.2f} ± "
-                  f"{r['test_recognition_sd']:.2f} | {r['test_tag']:.2f} ± {r['test_tag_sd']:.2f} | {r['val_tag']:.2f}")
+            lines.append(f"| {p} | {r['name']} | {r['bytes']:,} | {r['exemplars']:.0f} | {r['test_recognition']:.2f} ± "
+                         f"{r['test_recognition_sd']:.2f} | {r['test_tag']:.2f} ± {r['test_tag_sd']:.2f} | "
+                         f"{r['val_recognition']:.2f} / {r['val_tag']:.2f} |")
+        (out / "table.md").write_text("\n".join(lines) + "\n")
+        print("\n" + "\n".join(lines))
         print(f"wrote {out}")
 
 
