@@ -1,12 +1,12 @@
-"""Is P_T a probability? ECE of the largest P_T on validation and test, raw and after one temperature.
+"""Is P_T a probability? ECE of the largest P_T on the test images, raw and as the run calibrates it.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/calibration.py --seeds 0,1,2 [--data demo --tasks 5]
 
-For each seed: learn the sequence with default settings, then collect P_T on every learned task's
-validation and test images. A temperature tau (P_T^(1/tau), normalised) is fitted on validation
-only, by the negative log-likelihood of the true task. The expected calibration error
-(:mod:`rerelrp.run.calibration`, 10 equal bins) is reported on both splits, raw and with tau. One
-JSON line per seed. Nothing is written to disk.
+For each seed: learn the sequence with default settings (the run fits P_T's temperature after each
+task on up to 256 validation images per learned task, ``calibrate_p_task``), then measure on every
+learned task's test images the ECE of the largest P_T as the model shows it, and of the raw P_T (the
+same model with temperature 1). Validation images fit the temperature; test images only measure.
+One JSON line per seed. Nothing is written to disk.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import json
 import time
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from rerelrp.data import build_sequence, load_dataset
 from rerelrp.method.learner import ReReLRP
@@ -23,39 +22,25 @@ from rerelrp.run.calibration import reliability
 from rerelrp.run.runner import SequenceRun
 
 
-def with_temperature(p_task, tau):
-    logits = np.log(np.clip(p_task, 1e-12, 1.0)) / tau
-    logits -= logits.max(1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(1, keepdims=True)
-
-
-def collect(learner, tasks, split):
-    parts = [(learner.predict(t.split(split).images).p_task, np.full(len(t.split(split)), k)) for k, t in enumerate(tasks)]
-    return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
-
-
-def fit_temperature(p_task, truth):
-    def nll(tau):
-        return -np.log(np.clip(with_temperature(p_task, tau)[np.arange(len(truth)), truth], 1e-12, 1.0)).mean()
-
-    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+def test_reliability(learner, tasks):
+    parts = [(learner.predict(t.test.images).p_task, np.full(len(t.test), k)) for k, t in enumerate(tasks)]
+    p, truth = np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
+    return reliability(p.max(1), p.argmax(1) == truth)
 
 
 def run(data, n_tasks, seed):
     clock = time.perf_counter()
     tasks = build_sequence([load_dataset(data, seed=seed)], n_tasks)
     learner = ReReLRP(seed=seed)
-    SequenceRun(learner, tasks).run()
-    out = {"data": data, "tasks": n_tasks, "seed": seed}
-    p_val, y_val = collect(learner, tasks, "val")
-    tau = out["tau"] = fit_temperature(p_val, y_val)
-    for split in ("val", "test"):
-        p, y = (p_val, y_val) if split == "val" else collect(learner, tasks, split)
-        raw, tempered = (reliability(q.max(1), q.argmax(1) == y) for q in (p, with_temperature(p, tau)))
-        out |= {f"{split}_n": raw.n, f"{split}_recognised": raw.recognised, f"{split}_ece": raw.ece,
-                f"{split}_ece_tau": tempered.ece}
-    out["seconds"] = time.perf_counter() - clock
+    metrics = SequenceRun(learner, tasks).run()
+    out = {"data": data, "tasks": n_tasks, "seed": seed, **metrics.calibration[-1]}
+    calibrated = test_reliability(learner, tasks)
+    temperature = learner.p_task_temperature_
+    learner.set_p_task_temperature(1.0)
+    raw = test_reliability(learner, tasks)
+    learner.set_p_task_temperature(temperature)
+    out |= {"test_n": raw.n, "test_recognised": raw.recognised, "test_ece_raw": raw.ece, "test_ece": calibrated.ece,
+            "seconds": time.perf_counter() - clock}
     return out
 
 

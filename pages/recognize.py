@@ -11,7 +11,7 @@ from rerelrp.errors import RerelrpError
 from rerelrp.figures.image_figures import heatmap_figure
 from rerelrp.figures.plots import recognition_figure, reliability_figure
 from rerelrp.method.modality import apply_modality, read_image_with_modality, scope_texts
-from rerelrp.run.calibration import task_reliability
+from rerelrp.run.calibration import describe_calibration, task_reliability
 from rerelrp.text import md
 
 state = model_page(
@@ -32,9 +32,8 @@ with st.expander("What P_T and the scope score mean", icon=":material/help:"):
         "task 0's takes its share, task 1's a share of the rest, and so on; the newest task takes what is left. "
         "The P_T of all tasks add up to 1. The answer is the class that the most probable task's sub-network "
         "predicts. A P_T near 1 means one task clearly claims the image; several middling values mean the "
-        "recognisers disagree, and the answer is a guess between those tasks. P_T is a score from the "
-        "recognisers, not a calibrated probability of being right: compare the task recognition on the Train "
-        "page.\n\n"
+        "recognisers disagree, and the answer is a guess between those tasks.\n\n"
+        f"{describe_calibration(learner.p_task_temperature_, state.run.metrics)}\n\n"
         f"**The scope score** asks whether the image looks like any learned task at all. For each task, it is "
         f"how far the image lies from that task's own images (the activations of the task's kept units, and "
         f"simple image statistics), divided by the distance that only {rate:.0%} of the "

@@ -28,6 +28,17 @@ state = get_state()
 st.title("Train")
 
 
+def ece_caption(metrics, n_test):
+    """The test ECE of the P_T the model shows, and whether it was calibrated ("" for an older metrics.json)."""
+    ece = metrics.p_task_ece[-1] if metrics.p_task_ece else None
+    if ece is None:
+        return ""
+    record = metrics.calibration[-1] if metrics.calibration else None
+    how = f"calibrated on validation images, temperature {record['temperature']:.2f}" if record else "raw"
+    return (f" P_T ({how}): expected calibration error {ece:.3f} on the {n_test} test images (0: a P_T of 0.8 "
+            "is right 8 times in 10).")
+
+
 def input_side(task):
     """The side the network reads: fixed once a task is learned, else from the setting and this task's images."""
     return state.learner.input_size_ if state.n_learned else network_input_size(state.settings["input_size"],
@@ -195,7 +206,8 @@ m5.metric("Task recognition", f"{metrics.task_recognition[-1]:.1f} %", help="Tes
 n_test = sum(metrics.latest.get("n_test", []))
 st.caption(f"Final TAg {format_accuracy(final['tag'], final.get('tag_ci95'), n_test)}; TAw "
            f"{format_accuracy(final['taw'], final.get('taw_ci95'), n_test)}. Intervals: Wilson per task, a seeded "
-           "bootstrap for the mean over tasks (resampling patients where the split is by patient).")
+           "bootstrap for the mean over tasks (resampling patients where the split is by patient)."
+           + ece_caption(metrics, n_test))
 
 tab_acc, tab_clinical, tab_tasks, tab_time = st.tabs(["Accuracy matrices", "Clinical figures", "Per task", "Timings"])
 with tab_clinical:

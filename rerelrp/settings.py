@@ -153,6 +153,9 @@ SETTINGS = {s.name: s for s in (
             "keeps (from the same forward pass)", "recognition", label="Unit activations as features", rerelrp_only=True),
     Setting("n_trees", 100, "trees per recogniser forest", "recognition", low=1, high=10_000, flag="trees",
             label="Trees per forest", rerelrp_only=True),
+    Setting("calibrate_p_task", True, "after each task, fit one temperature to P_T on up to 256 validation images of "
+            "every learned task, so that P_T = 0.8 is right about 8 times in 10 (it never changes which task is "
+            "chosen)", "recognition", flag="calibrate", label="Calibrate P_T on validation images", rerelrp_only=True),
     Setting("scope_rate", 0.05, "share of a task's own validation images the out-of-scope check may call out of "
             "scope: it sets each task's threshold (changeable after training)", "recognition", low=0.0, high=0.5,
             label="Out-of-scope rejection rate", rerelrp_only=True),

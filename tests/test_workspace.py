@@ -113,8 +113,9 @@ def test_round_trip_predicts_bit_identically(trained, tasks, saved):
 
 def test_continuing_after_load_matches_an_unsaved_learner_bit_for_bit(trained, tasks, saved):
     _, _, learner3, _ = trained  # the in-memory learner that went on to the 3rd task without a save
-    loaded, _, _ = load_workspace(saved / "two")
-    loaded.add_task(tasks[2])
+    loaded, metrics, _ = load_workspace(saved / "two")
+    SequenceRun(loaded, tasks, metrics).step()  # as the 3rd task was learned: in a run, which calibrates P_T
+    assert loaded.p_task_temperature_ == learner3.p_task_temperature_ != 1.0
     for (name, a), b in zip(learner3.net_.state_dict().items(), loaded.net_.state_dict().values()):
         assert torch.equal(a, b), name
     for m in range(3):

@@ -51,3 +51,7 @@ def print_final(metrics, path):
     print(f"final: TAg {format_accuracy(final['tag'], final.get('tag_ci95'), n)}\n"
           f"       TAw {format_accuracy(final['taw'], final.get('taw_ci95'), n)}\n"
           f"       forgetting TAg {final['forgetting_tag']:.2f}  TAw {final['forgetting_taw']:.2f}  -> {path}")
+    record = metrics.calibration[-1] if metrics.calibration else None
+    if record and metrics.p_task_ece[-1] is not None:
+        print(f"       P_T calibrated (temperature {record['temperature']:.2f}, fitted on {record['n_val']} validation "
+              f"images): test ECE {metrics.p_task_ece[-1]:.3f}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from rerelrp.errors import ConfigError
 from rerelrp.method.recognition import RelevanceStore
 from rerelrp.method.task_report import TaskReport
+from rerelrp.method.temperature import check_temperature
 from rerelrp.model.nets import build_net
 from rerelrp.model.units import UnitLedger
 
@@ -23,6 +24,7 @@ class Fitted:
     recognizers: list
     tasks: list
     history: list
+    temperature: float  # of P_T (rerelrp.method.temperature); 1 in a workspace saved before it existed
 
 
 def rebuild(state, arch, input_size):
@@ -38,7 +40,11 @@ def rebuild(state, arch, input_size):
     except ValueError as exc:
         raise ConfigError(f"arrays: {exc}") from None
     history = [TaskReport.from_dict(h) for h in meta.get("history") or [] if isinstance(h, dict)]
-    return Fitted(net, ledger, store, _recognizers(state, store, len(tasks)), list(tasks), history)
+    try:
+        temperature = check_temperature(meta.get("p_task_temperature", 1.0))
+    except ValueError as exc:
+        raise ConfigError(f"meta: {exc}") from None
+    return Fitted(net, ledger, store, _recognizers(state, store, len(tasks)), list(tasks), history, temperature)
 
 
 def _tasks(meta):

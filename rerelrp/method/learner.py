@@ -24,6 +24,7 @@ from rerelrp.method.recognition import RelevanceStore, fit_recognizer, signals
 from rerelrp.method.scope import scope_statistics
 from rerelrp.method.subnetworks import Subnetworks
 from rerelrp.method.task_report import TaskReport
+from rerelrp.method.temperature import check_temperature
 from rerelrp.method.training import Schedule, class_weights, head_loss, recalibrate_batchnorm, train
 from rerelrp.model.growth import grow_layer
 from rerelrp.model.inputs import ImageSource, LazyInputs
@@ -68,6 +69,7 @@ class ReReLRP(TaskSequenceLearner):
             self._begin(task)
             self.ledger_, self.store_, self.recognizers_ = UnitLedger(self.net_.layer_sizes), RelevanceStore(), []
         rng = np.random.default_rng([self.seed, t])
+        self.p_task_temperature_ = 1.0  # fitted for the tasks before this one: raw P_T until the run fits it again
         grown = self._grow(t)
         self.net_.add_head(task.n_classes)
         self.tasks_.append(task.describe())
@@ -151,7 +153,7 @@ class ReReLRP(TaskSequenceLearner):
 
     def _predictor(self):
         return Predictor(self._subnetworks(), self.input_size_, self.recognizers_, self.store_, self.class_names_,
-                         self.scope_rate)
+                         self.scope_rate, self.p_task_temperature_)
 
     def _train(self, task, t, report):
         device = self.device_
@@ -327,6 +329,11 @@ class ReReLRP(TaskSequenceLearner):
         self._check_fitted()
         return self._subnetworks().subnetwork_logits(LazyInputs(images, self.input_size_), task)
 
+    def set_p_task_temperature(self, temperature):
+        """Temper P_T by ``temperature`` (see :mod:`rerelrp.method.temperature`; 1: raw) until the next task."""
+        self._check_fitted()
+        self.p_task_temperature_ = check_temperature(temperature)
+
     def capacity(self):
         """Per layer: units kept by each task, shared, free (see :meth:`UnitLedger.capacity`)."""
         if not self.n_tasks:
@@ -354,6 +361,7 @@ class ReReLRP(TaskSequenceLearner):
                 "input_blocks": self.net_.input_blocks(),
                 "tasks": list(self.tasks_),
                 "history": [report.to_dict() for report in self.history_],
+                "p_task_temperature": self.p_task_temperature_,
             },
             "tensors": {k: v.detach().to("cpu").clone().contiguous() for k, v in self.net_.state_dict().items()},
             "arrays": arrays,
@@ -376,11 +384,12 @@ class ReReLRP(TaskSequenceLearner):
     def _restore(self, state):
         """Make ``state`` (from :meth:`export_state`, or None: nothing learned) the fitted state."""
         if state is None:  # back to unfitted: the fitted attributes go
-            for name in ("device_", "net_", "ledger_", "store_", "recognizers_", "tasks_", "history_"):
+            for name in ("device_", "net_", "ledger_", "store_", "recognizers_", "tasks_", "history_",
+                         "p_task_temperature_"):
                 self.__dict__.pop(name, None)
             return
         fitted = rebuild(state, self.net, self.input_size)
         self.device_ = resolve_device(self.device)
         self.net_ = fitted.net.to(self.device_).eval()
         self.ledger_, self.store_, self.recognizers_ = fitted.ledger, fitted.store, fitted.recognizers
-        self.tasks_, self.history_ = fitted.tasks, fitted.history
+        self.tasks_, self.history_, self.p_task_temperature_ = fitted.tasks, fitted.history, fitted.temperature

@@ -16,6 +16,7 @@ import torch
 from rerelrp.method.base import Prediction
 from rerelrp.method.recognition import chain_probabilities, in_task_probability
 from rerelrp.method.scope import scope_scores, threshold
+from rerelrp.method.temperature import tempered
 from rerelrp.model.units import layer_starts, unit_pairs
 
 
@@ -38,23 +39,24 @@ class Explanation:
 class Predictor:
     """P_T, the answer, the scope score and explanations of a fitted learner's sub-networks."""
 
-    def __init__(self, subnetworks, input_size, recognizers, store, class_names, scope_rate):
+    def __init__(self, subnetworks, input_size, recognizers, store, class_names, scope_rate, temperature=1.0):
         self.subnetworks, self.input_size = subnetworks, input_size
         self.recognizers, self.store, self.class_names, self.scope_rate = recognizers, store, class_names, scope_rate
+        self.temperature = temperature
 
     @property
     def n_tasks(self):
         return self.subnetworks.n_tasks
 
     def recognise(self, units):
-        """P_T for (N, T, 2U) unit signals through each sub-network."""
+        """P_T for (N, T, 2U) unit signals through each sub-network, tempered by the fitted temperature."""
         sizes = self.subnetworks.ledger.layer_sizes
         p_r = np.stack(
             [in_task_probability(self.recognizers[m], units[:, m, self.store.columns(m, sizes)])
              for m in range(self.n_tasks - 1)],
             axis=1,
         ) if self.n_tasks > 1 else np.zeros((len(units), 0))
-        return chain_probabilities(p_r)
+        return tempered(chain_probabilities(p_r), self.temperature)
 
     def scope(self, units, stats):
         """Out-of-scope scores (N,) from (N, T, 2U) unit signals and the input statistics (see

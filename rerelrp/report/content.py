@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from rerelrp.report.samples import explain_samples
 from rerelrp.report.study import clinical_figures, data_rows, task_settings
+from rerelrp.run.calibration import describe_calibration
 from rerelrp.run.compare import HEADER, table_rows
 from rerelrp.versions import package_versions
 
@@ -86,6 +87,8 @@ def build_report(learner, metrics, meta, samples=(), composite=None, title=None,
                      "grown": [h.grown for h in learner.history_]},
         "seconds": m.get("seconds") or [],
         "samples": [],
+        "p_task_calibration": describe_calibration(learner.p_task_temperature_, metrics)
+        if learner.n_tasks else "",
         "software": _software(learner, cfg, meta, composite),
     }
     if comparison:

@@ -118,7 +118,7 @@ def render_html(content):
         versions=text.versions(content["software"]),
         seeds=text.seeds(content["software"]),
         forgetting=text.FORGETTING,
-        samples_intro=text.SAMPLES_INTRO,
+        samples_intro=f"{text.SAMPLES_INTRO} {content['p_task_calibration']}",
         per_class_columns=PER_CLASS_COLUMNS,
         not_recorded=NOT_RECORDED,
     )

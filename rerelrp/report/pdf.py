@@ -339,7 +339,7 @@ class _PdfReport(SampleDrawing):
         if not self.c["samples"]:
             self.para("No sample images were chosen for this report.")
             return
-        self.para(text.SAMPLES_INTRO)
+        self.para(f"{text.SAMPLES_INTRO} {self.c['p_task_calibration']}")
         for k, smp in enumerate(self.c["samples"]):
             self.sample(k, smp)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 import rerelrp.run.clinical as clinical
+from rerelrp.run.calibration import reliability
 
 # what RunMetrics keeps of the latest test only, under the names metrics.json gives them
 LATEST = ("taw_ci95", "tag_ci95", "balanced_accuracy_taw", "ci_unit", "confusion", "per_class")
@@ -24,7 +25,7 @@ def evaluate_tasks(learner, tasks, report=None, memos=None):
     """
     row = {"tag": [], "taw": [], "recognized": [], "n": [], "taw_ci95": [], "tag_ci95": [], "balanced_accuracy_taw": [],
            "ci_unit": [], "confusion": {"taw": []}, "per_class": []}
-    tag_true, tag_pred, draws = [], [], []
+    tag_true, tag_pred, draws, confidence, recognised = [], [], [], [], []
     for j, task in enumerate(tasks):
         if report:
             report("eval", j + 1, len(tasks), f"testing on task {j} ({task.name})")
@@ -40,8 +41,11 @@ def evaluate_tasks(learner, tasks, report=None, memos=None):
         draws.append(_clinical_figures(row, j, task, pred, learner.offsets_))
         tag_true.append(learner.offsets_[j] + y)
         tag_pred.append(pred.global_class)
+        confidence.append(pred.p_task.max(1))
+        recognised.append(pred.task == j)
     n_seen = int(learner.offsets_[len(tasks)])  # over every class seen, global indices
     row["confusion"]["tag"] = clinical.confusion(np.concatenate(tag_true), np.concatenate(tag_pred), n_seen).tolist()
+    row["p_task_ece"] = clinical.json_safe(reliability(np.concatenate(confidence), np.concatenate(recognised)).ece)
     row["final_ci95"] = {key: _percent(_final_interval([d[:, col] for d in draws], row[key], row["n"]))
                          for col, key in enumerate(("taw", "tag"))}
     return row
@@ -101,8 +105,10 @@ class RunMetrics:
         self.out_of_scope = []  # AUROC blocks of data sets of no task (``rerelrp run --ood``; rerelrp.method.scope)
         self.latest = {}  # the latest test's figures of LATEST, and its test images per task ("n_test")
         self.final_ci95 = {}  # {"taw", "tag"}: 95 % interval (%) of the final mean accuracy
+        self.p_task_ece = []  # per task: ECE of the largest P_T (as shown) on the test images (rerelrp.run.calibration)
+        self.calibration = []  # per task: the P_T temperature fitted on validation images, or None (raw P_T)
 
-    def add(self, task_summary, row, eval_seconds, capacity):
+    def add(self, task_summary, row, eval_seconds, capacity, calibration=None):
         self.tasks.append({"name": task_summary.name, "classes": task_summary.classes})
         self.acc_tag.append(row["tag"])
         self.acc_taw.append(row["taw"])
@@ -116,6 +122,8 @@ class RunMetrics:
         self.warnings.append(list(task_summary.warnings))
         self.latest = {"n_test": row["n"], **{key: row[key] for key in LATEST}}
         self.final_ci95 = row["final_ci95"]
+        self.p_task_ece.append(row["p_task_ece"])
+        self.calibration.append(calibration)
 
     def final(self):
         if not self.acc_tag:
@@ -145,6 +153,8 @@ class RunMetrics:
             "stored_bytes": self.stored_bytes,
             "prune": self.prune,
             "warnings": self.warnings,
+            "p_task_ece": self.p_task_ece,
+            "p_task_calibration": self.calibration,
             **({"out_of_scope": self.out_of_scope} if self.out_of_scope else {}),
             **self.latest,
         }
@@ -160,6 +170,8 @@ class RunMetrics:
         m.stored_bytes, m.prune = data.get("stored_bytes", []), data.get("prune", [])
         m.warnings = data.get("warnings", [[] for _ in m.tasks])
         m.out_of_scope = data.get("out_of_scope", [])
+        m.p_task_ece = data.get("p_task_ece", [None] * len(m.tasks))  # absent from older metrics.json
+        m.calibration = data.get("p_task_calibration", [None] * len(m.tasks))
         m.latest = {key: data[key] for key in ("n_test", *LATEST) if key in data}  # absent from older metrics.json
         final = data.get("final", {})
         m.final_ci95 = {key: final[f"{key}_ci95"] for key in ("taw", "tag") if f"{key}_ci95" in final}

@@ -12,6 +12,7 @@ import time
 from rerelrp.data import reload_tasks
 from rerelrp.errors import ConfigError, DataError, WorkspaceError
 from rerelrp.progress import Reporter
+from rerelrp.run.calibration import calibrate_p_task
 from rerelrp.run.metrics import RunMetrics, evaluate_tasks
 from rerelrp.store.workspace import check_reload, check_sequence, save_workspace
 from rerelrp.versions import package_versions
@@ -37,7 +38,8 @@ class SequenceRun:
         return self.n_learned >= len(self.tasks)
 
     def step(self, callback=None, stop=None):
-        """Learn the next planned task, test on every task learned so far, save; returns its TaskReport."""
+        """Learn the next planned task, calibrate P_T (when the setting says so), test on every task learned so
+        far, save; returns its TaskReport."""
         if self.done:
             raise ConfigError("every planned task is learned; add another task first")
         i = self.n_learned
@@ -45,8 +47,11 @@ class SequenceRun:
         summary = self.learner.history_[-1]
         summary.warnings = list(self.tasks[i].warnings) + summary.warnings
         clock = time.perf_counter()
+        calibration = None
+        if getattr(self.learner, "calibrate_p_task", False):
+            calibration = calibrate_p_task(self.learner, self.tasks[: i + 1], self._memos)
         row = evaluate_tasks(self.learner, self.tasks[: i + 1], Reporter(callback, None, task=i), self._memos)
-        self.metrics.add(summary, row, time.perf_counter() - clock, self.learner.capacity())
+        self.metrics.add(summary, row, time.perf_counter() - clock, self.learner.capacity(), calibration)
         if self.workspace is not None:
             save_workspace(self.workspace, self.learner, self.metrics, tasks=self.tasks[: i + 1], extra=self.extra)
         return summary
