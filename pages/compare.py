@@ -22,10 +22,21 @@ ABOUT = {
     "joint": "joint training on every image seen: the upper bound",
 }
 
+
+
+def reused_note(result):
+    """Which runs are the Train page's model, read rather than trained ("" if none)."""
+    reused = [f"{r['method']} seed {r['seed']}" for r in result["runs"] if r.get("reused")]
+    return (f" Read from the model trained on the Train page, not trained again: {', '.join(reused)} (its seconds "
+            "are that training's).") if reused else ""
+
+
 state = get_state()
 st.title("Compare")
 st.caption("Every method learns the planned task sequence with the same network, settings, training loop and "
-           "test images, once per seed; the published model is not touched. Replay and iCaRL keep training images "
+           "test images, once per seed; the published model is not touched. When every planned task is learned, "
+           "ReReLRP with the Train page's settings and seed is that model, read rather than trained again. "
+           "Replay and iCaRL keep training images "
            "(exemplars); ReReLRP keeps relevance rows and no image. The task splits are the Data page's; the seed "
            "changes initialisation, batch order and sampling.")
 
@@ -95,7 +106,8 @@ if result is not None and not busy:
         done = f"stopped: the runs finished before Stop ({len(result['runs'])} records)"
     st.caption(f"Mean ± sd over seeds {', '.join(map(str, result['seeds']))} on "
                f"{md(' → '.join(result['tasks']))}; {done}. "
-               "Seconds per run include testing after every task; rerelrp-maxsoftmax reads rerelrp's model.")
+               "Seconds per run include testing after every task; rerelrp-maxsoftmax reads rerelrp's model."
+               + reused_note(result))
     st.dataframe(pd.DataFrame(table_rows(result), columns=HEADER), hide_index=True)
     plot(comparison_figure(result), key="cmp_figure")
     import json

@@ -151,3 +151,27 @@ def test_one_seed_says_so_instead_of_a_zero_spread():
     assert one[2] == "80.00 (1 seed)" and "±" not in " ".join(one)
     two = table_rows({"methods": ["rerelrp"], "runs": [run, {**run, "seed": 1, "final": {**final, "tag": 82.0}}]})[0]
     assert two[2] == "81.00 ± 1.41"
+
+
+def test_the_compare_page_reads_the_trained_model_instead_of_training_it_again(tmp_path):
+    """The published model's records equal a fresh run's (the ablation's rows too, from the final model's
+    first sub-networks), and a comparison that asks for that run does not train ReReLRP again."""
+    from rerelrp.app.session import AppState
+    from rerelrp.run.method_run import run_method
+
+    state = AppState(settings=FAST, demo="digits", workspace_root=tmp_path)
+    state.set_plan(state.tasks[:3])
+    assert state.start_training(None).wait(600) and state.n_learned == 3
+    fresh = run_method("rerelrp", state.tasks, dict(state.learner.history_[0].settings), 0, also_ablation=True)
+    job = state.start_compare(["rerelrp", "rerelrp-maxsoftmax"], "0", 5)
+    assert job.wait(600) and job.state == "done", job.error
+    reused = {r["method"]: r for r in state.comparison["runs"]}
+    assert all(r["reused"] for r in reused.values()) and state.comparison["tasks"] == [t.name for t in state.tasks]
+    for record in fresh:
+        mine = reused[record["method"]]
+        for key in ("final", "acc_tag", "acc_taw", "task_recognition", "bytes_stored", "images_stored"):
+            assert mine[key] == record[key], (record["method"], key)
+    state.update_settings(epochs=2)  # other settings: that model is not the run asked for, so it is trained
+    job = state.start_compare(["rerelrp"], "0", 5)
+    assert job.wait(600) and job.state == "done", job.error
+    assert "reused" not in job.results[0]

@@ -33,6 +33,7 @@ from rerelrp.fileio import write_json_atomic
 from rerelrp.method.learner import ReReLRP
 from rerelrp.run.compare import compare, parse_methods, parse_seeds, plan
 from rerelrp.run.jobs import Job
+from rerelrp.run.method_run import ABLATION, trained_records
 from rerelrp.run.runner import SequenceRun
 from rerelrp.store.workspace import (
     DEFAULT_ROOT,
@@ -267,7 +268,8 @@ class AppState(SessionWorkspace):
         """Run ReReLRP and baselines on the planned tasks for each seed in a background job.
 
         The published model is not touched: every run trains its own learner with the current
-        settings. Each finished run is a job result; the comparison becomes :attr:`comparison` (and
+        settings, except the ReReLRP run the published model already is (see :meth:`_reusable`),
+        which is read from it. Each finished run is a job result; the comparison becomes :attr:`comparison` (and
         the workspace's ``compare.json``, which its reports show) when every run is done.
         """
 
@@ -278,6 +280,7 @@ class AppState(SessionWorkspace):
                 raise ConfigError("plan at least two tasks on the Data page: a comparison is about forgetting")
             tasks, params = list(self.tasks), learner_settings.check(self.settings)
             total = len(plan(methods, seeds))
+            reused = self._reusable(methods, seeds, params)
 
             def target(callback, stop):
                 def on_task(method, seed, learned):
@@ -285,8 +288,12 @@ class AppState(SessionWorkspace):
                         job.note(f"{method} seed {seed}: task {learned} of {len(tasks)}")
 
                 try:
+                    reuse = []
+                    if reused:
+                        with self.model_lock:
+                            reuse = trained_records(self.learner, self.run.metrics, tasks, ABLATION in methods)
                     result = compare(lambda seed: tasks, methods, seeds, params, exemplars_per_class,
-                                     callback=callback, stop=stop, on_run=job.add_result, on_task=on_task)
+                                     callback=callback, stop=stop, on_run=job.add_result, on_task=on_task, reuse=reuse)
                 except StopRequested:  # the finished runs are kept, marked as a partial comparison
                     self._keep_comparison({"methods": methods, "seeds": seeds, "tasks": [t.name for t in tasks],
                                            "settings": params, "exemplars_per_class": exemplars_per_class,
@@ -300,6 +307,16 @@ class AppState(SessionWorkspace):
             job.start()
             self.activity.record(f"started {job.name}")
             return job
+
+    def _reusable(self, methods, seeds, params):
+        """Whether the published model is the ReReLRP run a comparison asks for: every planned task learned,
+        each with the comparison's settings and one of its seeds (then it is read, not trained again)."""
+        learner = self.learner
+        if "rerelrp" not in methods or not self.n_learned or self.n_learned != len(self.tasks) \
+                or learner.seed not in seeds:
+            return False
+        wanted = {**learner_settings.for_method(params, "rerelrp"), "seed": learner.seed}
+        return all(report.settings == wanted for report in learner.history_)
 
     def _keep_comparison(self, result):
 

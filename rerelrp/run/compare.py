@@ -54,8 +54,11 @@ def plan(methods, seeds):
 
 
 def compare(load_tasks, methods, seeds, params, exemplars_per_class=20, callback=None, stop=None, on_run=None,
-            on_task=None, jobs=1, threads=None, cluster=None):
+            on_task=None, jobs=1, threads=None, cluster=None, reuse=()):
     """Run every method for every seed; ``load_tasks(seed)`` gives the task sequence of a seed.
+
+    ``reuse``: records of runs already made (:func:`rerelrp.run.method_run.trained_records`); their
+    method and seed are not run again.
 
     ``on_run(record)`` receives each finished run record, ``on_task(method, seed, k)`` the
     number of tasks a run has learned (0 when it starts). Returns the comparison (``runs`` and what they were run with).
@@ -70,13 +73,21 @@ def compare(load_tasks, methods, seeds, params, exemplars_per_class=20, callback
 
     methods, seeds = parse_methods(methods), parse_seeds(seeds)
     runs, names = [], None
-    for records, task_names in parallel.fan_out(load_tasks, plan(methods, seeds), params, exemplars_per_class, jobs,
+    done = {(r["method"], r["seed"]) for r in reuse}
+    todo = [run for run in plan(methods, seeds) if (run[0], run[1]) not in done]
+    for record in reuse:
+        runs.append(record)
+        if on_run:
+            on_run(record)
+    for records, task_names in parallel.fan_out(load_tasks, todo, params, exemplars_per_class, jobs,
                                                 threads, cluster, callback, stop, on_task):
         names = names or task_names
         for record in records:
             runs.append(record)
             if on_run:
                 on_run(record)
+    if names is None:  # every run was reused
+        names = [t.name for t in load_tasks(seeds[0])]
     order = {m: k for k, m in enumerate(methods)}
     runs.sort(key=lambda r: (order[r["method"]], r["seed"]))
     result = {"methods": methods, "seeds": seeds, "tasks": names, "settings": dict(params),

@@ -61,8 +61,8 @@ class MostConfidentSubnetwork:
     """A trained ReReLRP model whose task is the sub-network with the highest softmax probability
     for its own class (no recognisers): the ``rerelrp-maxsoftmax`` ablation."""
 
-    def __init__(self, learner):
-        self.learner = learner
+    def __init__(self, learner, first=None):
+        self.learner, self.first = learner, first  # ``first``: read only the first sub-networks (None: all)
 
     @property
     def offsets_(self):
@@ -70,7 +70,7 @@ class MostConfidentSubnetwork:
 
     def predict(self, images):
         learner = self.learner
-        logits = [learner.subnetwork_logits(images, m) for m in range(learner.n_tasks)]
+        logits = [learner.subnetwork_logits(images, m) for m in range(self.first or learner.n_tasks)]
         confidence = torch.stack([torch.softmax(lg, 1).max(1).values for lg in logits], 1).numpy()
         subnet = np.stack([lg.argmax(1).numpy() for lg in logits], 1)
         task = confidence.argmax(1)
@@ -133,3 +133,22 @@ def run_method(method, tasks, params, seed, exemplars_per_class=20, also_ablatio
             on_task(i + 1)
     seconds = time.perf_counter() - clock
     return [record(name, seed, metrics[name], learner, seconds) for name in views]
+
+
+def trained_records(learner, metrics, tasks, also_ablation=False):
+    """The records :func:`run_method` would give for a ReReLRP model already trained on ``tasks``, from its
+    ``metrics``: what the Compare page reuses instead of training the model again.
+
+    The ablation's row after task i reads the final model's first i + 1 sub-networks, which later
+    tasks left exact (their units are frozen), so it is the row the model after task i gives.
+    ``seconds`` is the training run's, not the time it took to read it here.
+    """
+    seconds = float(sum(sum(part.values()) for part in metrics.seconds))
+    records = [record("rerelrp", learner.seed, metrics, learner, seconds) | {"reused": True}]
+    if also_ablation:
+        ablation = RunMetrics()
+        for i in range(len(tasks)):
+            row = evaluate_tasks(MostConfidentSubnetwork(learner, i + 1), tasks[: i + 1])
+            ablation.add(learner.history_[i], row, metrics.seconds[i]["eval"], metrics.capacity[i])
+        records.append(record(ABLATION, learner.seed, ablation, learner, seconds) | {"reused": True})
+    return records
