@@ -235,3 +235,30 @@ def test_compare_methods_in_chromium(digits_server, tmp_path):
     foreign = sorted({u for u in requests if urlparse(u).hostname not in ("localhost", "127.0.0.1", "::1")
                       and not u.startswith(("data:", "blob:"))})
     assert foreign == [], foreign
+
+
+PAGE_PATHS = ("train", "explain", "capacity", "recognize", "report", "compare")
+BASE_PATH_PROBES = ("_stcore/health", "_stcore/host-config")  # streamlit/streamlit#7074: see docs/app.md
+
+
+@pytest.mark.timeout(600)
+def test_every_page_opens_by_its_url_and_fails_no_request_but_streamlits_base_path_probe(digits_server):
+    """A bookmarked page opens; the only failed requests are the frontend probing ``/<page>/_stcore/...``
+    for a base path before it finds the server at ``/`` (an upstream behaviour), never the app's own."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            for path in PAGE_PATHS:
+                page = browser.new_page(viewport={"width": 1440, "height": 1300})
+                failed = []
+                page.on("response", lambda r, failed=failed: failed.append(r.url) if r.status >= 400 else None)
+                page.goto(f"{digits_server}/{path}")
+                page.get_by_role("heading", name=path.capitalize(), exact=True).wait_for(timeout=90_000)
+                _wait_idle(page)
+                unexpected = [u for u in failed if urlparse(u).path not in {f"/{path}/{probe}" for probe in BASE_PATH_PROBES}]
+                assert not unexpected, (path, unexpected)
+                page.close()
+        finally:
+            browser.close()
