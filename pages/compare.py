@@ -7,7 +7,7 @@ from rerelrp.errors import RerelrpError
 from rerelrp.figures.plots import comparison_figure
 from rerelrp.run.compare import HEADER, markdown, plan, table_rows
 from rerelrp.run.jobs import phase_fraction
-from rerelrp.run.method_run import ABLATION, METHODS
+from rerelrp.run.method_run import ABLATION, EQUAL_BYTES, METHODS
 from rerelrp.text import md
 
 LIVE_REFRESH_S = 2.0
@@ -19,6 +19,7 @@ ABOUT = {
     "lwf": "learning without forgetting (Li & Hoiem 2017)",
     "icarl": "iCaRL: herding exemplars, nearest mean (Rebuffi et al. 2017)",
     "replay": "experience replay of exemplars",
+    EQUAL_BYTES: "replay with as many bytes of exemplars as ReReLRP's recognition store (needs rerelrp)",
     "joint": "joint training on every image seen: the upper bound",
 }
 
@@ -48,11 +49,14 @@ else:
     st.markdown(f"**Task sequence:** {' → '.join(f'{i}: {md(t.name)}' for i, t in enumerate(tasks))} "
                 f"(network {state.settings['net']}, {state.settings['epochs']} epochs, settings of the Train page)")
     with st.form("compare_form", border=True):
-        chosen = st.multiselect("Methods", METHODS, default=list(METHODS), format_func=lambda m: f"{m}: {ABOUT[m]}",
+        chosen = st.multiselect("Methods", METHODS, default=[m for m in METHODS if m != EQUAL_BYTES],
+                                format_func=lambda m: f"{m}: {ABOUT[m]}",
                                 key="cmp_methods")
         c1, c2 = st.columns(2)
         seeds = c1.text_input("Seeds", "0,1,2", key="cmp_seeds", help="comma-separated; every method runs once per seed")
-        exemplars = c2.number_input("Exemplars per class (replay, iCaRL)", 1, 10_000, 20, key="cmp_exemplars")
+        exemplars = c2.number_input("Exemplars per class (replay, iCaRL)", 1, 10_000, 20, key="cmp_exemplars",
+                                    help="Their memory: this many images per class of the whole sequence, held from "
+                                         "the first task on and shared among the classes seen so far")
         run = st.form_submit_button("Run comparison", type="primary", icon=":material/compare_arrows:", disabled=busy)
     if run:
         try:

@@ -66,7 +66,26 @@ def test_herding_picks_the_images_whose_mean_is_closest_to_the_class_mean():
     task = SimpleNamespace(train=SimpleNamespace(images=np.arange(4)))
     # first the image nearest the mean (2, not 1: 0.35 < 0.36); then the one that pulls the pair's mean
     # closest to it (3: mean (-0.15, 0.35)), not the nearest remaining image (1)
-    assert list(learner._select(task, np.arange(4), 0, None)) == [2, 3]
+    assert list(learner._select(task, np.arange(4), 0, None, 2)) == [2, 3]
+
+
+@pytest.mark.parametrize("method", ["replay", "icarl"])
+def test_a_fixed_memory_is_full_from_the_first_task_and_older_classes_give_up_their_last_exemplars(method):
+    from rerelrp.baselines import make_baseline
+
+    tasks = build_sequence([load_dataset("demo", seed=0)], None)[:3]
+    learner = make_baseline(method, epochs=1, min_steps=0, exemplars_per_class=5, memory_size=60)
+    learner.add_task(tasks[0])
+    first = {c: m.copy() for c, m in learner.memory_.items()}
+    assert [len(m) for m in first.values()] == [30, 30] and learner.stored()[0] == 60
+    learner.add_task(tasks[1])
+    learner.add_task(tasks[2])
+    assert [len(m) for m in learner.memory_.values()] == [10] * 6  # 60 shared by 6 classes
+    for c in first:  # a prefix of what the class kept first: the images it would keep longest
+        assert np.array_equal(learner.memory_[c], first[c][:10])
+    growing = make_baseline(method, epochs=1, min_steps=0, exemplars_per_class=5)
+    growing.add_task(tasks[0])
+    assert growing.stored()[0] == 10
 
 
 def test_cli_compare_writes_its_files_without_touching_the_network(tmp_path, capsys):
@@ -175,3 +194,16 @@ def test_the_compare_page_reads_the_trained_model_instead_of_training_it_again(t
     job = state.start_compare(["rerelrp"], "0", 5)
     assert job.wait(600) and job.state == "done", job.error
     assert "reused" not in job.results[0]
+
+
+def test_replay_at_equal_bytes_keeps_as_many_bytes_as_the_rerelrp_store_of_its_seed():
+    tasks = build_sequence([load_dataset("demo", seed=0)], None)[:2]
+    with pytest.raises(ConfigError, match="together with rerelrp"):
+        compare.compare(lambda seed: tasks, ["replay-equal-bytes"], [0], FAST)
+    result = compare.compare(lambda seed: tasks, ["rerelrp", "replay-equal-bytes"], [0], FAST)
+    rerelrp, equal = result["runs"]
+    assert equal["method"] == "replay-equal-bytes" and rerelrp["method"] == "rerelrp"
+    per_image, n_classes = tasks[0].train.images[0].nbytes, sum(t.n_classes for t in tasks)
+    assert equal["exemplars_per_class"] == rerelrp["bytes_stored"] // (per_image * n_classes) > 20
+    most = min(equal["exemplars_per_class"], min(np.bincount(t.train.labels).min() for t in tasks))
+    assert most * n_classes * per_image <= equal["bytes_stored"] <= rerelrp["bytes_stored"]

@@ -1,8 +1,11 @@
 """Baselines that keep training images of earlier tasks (exemplars): experience replay and iCaRL.
 
-Both keep ``exemplars_per_class`` images of every class (20 by default, LifeLonger's budget for
-MedMNIST) as uint8 arrays and train each new task on its images plus every exemplar, with the loss
-over every head (class-incremental). They report what they keep (:meth:`stored`), so a table can
+Both keep exemplars of every class as uint8 arrays and train each new task on its images plus every
+exemplar, with the loss over every head (class-incremental). The memory either grows by
+``exemplars_per_class`` images per class (20 by default, LifeLonger's budget for MedMNIST), or,
+with ``memory_size``, is a fixed number of images from the first task on, shared equally among the
+classes seen: early tasks keep more exemplars and give up their last ones as classes arrive (iCaRL's
+fixed memory; Avalanche's ``mem_size``). They report what they keep (:meth:`stored`), so a table can
 set their bytes beside ReReLRP's relevance rows.
 """
 from __future__ import annotations
@@ -30,12 +33,17 @@ class Replay(BaselineLearner):
 
     method = "replay"
     all_heads = True
-    extra_params = {"exemplars_per_class": 20}
+    extra_params = {"exemplars_per_class": 20, "memory_size": 0}  # memory_size 0: the memory grows per class
 
     def _check_extra_params(self):
-        value = self.exemplars_per_class
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"exemplars_per_class must be a whole number ≥ 1, not {value!r}")
+        for name, low in (("exemplars_per_class", 1), ("memory_size", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be a whole number ≥ {low}, not {value!r}")
+
+    def _per_class(self, n_classes):
+        """Exemplars each class keeps once ``n_classes`` are seen."""
+        return max(1, self.memory_size // n_classes) if self.memory_size else self.exemplars_per_class
 
     def _initial_state(self):
         return {"memory_": {}}  # global class -> uint8 exemplar images
@@ -52,14 +60,19 @@ class Replay(BaselineLearner):
 
     def _after_task(self, task, lo, hi, source):
         rng = np.random.default_rng(self.task_seed(lo))
+        per_class = self._per_class(hi)
+        for c in list(self.memory_):  # a fixed memory: older classes give up their last exemplars
+            self.memory_[c] = self.memory_[c][:per_class]
         for c in range(task.n_classes):
             where = np.flatnonzero(task.train.labels == c)
-            chosen = self._select(task, where, c, rng)
+            chosen = self._select(task, where, c, rng, min(len(where), per_class))
             self.memory_[lo + c] = np.ascontiguousarray(task.train.images[chosen])
 
-    def _select(self, task, where, c, rng):
-        """Positions of the exemplars of class ``c`` among ``where`` (its training images)."""
-        return np.sort(rng.choice(where, min(len(where), self.exemplars_per_class), replace=False))
+    def _select(self, task, where, c, rng, n):
+        """Positions of ``n`` exemplars of class ``c`` among ``where`` (its training images), the ones to keep
+        longest first (a fixed memory keeps a prefix); a growing memory keeps them in file order."""
+        chosen = rng.choice(where, n, replace=False)
+        return chosen if self.memory_size else np.sort(chosen)
 
     def stored(self):
         return sum(len(m) for m in self.memory_.values()), sum(m.nbytes for m in self.memory_.values())
@@ -104,12 +117,13 @@ class ICaRL(Replay):
         f = torch.cat([self.net_.features(x[i : i + 512].to(device)).cpu() for i in range(0, len(x), 512)])
         return F.normalize(f, dim=1)
 
-    def _select(self, task, where, c, rng):
-        """Herding: greedily the image that brings the exemplars' mean feature closest to the class mean."""
+    def _select(self, task, where, c, rng, n):
+        """Herding: greedily the image that brings the exemplars' mean feature closest to the class mean (in
+        that order, so that a prefix is the best smaller set)."""
         f = self._features(task.train.images[where])
         target = f.mean(0)
         chosen, total = [], torch.zeros_like(target)
-        for k in range(1, min(len(where), self.exemplars_per_class) + 1):
+        for k in range(1, n + 1):
             gap = ((target - (total + f) / k) ** 2).sum(1)
             if chosen:
                 gap[chosen] = float("inf")

@@ -30,6 +30,8 @@ def cmd_run(args):
     learner = (learner or new_learner(args, config)).check_params()  # bad settings fail before any data is read
     datasets = load_run_data(args, learner.seed)  # a continued workspace splits its data with the seed it was made with
     tasks = build_sequence(datasets, args.tasks)
+    if "memory_size" in learner.param_defaults():  # replay and iCaRL: the fixed memory 'rerelrp compare' gives them
+        learner.set_params(memory_size=learner.exemplars_per_class * sum(t.n_classes for t in tasks))
     if workspace is not None and meta is not None:
         check_sequence(workspace, learner, meta, tasks)
     args.out.mkdir(parents=True, exist_ok=True)

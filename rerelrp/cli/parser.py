@@ -115,10 +115,14 @@ def _compare_parser(sub):
     compare.add_argument("--tasks", type=int, default=None, help="as for 'rerelrp run'")
     compare.add_argument("--methods", default=",".join(compare_methods),
                          help=f"comma-separated, from: {', '.join(compare_methods)} (rerelrp-maxsoftmax: ReReLRP's "
-                              "sub-networks with the task of the most confident one, no recognisers)")
+                              "sub-networks with the task of the most confident one, no recognisers; "
+                              "replay-equal-bytes: replay whose memory takes as many bytes as ReReLRP's recognition "
+                              "store of the same seed, run after it)")
     compare.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; every method runs once per seed")
     compare.add_argument("--exemplars-per-class", type=int, default=20,
-                         help="images per class that replay and iCaRL keep (ReReLRP and the others keep none)")
+                         help="replay and iCaRL keep a fixed memory of this many images per class of the sequence "
+                              "(160 for 8 classes), held from the first task on and shared among the classes seen "
+                              "so far (ReReLRP and the others keep none)")
     compare.add_argument("--out", required=True, type=Path, help="output folder")
     settings.add_options(compare.add_argument_group("learner settings, shared by every method (--seed is --seeds here)"))
     compare.add_argument("--data-root", default="./data", help="where MedMNIST flags are looked up")

@@ -104,8 +104,9 @@ class _PdfReport(SampleDrawing):
     def comparison(self):
         cmp, W = self.c["comparison"], self.W
         self.para(f"The same task sequence, backbone, settings and evaluation for every method; mean ± sd over seeds "
-                  f"{', '.join(map(str, cmp['seeds']))}. Replay and iCaRL keep {cmp['exemplars_per_class']} training "
-                  "images per class; ReReLRP keeps relevance rows and no image.")
+                  f"{', '.join(map(str, cmp['seeds']))}. Replay and iCaRL keep a fixed memory of "
+                  f"{cmp['exemplars_per_class']} training images per class of the sequence, shared among the classes "
+                  "seen so far; ReReLRP keeps relevance rows and no image.")
         widths = [0.15, 0.06, 0.11, 0.11, 0.11, 0.11, 0.08, 0.17, 0.10]
         self.table(cmp["header"], cmp["rows"], [W * w for w in widths], size=6.5)
 

@@ -19,7 +19,7 @@ import rerelrp.run.parallel as parallel
 from rerelrp.errors import ConfigError, DataError
 from rerelrp.figures.plots import comparison_figure
 from rerelrp.fileio import RefusedFile, parse_json, read_regular, write_bytes_atomic, write_json_atomic
-from rerelrp.run.method_run import ABLATION, METHODS
+from rerelrp.run.method_run import ABLATION, EQUAL_BYTES, METHODS
 
 MAX_COMPARISON_BYTES = 64 * 2**20  # a comparison of hundreds of runs is well under a megabyte
 
@@ -72,20 +72,28 @@ def compare(load_tasks, methods, seeds, params, exemplars_per_class=20, callback
     """
 
     methods, seeds = parse_methods(methods), parse_seeds(seeds)
-    runs, names = [], None
+    if EQUAL_BYTES in methods and "rerelrp" not in methods:
+        raise ConfigError(f"{EQUAL_BYTES} keeps as many bytes as ReReLRP's recognition store of the same seed: "
+                          "compare it together with rerelrp")
+    runs, names = list(reuse), None
     done = {(r["method"], r["seed"]) for r in reuse}
-    todo = [run for run in plan(methods, seeds) if (run[0], run[1]) not in done]
-    for record in reuse:
-        runs.append(record)
-        if on_run:
-            on_run(record)
-    for records, task_names in parallel.fan_out(load_tasks, todo, params, exemplars_per_class, jobs,
-                                                threads, cluster, callback, stop, on_task):
-        names = names or task_names
-        for record in records:
-            runs.append(record)
-            if on_run:
+    todo = [run for run in plan(methods, seeds) if (run[0], run[1]) not in done and run[0] != EQUAL_BYTES]
+
+    def gather(planned, per_class):
+        nonlocal names
+        for records, task_names in parallel.fan_out(load_tasks, planned, params, per_class, jobs, threads, cluster,
+                                                    callback, stop, on_task):
+            names = names or task_names
+            runs.extend(records)
+            for record in records if on_run else ():
                 on_run(record)
+
+    for record in reuse if on_run else ():
+        on_run(record)
+    gather(todo, exemplars_per_class)
+    for seed in seeds if EQUAL_BYTES in methods else ():  # once ReReLRP's store of that seed is known
+        store = next(r["bytes_stored"] for r in runs if r["method"] == "rerelrp" and r["seed"] == seed)
+        gather([(EQUAL_BYTES, seed, False)], equal_bytes_exemplars(store, load_tasks(seed)))
     if names is None:  # every run was reused
         names = [t.name for t in load_tasks(seeds[0])]
     order = {m: k for k, m in enumerate(methods)}
@@ -95,6 +103,13 @@ def compare(load_tasks, methods, seeds, params, exemplars_per_class=20, callback
     if threads is not None:
         result["threads"] = threads  # torch threads per run: the figures are those of this count
     return result
+
+
+def equal_bytes_exemplars(store_bytes, tasks):
+    """Exemplars per class of the sequence whose uint8 images take at most ``store_bytes`` (at least 1): the
+    memory of ``replay-equal-bytes``, which keeps as many bytes as ReReLRP's recognition store."""
+    image_bytes = max(int(np.prod(t.train.images.shape[1:])) for t in tasks)
+    return max(1, int(store_bytes) // (image_bytes * sum(t.n_classes for t in tasks)))
 
 
 def summary(result):

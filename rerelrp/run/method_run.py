@@ -23,8 +23,9 @@ from rerelrp.method.learner import ReReLRP
 from rerelrp.progress import Reporter
 from rerelrp.run.metrics import RunMetrics, evaluate_tasks
 
-METHODS = ("rerelrp", "rerelrp-maxsoftmax", "finetune", "ewc", "lwf", "icarl", "replay", "joint")
+METHODS = ("rerelrp", "rerelrp-maxsoftmax", "finetune", "ewc", "lwf", "icarl", "replay", "replay-equal-bytes", "joint")
 ABLATION = "rerelrp-maxsoftmax"
+EQUAL_BYTES = "replay-equal-bytes"  # replay with a memory of as many bytes as ReReLRP's store (rerelrp.run.compare)
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,15 @@ class MostConfidentSubnetwork:
                           [names[g] for g in glob], subnet_proba=proba)
 
 
-def learner_for(method, params, exemplars_per_class):
-    """The learner of ``method`` with the shared settings that apply to it (and the exemplar budget where it keeps images)."""
+def learner_for(method, params, exemplars_per_class, n_classes):
+    """The learner of ``method`` with the shared settings that apply to it, and, where it keeps images, a fixed
+    memory of ``exemplars_per_class`` images per class of the ``n_classes`` the sequence has, used in full
+    from the first task on (as iCaRL's paper and Avalanche's ``mem_size`` do)."""
     if method == "rerelrp":
         return ReReLRP(**params)
-    cls = BASELINES[method]
-    extra = {"exemplars_per_class": exemplars_per_class} if "exemplars_per_class" in cls.extra_params else {}
+    cls = BASELINES["replay" if method == EQUAL_BYTES else method]
+    extra = {"exemplars_per_class": exemplars_per_class, "memory_size": exemplars_per_class * n_classes} \
+        if "memory_size" in cls.extra_params else {}
     return cls(**settings.for_method(params, method), **extra)
 
 
@@ -102,7 +106,8 @@ def stored(method, learner):
 def record(method, seed, metrics, learner, seconds):
     images, nbytes = stored(method, learner)
     data = metrics.to_dict()
-    return {"method": method, "seed": seed, "final": metrics.final(), "images_stored": int(images),
+    budget = {"exemplars_per_class": learner.exemplars_per_class} if method == EQUAL_BYTES else {}
+    return {"method": method, "seed": seed, **budget, "final": metrics.final(), "images_stored": int(images),
             "bytes_stored": int(nbytes), "seconds": float(seconds),
             "tag_after_each_task": data["tag_after_each_task"], "acc_tag": data["acc_tag"],
             "acc_taw": data["acc_taw"], "task_recognition": data["task_recognition"]}
@@ -114,7 +119,8 @@ def run_method(method, tasks, params, seed, exemplars_per_class=20, also_ablatio
     ``rerelrp`` then ``rerelrp-maxsoftmax`` from the same model). ``on_task(k)`` with the number of
     tasks learned: 0 at the start, then after each task."""
     trained = "rerelrp" if method == ABLATION else method
-    learner = learner_for(trained, {**params, "seed": seed}, exemplars_per_class).check_params()
+    learner = learner_for(trained, {**params, "seed": seed}, exemplars_per_class,
+                          sum(t.n_classes for t in tasks)).check_params()
     views = {ABLATION: MostConfidentSubnetwork(learner)} if method == ABLATION else {method: learner}
     if also_ablation:
         views[ABLATION] = MostConfidentSubnetwork(learner)
