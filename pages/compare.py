@@ -4,7 +4,7 @@ import streamlit as st
 
 from pages.common import get_state, job_heading, plot, show_error
 from rerelrp.errors import RerelrpError
-from rerelrp.figures.plots import comparison_figure
+from rerelrp.figures.plots import comparison_figure, memory_figure
 from rerelrp.run.compare import HEADER, markdown, plan, table_rows
 from rerelrp.run.jobs import phase_fraction
 from rerelrp.run.method_run import ABLATION, EQUAL_BYTES, METHODS
@@ -114,6 +114,9 @@ if result is not None and not busy:
                + reused_note(result))
     st.dataframe(pd.DataFrame(table_rows(result), columns=HEADER), hide_index=True)
     plot(comparison_figure(result), key="cmp_figure")
+    plot(memory_figure(result), key="cmp_memory")
+    st.caption("Each method's final TAg against the bytes it keeps after the last task (points: seeds; large "
+               "marker: their mean ± sd). Replay and iCaRL keep uint8 images, ReReLRP its recognition store.")
     import json
 
     c1, c2 = st.columns(2)

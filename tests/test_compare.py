@@ -113,6 +113,7 @@ def test_cli_compare_writes_its_files_without_touching_the_network(tmp_path, cap
     assert table.count(" ± ") >= 4 * 4 and "relevance rows" in table
     html = (out / "compare.html").read_text()
     assert "rerelrp-maxsoftmax" in html and "<script src=" not in html  # plotly inlined: opens offline
+    assert "TAg after each task" in html and "bytes stored (log scale)" in html  # both figures
     assert "compare.json" in capsys.readouterr().out
 
 
@@ -152,6 +153,7 @@ def test_the_app_runs_a_comparison_in_the_background_and_reports_it(tmp_path):
     content = build_report(learner, run.metrics, {"name": "t"}, comparison=finished)
     html = render_html(content)
     assert "Comparison with baselines" in html and "replay" in html and "images" in html
+    assert "Final TAg against the bytes each method keeps" in html  # the memory figure beside the table
     from io import BytesIO
 
     from pypdf import PdfReader
@@ -159,6 +161,31 @@ def test_the_app_runs_a_comparison_in_the_background_and_reports_it(tmp_path):
     text = "\n".join(p.extract_text() for p in PdfReader(BytesIO(render_pdf(content))).pages)
     assert "Comparison with baselines" in text and "replay" in text
     assert "Comparison with baselines" not in render_html(build_report(learner, run.metrics, {"name": "t"}))
+
+
+def test_the_memory_figure_puts_each_method_at_the_bytes_it_keeps():
+    from rerelrp.figures.plots import memory_figure
+
+    def run(method, seed, tag, stored):
+        return {"method": method, "seed": seed, "final": {"tag": tag}, "bytes_stored": stored}
+
+    result = {"methods": ["rerelrp", "<b>replay</b>", "finetune", "lwf"],
+              "runs": [run("rerelrp", 0, 80.0, 1000), run("rerelrp", 1, 84.0, 3000),
+                       run("<b>replay</b>", 0, 70.0, 2000), run("finetune", 0, 20.0, 0)]}
+    fig = memory_figure(result)
+    means = {t.name: t for t in fig.data if t.showlegend is not False}
+    assert set(means) == {"rerelrp", "&lt;b&gt;replay&lt;/b&gt;"}  # a name from the data is not markup
+    rerelrp = means["rerelrp"]
+    assert list(rerelrp.x) == [2000.0] and list(rerelrp.y) == [82.0]
+    assert np.isclose(rerelrp.error_y.array[0], np.std([80, 84], ddof=1))
+    assert np.isclose(rerelrp.error_x.array[0], np.std([1000, 3000], ddof=1))
+    assert means["&lt;b&gt;replay&lt;/b&gt;"].error_y.visible is False  # one seed: no spread drawn
+    seeds = [t for t in fig.data if t.showlegend is False]
+    assert sorted(x for t in seeds for x in t.x) == [1000, 2000, 3000]
+    # fine-tuning keeps nothing: a dotted line at its TAg, not a point at 0 on a log axis; lwf has no run
+    assert [shape.y0 for shape in fig.layout.shapes] == [20.0]
+    assert "finetune (keeps nothing)" in fig.layout.annotations[0].text
+    assert fig.layout.xaxis.type == "log"
 
 
 def test_one_seed_says_so_instead_of_a_zero_spread():

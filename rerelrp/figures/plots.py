@@ -304,6 +304,44 @@ def comparison_figure(result, title="TAg after each task (mean ± sd over seeds)
     return fig
 
 
+def memory_figure(result, title="Final TAg against the bytes each method keeps"):
+    """What each method of a comparison buys with what it keeps: final TAg (mean ± sd over seeds) against
+    the bytes stored (images for replay and iCaRL, the recognition store for ReReLRP), log axis.
+
+    Methods that keep nothing per task (fine-tuning, EWC, LwF, joint's bound) cannot sit on a log axis:
+    they are dotted lines at their TAg, named at the right."""
+    fig = go.Figure()
+    colors = task_colors(len(result["methods"]))
+    for color, method in zip(colors, result["methods"]):
+        runs = [r for r in result["runs"] if r["method"] == method]
+        if not runs:
+            continue
+        name = safe(method)
+        tag = np.array([r["final"]["tag"] for r in runs], dtype=float)
+        stored = np.array([r["bytes_stored"] for r in runs], dtype=float)
+        sd = (lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+        if stored.max() <= 0:
+            fig.add_hline(y=float(tag.mean()), line={"color": color, "dash": "dot", "width": 1.5},
+                          annotation_text=f"{name} (keeps nothing)", annotation_position="right",
+                          annotation_font={"color": color, "size": 11})
+            continue
+        hover = "%{text}<br>%{x:,.0f} bytes<br>TAg %{y:.2f} %<extra></extra>"
+        fig.add_trace(go.Scatter(x=stored, y=tag, mode="markers", marker={"color": color, "size": 6, "opacity": 0.45},
+                                 showlegend=False, text=[f"{name}, seed {r['seed']}" for r in runs], hovertemplate=hover))
+        fig.add_trace(go.Scatter(x=[stored.mean()], y=[tag.mean()], mode="markers", name=name,
+                                 marker={"color": color, "size": 12,
+                                         "symbol": "diamond" if method.startswith("rerelrp") else "circle"},
+                                 error_y={"type": "data", "array": [sd(tag)], "visible": len(runs) > 1},
+                                 error_x={"type": "data", "array": [sd(stored)], "visible": len(runs) > 1},
+                                 text=[f"{name}, mean of {len(runs)} seed(s)"], hovertemplate=hover))
+    apply_layout(fig, title, height=400, xaxis_title="bytes stored (log scale)", yaxis_title="final TAg (%)",
+                 yaxis_range=[0, 100], showlegend=True, legend=dict(title=dict(text="method")),
+                 margin=dict(l=60, r=150, t=50, b=50))
+    fig.update_xaxes(type="log", dtick="D2", showgrid=True, gridcolor="#EEEEEE")  # ticks at 1, 2, 5 of each decade
+    fig.update_yaxes(showgrid=True, gridcolor="#EEEEEE")
+    return fig
+
+
 # ------------------------------------------------------------------------------- clinical
 def confusion_heatmap(matrix, class_names, title="Confusion matrix"):
     """Counts of true (rows) against predicted (columns) classes, each cell written as its count and

@@ -41,9 +41,14 @@ def sections(content):
 
 
 def comparison_block(result):
-    """What a report shows of a comparison (:mod:`rerelrp.run.compare`): its table and what it ran on."""
+    """What a report shows of a comparison (:mod:`rerelrp.run.compare`): its table, what it ran on, and each
+    run's final TAg and bytes stored (the HTML report draws them against each other)."""
+    memory = {"methods": list(result["methods"]),  # what memory_figure reads: each run's final TAg and bytes
+              "runs": [{"method": r["method"], "seed": r["seed"], "final": {"tag": r["final"]["tag"]},
+                        "bytes_stored": r["bytes_stored"]} for r in result["runs"]]}
     return {"header": list(HEADER), "rows": table_rows(result), "tasks": list(result.get("tasks") or []),
-            "seeds": list(result["seeds"]), "exemplars_per_class": result.get("exemplars_per_class")}
+            "seeds": list(result["seeds"]), "exemplars_per_class": result.get("exemplars_per_class"),
+            "memory": memory}
 
 
 # ------------------------------------------------------------------------------------ content

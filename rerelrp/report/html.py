@@ -74,6 +74,9 @@ def _figures(content):
     if clinical["tag_confusion"]:
         figures["confusion_tag"] = _figure(plots.confusion_heatmap(
             clinical["tag_confusion"], clinical["tag_classes"], "Task-agnostic confusion matrix, all classes seen"))
+    figures["memory"] = ""
+    if content.get("comparison"):
+        figures["memory"] = _figure(plots.memory_figure(content["comparison"]["memory"]))
     figures["recognition"] = []
     for smp in content["samples"]:
         recognition = plots.recognition_figure(smp["p_task"], names, "Task recognition P_T")

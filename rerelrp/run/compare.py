@@ -17,7 +17,7 @@ import numpy as np
 
 import rerelrp.run.parallel as parallel
 from rerelrp.errors import ConfigError, DataError
-from rerelrp.figures.plots import comparison_figure
+from rerelrp.figures.plots import comparison_figure, memory_figure
 from rerelrp.fileio import RefusedFile, parse_json, read_regular, write_bytes_atomic, write_json_atomic
 from rerelrp.run.method_run import ABLATION, EQUAL_BYTES, METHODS
 
@@ -155,16 +155,19 @@ def markdown(result):
 
 
 def write_comparison(result, out):
-    """``compare.json``, ``compare.md`` and ``compare.html`` (the figure, plotly inlined: opens offline) in ``out``."""
-    from pathlib import Path
-
+    """``compare.json``, ``compare.md`` and ``compare.html`` (TAg after each task and TAg against bytes stored,
+    plotly inlined: opens offline) in ``out``."""
+    import html as markup
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "compare.json", result)
     title = f"Comparison on {' → '.join(result['tasks'] or [])}"
     write_bytes_atomic(out / "compare.md", (f"# {title}\n\n" + markdown(result)).encode())
-    html = comparison_figure(result).to_html(include_plotlyjs=True, full_html=True)
+    figures = [comparison_figure(result).to_html(include_plotlyjs=True, full_html=False),
+               memory_figure(result).to_html(include_plotlyjs=False, full_html=False)]
+    html = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{markup.escape(title)}</title></head><body>\n'
+            + "\n".join(figures) + "\n</body></html>\n")
     write_bytes_atomic(out / "compare.html", html.encode())
     return [out / "compare.json", out / "compare.md", out / "compare.html"]
 
