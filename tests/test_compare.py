@@ -160,6 +160,7 @@ def test_the_app_runs_a_comparison_in_the_background_and_reports_it(tmp_path):
 
     text = "\n".join(p.extract_text() for p in PdfReader(BytesIO(render_pdf(content))).pages)
     assert "Comparison with baselines" in text and "replay" in text
+    assert "bytes stored (log scale)" in text  # the PDF draws the memory chart under the table
     assert "Comparison with baselines" not in render_html(build_report(learner, run.metrics, {"name": "t"}))
 
 
@@ -186,6 +187,14 @@ def test_the_memory_figure_puts_each_method_at_the_bytes_it_keeps():
     assert [shape.y0 for shape in fig.layout.shapes] == [20.0]
     assert "finetune (keeps nothing)" in fig.layout.annotations[0].text
     assert fig.layout.xaxis.type == "log"
+    from rerelrp.report.pdf_charts import memory_chart
+    from rerelrp.report.pdf_layout import PdfLayout
+
+    for shown in (result, {"methods": ["finetune"], "runs": [run("finetune", 0, 20.0, 0)]}):  # nothing on the log axis
+        layout = PdfLayout("t", ["a"])
+        layout.pdf.add_page()
+        memory_chart(layout, shown)
+        assert bytes(layout.pdf.output()).startswith(b"%PDF")
 
 
 def test_one_seed_says_so_instead_of_a_zero_spread():

@@ -13,6 +13,7 @@ from plotly.colors import sample_colorscale, unlabel_rgb
 
 import rerelrp.report.content as text
 from rerelrp.report.content import sections
+from rerelrp.report.pdf_charts import memory_chart
 from rerelrp.report.pdf_layout import ACCENT
 from rerelrp.report.pdf_samples import SampleDrawing
 from rerelrp.report.study import NOT_RECORDED, PER_CLASS_COLUMNS
@@ -109,6 +110,7 @@ class _PdfReport(SampleDrawing):
                   "seen so far; ReReLRP keeps relevance rows and no image.")
         widths = [0.15, 0.06, 0.11, 0.11, 0.11, 0.11, 0.08, 0.17, 0.10]
         self.table(cmp["header"], cmp["rows"], [W * w for w in widths], size=6.5)
+        memory_chart(self, cmp["memory"])
 
     def data(self):
         rows = [[str(d["index"]), d["name"], d["split"], d["resolution"], str(len(d["warnings"]))] for d in self.c["data"]]
