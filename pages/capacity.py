@@ -4,6 +4,7 @@ import streamlit as st
 
 from pages.common import model_page, plot, task_names
 from rerelrp.figures.plots import capacity_figure, capacity_history_figure
+from rerelrp.report.content import growth
 
 state = model_page(
     "Capacity",
@@ -53,8 +54,5 @@ st.dataframe(table, hide_index=True, width="stretch")
 st.caption("A unit one task kept can be kept again by later tasks (read, never changed): **shared** counts such units, "
            "so the **kept by** columns add up to more than the layer's units. The bars count each unit once, for the "
            "task that kept it first.")
-grown = [(h.task, layer, n) for h in learner.history_ for layer, n in h.grown.items()]
-if grown:
-    st.caption("Growth: " + "; ".join(f"before task {t}: {layer} +{n}" for t, layer, n in grown))
-else:
-    st.caption("No layer has grown so far.")
+st.caption(growth([h.grown for h in learner.history_], [h.prune.get("room") for h in learner.history_])
+           or "No layer has grown so far.")

@@ -28,6 +28,13 @@ state = get_state()
 st.title("Train")
 
 
+def _room(room):
+    """The task table's cell for making room (``rerelrp.method.room``)."""
+    if not room or not room.get("dropped"):
+        return "–"
+    return f"{room['dropped']} units freed" if room["accepted"] else f"tried, undone ({room['acc']:.1f} %)"
+
+
 def ece_caption(metrics, n_test):
     """The test ECE of the P_T the model shows, and whether it was calibrated ("" for an older metrics.json)."""
     ece = metrics.p_task_ece[-1] if metrics.p_task_ece else None
@@ -260,6 +267,7 @@ with tab_tasks:
             "batch": h.settings.get("batch_size"),
             "units kept": sum(prune["kept_units"].values()),
             "grown": ", ".join(f"{k} +{v}" for k, v in h.grown.items()) or "–",
+            "made room": _room(prune.get("room")),
             "seconds": round(sum(h.seconds.values()), 1),
             "stored KiB": round(h.stored_bytes / 1024, 1),
             "classes": " | ".join(h.classes),

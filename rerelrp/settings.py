@@ -142,6 +142,10 @@ SETTINGS = {s.name: s for s in (
             label="Images judging a cut", rerelrp_only=True),
     Setting("grow", True, "add units to layers whose free share falls below min_free", "capacity",
             label="Grow full layers", rerelrp_only=True),
+    Setting("room_steps", 100, "when a cut judged on too few images to lose one (under 100 / acc_drop) leaves a layer "
+            "short of min_free, drop the shortfall and fine-tune the task this many steps without it, kept only if "
+            "the cut's accuracy holds (0: grow instead)", "capacity",
+            low=0, high=1_000_000, label="Fine-tune steps to make room", rerelrp_only=True),
     # remembering and recognising tasks
     Setting("relevance_samples", 512, "training images per task whose LRP ranks the units for pruning", "recognition",
             low=1, high=1_000_000, label="Relevance samples per task", rerelrp_only=True),

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # small enough that a 2-task demo run takes seconds on 2 CPU cores
-FAST = dict(epochs=1, min_steps=0, prune_samples=64, relevance_samples=64, recognizer_samples=64, n_trees=20, seed=0)
+FAST = dict(epochs=1, min_steps=0, room_steps=0, prune_samples=64, relevance_samples=64, recognizer_samples=64, n_trees=20,
+            seed=0)
 
 
 def _devices():

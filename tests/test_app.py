@@ -28,7 +28,8 @@ from pages.common import get_state  # noqa: E402
 from rerelrp.data.images import encode_png  # noqa: E402
 
 PYDICOM_FILES = Path(__import__("pydicom").__file__).parent / "data" / "test_files"
-FAST = {"n_trees": 50, "relevance_samples": 128, "recognizer_samples": 128, "device": "cpu", "min_steps": 0, "prune_samples": 64}
+FAST = {"n_trees": 50, "relevance_samples": 128, "recognizer_samples": 128, "device": "cpu", "min_steps": 0,
+        "room_steps": 0, "prune_samples": 64}
 PAGES = ["data", "train", "explain", "capacity", "recognize", "report"]
 
 

@@ -9,7 +9,7 @@ from rerelrp.errors import ConfigError, DataError, StopRequested
 from rerelrp.progress import Progress
 from rerelrp.run.jobs import Job, ordered_phases, phase_fraction
 
-FAST = {"epochs": 1, "min_steps": 0, "prune_samples": 64,
+FAST = {"epochs": 1, "min_steps": 0, "room_steps": 0, "prune_samples": 64,
         "n_trees": 20, "relevance_samples": 64, "recognizer_samples": 64, "device": "cpu"}
 
 

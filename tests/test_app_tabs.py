@@ -22,7 +22,7 @@ from rerelrp.errors import ConfigError  # noqa: E402
 from rerelrp.store.workspace import task_fingerprint  # noqa: E402
 
 FAST = {"n_trees": 50, "relevance_samples": 128, "recognizer_samples": 128, "device": "cpu", "min_steps": 0,
-        "prune_samples": 64, "epochs": 1}
+        "prune_samples": 64, "epochs": 1, "room_steps": 0}
 
 
 @pytest.fixture

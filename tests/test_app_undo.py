@@ -16,7 +16,7 @@ from pages.common import get_state  # noqa: E402
 from rerelrp.errors import ConfigError, WorkspaceError  # noqa: E402
 
 FAST = {"n_trees": 50, "relevance_samples": 128, "recognizer_samples": 128, "device": "cpu", "min_steps": 0,
-        "prune_samples": 64, "epochs": 1}
+        "prune_samples": 64, "epochs": 1, "room_steps": 0}
 
 
 def _weights(learner):

@@ -28,7 +28,7 @@ from rerelrp.store.workspace import (
 
 # test_workspace.py's tiny learner: min_free 0.5 makes layers grow between tasks, so undo must shrink them back
 CONFIG = dict(net="lenet", input_size=16, epochs=1, relevance_samples=24, recognizer_samples=24, n_trees=8,
-              min_free=0.5, device="cpu")
+              min_free=0.5, room_steps=0, device="cpu")  # layers grow (no fine-tune makes room)
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from rerelrp.store.workspace import (
     save_workspace,
 )
 
-# min_free 0.5 makes layers grow between tasks, so saved layer sizes differ from the defaults
+# min_free 0.5 with no fine-tune making room: layers grow between tasks, so saved layer sizes differ from the defaults
 CONFIG = dict(net="lenet", input_size=16, epochs=1, relevance_samples=24, recognizer_samples=24, n_trees=8,
-              min_free=0.5, device="cpu")
+              min_free=0.5, room_steps=0, device="cpu")
 
 
 @pytest.fixture(scope="module")

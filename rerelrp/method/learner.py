@@ -9,7 +9,7 @@ task is kept once ``add_task`` returns: the relevance rows in ``store_`` replace
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,11 +21,12 @@ from rerelrp.method.fitted_state import rebuild
 from rerelrp.method.predictor import Explanation, Predictor
 from rerelrp.method.pruning import search_cut
 from rerelrp.method.recognition import RelevanceStore, fit_recognizer, signals
+from rerelrp.method.room import make_room, room_needed, tune_without
 from rerelrp.method.scope import scope_statistics
 from rerelrp.method.subnetworks import Subnetworks
 from rerelrp.method.task_report import TaskReport
 from rerelrp.method.temperature import check_temperature
-from rerelrp.method.training import Schedule, class_weights, head_loss, recalibrate_batchnorm, train
+from rerelrp.method.training import Schedule, class_weights, head_loss, recalibrate_batchnorm, recalibrate_if_better, train
 from rerelrp.model.growth import grow_layer
 from rerelrp.model.inputs import ImageSource, LazyInputs
 from rerelrp.model.units import Freezer, UnitLedger
@@ -110,6 +111,7 @@ class ReReLRP(TaskSequenceLearner):
                 "tolerance_points": pruned.tolerance,
                 "evaluations": pruned.evaluations,
                 "shortfall": pruned.shortfall,
+                "room": pruned.room,
                 "kept_units": {name: int(k.sum()) for name, k in self.ledger_.task(t).items()},
             },
             warnings=([learned_nothing] if learned_nothing else []) + self._capacity_warnings(self.capacity())))
@@ -169,26 +171,9 @@ class ReReLRP(TaskSequenceLearner):
         curve = train(self.net_, freezer.trainable(), source, labels, Schedule.of(self.get_params()),
                       head_loss(slice(lo, hi), weights), generator, report, hooks=freezer,
                       validate=lambda: subnets.scores(x_val, y_val, t))
-        recalibrated = self.recalibrate and self._recalibrate_if_better(
-            source, freezer, generator, lambda: subnets.scores(x_val, y_val, t))
+        recalibrated = self.recalibrate and recalibrate_if_better(
+            self.net_, source, freezer, generator, lambda: subnets.scores(x_val, y_val, t))
         return Trained(curve, freezer, bool(recalibrated))
-
-    def _recalibrate_if_better(self, source, freezer, generator, scores):
-        """BatchNorm statistics recomputed on training images, kept only if validation agrees.
-
-        After a few dozen steps the running statistics are far from the data (the 28 CT : 150 MR
-        folder stays at the majority share without this); after hundreds of augmented steps they
-        can fit the trained weights better than the plain average does (BloodMNIST task 0: 99.8 %
-        validation accuracy with them, 98.2 % recomputed). Validation decides (ties: recomputed).
-        """
-        before = scores()
-        saved = {k: v.clone() for k, v in self.net_.state_dict().items() if "running_" in k or "num_batches" in k}
-        recalibrate_batchnorm(self.net_, source, freezer, generator=generator)
-        after = scores()
-        if (after["val_acc"], -after["val_loss"]) >= (before["val_acc"], -before["val_loss"]):
-            return True
-        self.net_.load_state_dict(saved, strict=False)
-        return False
 
     def _check_learned(self, task, t):
         """Validation accuracy of the trained network, and a warning if it is no better than guessing.
@@ -211,8 +196,7 @@ class ReReLRP(TaskSequenceLearner):
 
     def _settle(self, task, t, kept_flat, trained):
         """BatchNorm statistics of task t's pruned sub-network, from its own activations; its validation accuracy."""
-        masks = {name: torch.tensor(k, dtype=torch.float32, device=self.device_)[None]
-                 for name, k in self.ledger_.unflat(kept_flat).items()}
+        masks = self._masks(kept_flat)
         if trained.recalibrated:
             source = ImageSource([task.train.images], self.input_size_, self.device_)
             generator = torch.Generator().manual_seed(self.task_seed(t))
@@ -254,12 +238,11 @@ class ReReLRP(TaskSequenceLearner):
         if top_up > 0:
             x_train, y_train = self._sample(task.train, top_up, rng)
             x_eval, y_eval = LazyInputs.cat([x_eval, x_train]), torch.cat([y_eval, y_train])
-        slices, subnets, device = self.ledger_.slices, self._subnetworks(), self.device_
-        source = ImageSource([task.train.images], self.input_size_, device)
+        slices, subnets = self.ledger_.slices, self._subnetworks()
+        source = ImageSource([task.train.images], self.input_size_, self.device_)
 
         def evaluate(kept):
-            masks = {name: torch.tensor(kept[sl], dtype=torch.float32, device=device)[None]
-                     for name, sl in slices.items()}
+            masks = self._masks(kept)
             if trained.recalibrated:  # judge each candidate with its own BatchNorm statistics, as it will be used
                 generator = torch.Generator().manual_seed(self.task_seed(t))  # the same images for every cut
                 recalibrate_batchnorm(self.net_, source, trained.freezer, masks=masks, generator=generator,
@@ -272,7 +255,28 @@ class ReReLRP(TaskSequenceLearner):
             report("prune", i, int(np.ceil(np.log2(len(scores) + 1))) + 2,
                    f"dropping {dropped} of {len(scores)} units: accuracy {acc:.1f}%", dropped=dropped, acc=acc)
 
-        return search_cut(scores, frozen, slices, evaluate, self.acc_drop, len(y_eval), self.min_free, on_step)
+        pruned = search_cut(scores, frozen, slices, evaluate, self.acc_drop, len(y_eval), self.min_free, on_step)
+        if self.room_steps and room_needed(pruned):
+            pruned = make_room(self.net_, pruned, scores, frozen, slices, self.min_free,
+                               lambda kept: self._tune_without(task, t, kept, trained, report), evaluate)
+        return pruned
+
+    def _tune_without(self, task, t, kept, trained, report):
+        """Fine-tune task t for ``room_steps`` steps with only ``kept`` units (see :mod:`rerelrp.method.room`)."""
+        masks, lo, hi = self._masks(kept), self.offsets_[t], self.offsets_[t + 1]
+        weights = class_weights(task.train.labels, task.n_classes) if self.class_balance else None
+        x_val, y_val = LazyInputs(task.val.images, self.input_size_), torch.as_tensor(task.val.labels)
+        schedule, subnets = replace(Schedule.of(self.get_params()), epochs=1, min_steps=self.room_steps), self._subnetworks()
+        return tune_without(
+            self.net_, trained.freezer, ImageSource([task.train.images], self.input_size_, self.device_),
+            torch.as_tensor(task.train.labels, device=self.device_), schedule, head_loss(slice(lo, hi), weights),
+            masks, torch.Generator().manual_seed(self.task_seed(t) + 1), lambda: subnets.scores(x_val, y_val, t, masks),
+            lambda phase, step, total, message="", **_: report("prune", step, total, f"making room: {message}"))
+
+    def _masks(self, kept_flat):
+        """Per layer a (1, units) float mask of the units ``kept_flat`` keeps, on the learner's device."""
+        return {name: torch.tensor(k, dtype=torch.float32, device=self.device_)[None]
+                for name, k in self.ledger_.unflat(kept_flat).items()}
 
     def _remember(self, task, t, rng, report):
         """Relevance rows of task t through every sub-network so far, then refit the recognisers."""

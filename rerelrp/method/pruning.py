@@ -6,7 +6,8 @@ published code walked a 10,000-bin histogram with one pass and one model copy pe
 
 A second search then frees more units in layers whose free share would fall below ``min_free``
 (their least relevant kept free units, ranked together), but only as far as the same budget allows:
-a task's accuracy is never traded for capacity. Whatever shortfall remains is reported, and the learner grows those layers.
+a task's accuracy is never traded for capacity. Whatever shortfall remains is reported; the learner may
+make room by fine-tuning (:mod:`rerelrp.method.room`) and grows the layers still short.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class PruneResult:
     evaluations: int  # validation passes the search ran
     n_images: int  # images each pass judged
     shortfall: dict = field(default_factory=dict)  # layer -> free units missing to reach min_free
+    room: dict | None = None  # what making room did (rerelrp.method.room), if it was tried
 
 
 def largest_within(lo, hi, accept):
@@ -47,9 +49,7 @@ def search_cut(scores, frozen, slices, evaluate, acc_drop, n_val, min_free, on_s
     """
     scores = np.asarray(scores, float)
     n_units = len(scores)
-    protected = np.zeros(n_units, bool)
-    for sl in slices.values():
-        protected[sl.start + int(np.argmax(scores[sl]))] = True
+    protected = most_relevant(scores, slices)
     order = np.flatnonzero(~protected)
     order = order[np.argsort(scores[order], kind="stable")]
     # a share of the images judged: on fewer than 100 / acc_drop images no image may be lost
@@ -79,21 +79,41 @@ def search_cut(scores, frozen, slices, evaluate, acc_drop, n_val, min_free, on_s
     base_kept = dropping(order[:n_cut])
 
     # second stage: free more units in layers short of min_free, least relevant first, same budget
-    extra = []
-    for sl in slices.values():
-        idx = np.arange(sl.start, sl.stop)
-        need = math.ceil(min_free * len(idx)) - int((~frozen[idx] & ~base_kept[idx]).sum())
-        if need > 0:
-            candidates = idx[base_kept[idx] & ~frozen[idx] & ~protected[idx]]
-            extra.extend(candidates[np.argsort(scores[candidates], kind="stable")][:need])
-    extra = np.asarray(extra, dtype=np.int64)
-    extra = extra[np.argsort(scores[extra], kind="stable")]
+    extra = shortfall_units(base_kept, scores, frozen, protected, slices, min_free)
     n_extra = largest_within(0, len(extra), lambda k: acc_of(dropping(extra[:k])) >= threshold)
     base_kept = dropping(extra[:n_extra])
+    shortfall = shortfall_of(base_kept, frozen, slices, min_free)
+    return PruneResult(base_kept, base, acc_of(base_kept), threshold, tol, evaluations, n_val, shortfall)
+
+
+def most_relevant(scores, slices):
+    """Flat mask of each layer's most relevant unit, which every cut keeps."""
+    protected = np.zeros(len(scores), bool)
+    for sl in slices.values():
+        protected[sl.start + int(np.argmax(scores[sl]))] = True
+    return protected
+
+
+def shortfall_units(kept, scores, frozen, protected, slices, min_free):
+    """The units to drop so that every layer reaches ``min_free``: per short layer its least relevant kept
+    free units (never a protected one), all of them ranked together, least relevant first."""
+    units = []
+    for sl in slices.values():
+        idx = np.arange(sl.start, sl.stop)
+        need = math.ceil(min_free * len(idx)) - int((~frozen[idx] & ~kept[idx]).sum())
+        if need > 0:
+            candidates = idx[kept[idx] & ~frozen[idx] & ~protected[idx]]
+            units.extend(candidates[np.argsort(scores[candidates], kind="stable")][:need])
+    units = np.asarray(units, dtype=np.int64)
+    return units[np.argsort(scores[units], kind="stable")]
+
+
+def shortfall_of(kept, frozen, slices, min_free):
+    """Per layer, the free units missing to reach ``min_free`` if ``kept`` is frozen (layers short only)."""
     shortfall = {}
     for name, sl in slices.items():
         idx = np.arange(sl.start, sl.stop)
-        missing = math.ceil(min_free * len(idx)) - int((~frozen[idx] & ~base_kept[idx]).sum())
+        missing = math.ceil(min_free * len(idx)) - int((~frozen[idx] & ~kept[idx]).sum())
         if missing > 0:
             shortfall[name] = missing
-    return PruneResult(base_kept, base, acc_of(base_kept), threshold, tol, evaluations, n_val, shortfall)
+    return shortfall

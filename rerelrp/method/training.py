@@ -189,6 +189,25 @@ def recalibrate_batchnorm(net, source, hooks=None, masks=None, limit=2048, batch
         net.eval()
 
 
+def recalibrate_if_better(net, source, freezer, generator, scores):
+    """BatchNorm statistics recomputed on training images, kept only if validation agrees.
+
+    After a few dozen steps the running statistics are far from the data (the 28 CT : 150 MR
+    folder stays at the majority share without this); after hundreds of augmented steps they
+    can fit the trained weights better than the plain average does (BloodMNIST task 0: 99.8 %
+    validation accuracy with them, 98.2 % recomputed). ``scores()`` returns validation accuracy
+    and loss; it decides (ties: recomputed).
+    """
+    before = scores()
+    saved = {k: v.clone() for k, v in net.state_dict().items() if "running_" in k or "num_batches" in k}
+    recalibrate_batchnorm(net, source, freezer, generator=generator)
+    after = scores()
+    if (after["val_acc"], -after["val_loss"]) >= (before["val_acc"], -before["val_loss"]):
+        return True
+    net.load_state_dict(saved, strict=False)
+    return False
+
+
 def class_weights(labels, n_classes):
     """Cross-entropy weights inverse to class frequency (scikit-learn's "balanced"; 0 for a class without images)."""
     labels = np.asarray(labels)

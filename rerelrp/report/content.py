@@ -89,7 +89,7 @@ def build_report(learner, metrics, meta, samples=(), composite=None, title=None,
         },
         "clinical": clinical_figures(learner, m),
         "capacity": {"rows": learner.capacity(), "history": m.get("capacity") or [], "min_free": cfg["min_free"],
-                     "grown": [h.grown for h in learner.history_]},
+                     "grown": [h.grown for h in learner.history_], "room": [h.prune.get("room") for h in learner.history_]},
         "seconds": m.get("seconds") or [],
         "samples": [],
         "p_task_calibration": describe_calibration(learner.p_task_temperature_, metrics)
@@ -206,10 +206,16 @@ def short_name(name, n=28):
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def growth(grown):
-    """One sentence on the units added to layers before each task, or '' when no layer grew."""
+def growth(grown, room=()):
+    """Sentences on the room fine-tuning made (see ``rerelrp.method.room``) and on the units added to
+    layers before each task; '' when neither happened."""
+    made = [f"task {i} dropped {r['dropped']} more units and was fine-tuned {r['steps']} steps without them "
+            + ("(its accuracy held, so they stay free)" if r["accepted"] else f"(accuracy {r['acc']:.1f} %, short of the "
+               "cut's, so its weights went back and the short layers grew)")
+            for i, r in enumerate(room) if r and r.get("dropped")]
     steps = [f"before task {i}: " + ", ".join(f"{k} +{v}" for k, v in g.items()) for i, g in enumerate(grown) if g]
-    return ("Layers grown (units added): " + "; ".join(steps) + ".") if steps else ""
+    return " ".join(([("Room made: " + "; ".join(made) + ".")] if made else [])
+                    + ([("Layers grown (units added): " + "; ".join(steps) + ".")] if steps else []))
 
 
 def versions(software):

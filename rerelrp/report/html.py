@@ -117,7 +117,7 @@ def render_html(content):
         files=[text.short_files(t["files"]) for t in content["tasks"]],
         sizes=[text.sizes(t) for t in content["tasks"]],
         settings=(settings[:half], settings[half:]),
-        growth=text.growth(content["capacity"]["grown"]),
+        growth=text.growth(content["capacity"]["grown"], content["capacity"]["room"]),
         versions=text.versions(content["software"]),
         seeds=text.seeds(content["software"]),
         forgetting=text.FORGETTING,

@@ -334,7 +334,7 @@ class _PdfReport(SampleDrawing):
             pdf.cell(lw - 4, 4.6, label)
             x += lw
         pdf.set_y(y + 7)
-        grown = text.growth(cap["grown"])
+        grown = text.growth(cap["grown"], cap.get("room", ()))
         if grown:
             self.para(grown, 7.5)
 
