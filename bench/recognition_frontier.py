@@ -58,11 +58,12 @@ def extract(seed, path, quick=False):
     from rerelrp.data import build_sequence, load_dataset
     from rerelrp.method.learner import ReReLRP
     from rerelrp.method.predictor import Predictor
+    from rerelrp.method.recognition import ForestRecognition
     from rerelrp.model.inputs import LazyInputs
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     tasks = build_sequence([load_dataset(str(DATA), seed=seed)], 4)
-    learner = ReReLRP(seed=seed, **(QUICK if quick else {}))
+    learner = ReReLRP(seed=seed, recognizer="forest", **(QUICK if quick else {}))  # the study ran before the default changed
     clock = time.perf_counter()
     for task in tasks:
         learner.add_task(task)
@@ -72,7 +73,7 @@ def extract(seed, path, quick=False):
     T, store, sizes = learner.n_tasks, learner.store_, learner.ledger_.layer_sizes
     U = learner.ledger_.n_units
     sub = learner._subnetworks()
-    predictor = Predictor(sub, learner.input_size_, learner.recognizers_, store, learner.class_names_,
+    predictor = Predictor(sub, learner.input_size_, ForestRecognition(store, learner.recognizers_), learner.class_names_,
                           learner.scope_rate)
     columns = [store.columns(m, sizes) for m in range(T)]
     out = {"offsets": np.asarray(learner.offsets_), "T": np.array(T)}

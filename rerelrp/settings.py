@@ -147,13 +147,17 @@ SETTINGS = {s.name: s for s in (
             "the cut's accuracy holds (0: grow instead)", "capacity",
             low=0, high=1_000_000, label="Fine-tune steps to make room", rerelrp_only=True),
     # remembering and recognising tasks
+    Setting("recognizer", "gaussian", "how tasks are recognised: 'gaussian' keeps class statistics of every task's "
+            "activations (no per-image record; a forward pass recognises), 'forest' the paper's random forests on "
+            "relevance rows of recognizer_samples training images per task", "recognition",
+            choices=("gaussian", "forest"), fixed=True, label="Task recogniser", rerelrp_only=True),
     Setting("relevance_samples", 512, "training images per task whose LRP ranks the units for pruning", "recognition",
             low=1, high=1_000_000, label="Relevance samples per task", rerelrp_only=True),
-    Setting("recognizer_samples", 2048, "training images per task whose relevance rows are kept for the recognisers",
+    Setting("recognizer_samples", 2048, "training images per task whose relevance rows are kept for the forests",
             "recognition", low=2, high=1_000_000, label="Recogniser samples per task", rerelrp_only=True),
-    Setting("n_features", 40, "relevance features (units) each recogniser reads", "recognition",
+    Setting("n_features", 40, "relevance features (units) each forest reads", "recognition",
             low=1, high=100_000, flag="features", label="Features per recogniser", rerelrp_only=True),
-    Setting("activation_features", True, "recognisers also read the activation of every unit the task's sub-network "
+    Setting("activation_features", True, "forests also read the activation of every unit the task's sub-network "
             "keeps (from the same forward pass)", "recognition", label="Unit activations as features", rerelrp_only=True),
     Setting("n_trees", 100, "trees per recogniser forest", "recognition", low=1, high=10_000, flag="trees",
             label="Trees per forest", rerelrp_only=True),

@@ -18,8 +18,9 @@ from rerelrp.model.nets import build_net
 
 @pytest.fixture(scope="module")
 def three_task_learner(demo_tasks):
-    """Three demo tasks with a min_free so high that layers must grow on the way."""
-    learner = ReReLRP(**FAST, min_free=0.5)
+    """Three demo tasks with a min_free so high that layers must grow on the way (the paper's forests:
+    their recognisers read relevance, which the memo of earlier LRP serves)."""
+    learner = ReReLRP(**FAST, min_free=0.5, recognizer="forest")
     logits = {}
     for t, task in enumerate(demo_tasks[:3]):
         learner.add_task(task)

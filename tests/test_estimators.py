@@ -24,6 +24,8 @@ def _changed(defaults):
             out[name] = 32
         elif name in ("net", "composite", "device"):
             out[name] = value
+        elif name == "recognizer":
+            out[name] = "forest"
         elif isinstance(value, int):
             out[name] = value + 1
         elif isinstance(value, float):

@@ -68,6 +68,8 @@ def assert_same_model(a, b, tasks):
         assert torch.equal(sa[name], sb[name]), name
     assert a.ledger_.layer_sizes == b.ledger_.layer_sizes and a.tasks_ == b.tasks_
     assert len(a.recognizers_) == len(b.recognizers_)
+    sa, sb = a.store_.to_arrays(), b.store_.to_arrays()
+    assert list(sa) == list(sb) and all(np.array_equal(sa[k], sb[k]) for k in sa)
     rng = np.random.default_rng(0)
     for fa, fb in zip(a.recognizers_, b.recognizers_):
         x = rng.normal(size=(32, fa.n_features_in_)).astype(np.float32)

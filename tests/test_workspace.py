@@ -118,10 +118,8 @@ def test_continuing_after_load_matches_an_unsaved_learner_bit_for_bit(trained, t
     assert loaded.p_task_temperature_ == learner3.p_task_temperature_ != 1.0
     for (name, a), b in zip(learner3.net_.state_dict().items(), loaded.net_.state_dict().values()):
         assert torch.equal(a, b), name
-    for m in range(3):
-        assert np.array_equal(learner3.store_.features[m], loaded.store_.features[m])
-        for t, rows in learner3.store_.rows[m].items():
-            assert np.array_equal(rows, loaded.store_.rows[m][t])
+    kept, again = learner3.store_.to_arrays(), loaded.store_.to_arrays()
+    assert list(kept) == list(again) and all(np.array_equal(kept[k], again[k]) for k in kept)
     assert_same_predictions(learner3, loaded, probe(tasks))
 
 
@@ -350,6 +348,8 @@ class _Reduce:
 
 
 def _plant_recogniser(ws, data):
+    """A forged recogniser file (a Gaussian workspace has no estimators folder: the forger adds one)."""
+    (snapshot_dir(ws) / "estimators").mkdir(exist_ok=True)
     (snapshot_dir(ws) / "estimators" / "recognizer-000.skops").write_bytes(data)
     rehash(ws)  # a forger also fixes every checksum
 
@@ -386,8 +386,10 @@ def test_forest_with_out_of_range_nodes_is_refused_before_any_predict(ws):
     import skops.io
     from sklearn.tree._tree import Tree
 
-    forest = skops.io.loads((snapshot_dir(ws) / "estimators" / "recognizer-000.skops").read_bytes(),
-                            trusted=["sklearn.tree._tree.Tree"])
+    from rerelrp.method.recognition import fit_recognizer
+
+    rng = np.random.default_rng(0)
+    forest = fit_recognizer(rng.normal(size=(40, 5)), np.r_[np.zeros(20, int), np.ones(20, int)], n_trees=2)
     tree = forest.estimators_[0].tree_
     state = tree.__getstate__()
     nodes = state["nodes"].copy()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from rerelrp.errors import ConfigError
 from rerelrp.method.recognition import RelevanceStore
+from rerelrp.method.task_gaussians import TaskGaussians
 from rerelrp.method.task_report import TaskReport
 from rerelrp.method.temperature import check_temperature
 from rerelrp.model.nets import build_net
@@ -20,23 +21,27 @@ from rerelrp.model.units import UnitLedger
 class Fitted:
     net: object
     ledger: UnitLedger
-    store: RelevanceStore
+    store: RelevanceStore | TaskGaussians
     recognizers: list
     tasks: list
     history: list
     temperature: float  # of P_T (rerelrp.method.temperature); 1 in a workspace saved before it existed
 
 
-def rebuild(state, arch, input_size):
-    """The fitted parts of ``state`` for a learner of network ``arch`` (its ``input_size`` setting: 0 is auto)."""
+def rebuild(state, arch, input_size, recognizer):
+    """The fitted parts of ``state`` for a learner of network ``arch`` (its ``input_size`` setting: 0 is auto)
+    whose recognisers are ``recognizer`` ('gaussian': statistics, no estimators; 'forest': rows and forests)."""
     meta, arrays = state["meta"], state["arrays"]
     tasks = _tasks(meta)
     layer_sizes = _layer_sizes(meta)
     net = _network(meta, state["tensors"], arch, input_size, tasks, layer_sizes)
     ledger = _ledger(arrays, layer_sizes, len(tasks))
+    stored = {k: v for k, v in arrays.items() if not k.startswith("kept/")}
     try:
-        store = RelevanceStore.from_arrays({k: v for k, v in arrays.items() if not k.startswith("kept/")},
-                                           len(tasks), layer_sizes)
+        if recognizer == "gaussian":
+            store = TaskGaussians.from_arrays(stored, len(tasks), layer_sizes, [len(t["classes"]) for t in tasks])
+        else:
+            store = RelevanceStore.from_arrays(stored, len(tasks), layer_sizes)
     except ValueError as exc:
         raise ConfigError(f"arrays: {exc}") from None
     history = [TaskReport.from_dict(h) for h in meta.get("history") or [] if isinstance(h, dict)]
@@ -44,7 +49,10 @@ def rebuild(state, arch, input_size):
         temperature = check_temperature(meta.get("p_task_temperature", 1.0))
     except ValueError as exc:
         raise ConfigError(f"meta: {exc}") from None
-    return Fitted(net, ledger, store, _recognizers(state, store, len(tasks)), list(tasks), history, temperature)
+    forests = [] if recognizer == "gaussian" else _recognizers(state, store, len(tasks))
+    if recognizer == "gaussian" and state.get("estimators"):
+        raise ConfigError("estimators: Gaussian recognisers keep no fitted estimators, but some are given")
+    return Fitted(net, ledger, store, forests, list(tasks), history, temperature)
 
 
 def _tasks(meta):

@@ -20,9 +20,8 @@ from rerelrp.method.base import Prediction, TaskSequenceLearner
 from rerelrp.method.fitted_state import rebuild
 from rerelrp.method.predictor import Explanation, Predictor
 from rerelrp.method.pruning import search_cut
-from rerelrp.method.recognition import RelevanceStore, fit_recognizer, signals
+from rerelrp.method.remembering import new_store, recognition, remember_rows, remember_statistics
 from rerelrp.method.room import make_room, room_needed, tune_without
-from rerelrp.method.scope import scope_statistics
 from rerelrp.method.subnetworks import Subnetworks
 from rerelrp.method.task_report import TaskReport
 from rerelrp.method.temperature import check_temperature
@@ -68,7 +67,7 @@ class ReReLRP(TaskSequenceLearner):
         torch.manual_seed(self.task_seed(t))
         if not t:
             self._begin(task)
-            self.ledger_, self.store_, self.recognizers_ = UnitLedger(self.net_.layer_sizes), RelevanceStore(), []
+            self.ledger_, self.store_, self.recognizers_ = UnitLedger(self.net_.layer_sizes), new_store(self.recognizer), []
         rng = np.random.default_rng([self.seed, t])
         self.p_task_temperature_ = 1.0  # fitted for the tasks before this one: raw P_T until the run fits it again
         grown = self._grow(t)
@@ -154,8 +153,8 @@ class ReReLRP(TaskSequenceLearner):
         return Subnetworks(self.net_, self.ledger_, self.offsets_, self.composite, self.device_)
 
     def _predictor(self):
-        return Predictor(self._subnetworks(), self.input_size_, self.recognizers_, self.store_, self.class_names_,
-                         self.scope_rate, self.p_task_temperature_)
+        return Predictor(self._subnetworks(), self.input_size_, recognition(self.recognizer, self.store_, self.recognizers_),
+                         self.class_names_, self.scope_rate, self.p_task_temperature_)
 
     def _train(self, task, t, report):
         device = self.device_
@@ -279,37 +278,15 @@ class ReReLRP(TaskSequenceLearner):
                 for name, k in self.ledger_.unflat(kept_flat).items()}
 
     def _remember(self, task, t, rng, report):
-        """Relevance rows of task t through every sub-network so far, then refit the recognisers."""
-        x, _ = self._sample(task.train, self.recognizer_samples, rng)
-        n = len(x)
-        groups = torch.arange(t + 1).repeat_interleave(n)
-        res = self._subnetworks().lrp(x, groups, report=report, phase="recognizer", rows=torch.arange(n).repeat(t + 1))
-        rows = signals(res).reshape(t + 1, n, -1)
-        sizes = self.ledger_.layer_sizes
-        kept = self.ledger_.flat(self.ledger_.task(t)) if self.activation_features else None
-        self.store_.add_task(t, rows[t], self.n_features, sizes, kept)
-        self.store_.scope_stats.append(scope_statistics(x))
-        self.store_.scope.append(self._scope_distances(task, t))
-        for m in range(t):
-            self.store_.add_ood(m, t, rows[m], sizes)
-        recognizers = []
-        for m in range(t):
-            X, y = self.store_.training_set(m)
-            report("recognizer", m + 1, t, f"fitting recogniser of task {m} on {len(y)} rows")
-            recognizers.append(fit_recognizer(X, y, self.n_trees, seed=self.seed * 7919 + m))
-        self.recognizers_ = recognizers
-
-    def _scope_distances(self, task, t):
-        """Scope distances of task t's validation images in its own sub-network (they set its threshold).
-
-        Empty without validation images: the task then claims no image (see :mod:`rerelrp.method.scope`)."""
-        if len(task.val) == 0:
-            return np.zeros(0, np.float32)
-        x_val = LazyInputs(task.val.images, self.input_size_)
-        _, acts = self._subnetworks().forward_signals(x_val, t)
-        columns = self.store_.activation_columns(t, self.ledger_.layer_sizes) - self.ledger_.n_units
-        rows = np.concatenate([acts[:, columns].numpy(), scope_statistics(x_val)], 1)
-        return self.store_.scope_search(t).distance(rows).astype(np.float32)
+        """What task t leaves for recognising it later (see :mod:`rerelrp.method.remembering`)."""
+        sub = self._subnetworks()
+        if self.recognizer == "gaussian":
+            remember_statistics(self.store_, sub, task, t, self.input_size_, report)
+            self.recognizers_ = []
+        else:
+            x, _ = self._sample(task.train, self.recognizer_samples, rng)
+            self.recognizers_ = remember_rows(self.store_, sub, x, task, t, self.input_size_, report, self.n_features,
+                                              self.activation_features, self.n_trees, self.seed)
 
     # ------------------------------------------------------------------ using the model
     def predict(self, images, memo=None):
@@ -379,6 +356,7 @@ class ReReLRP(TaskSequenceLearner):
         Raises :class:`ConfigError` naming the part of the state that does not fit.
         """
         params = dict(state.get("params") or {})
+        params.setdefault("recognizer", "forest")  # saved before the Gaussian recognisers: forests, kept as they were
         if device is not None:
             params["device"] = device
         learner = cls(**params).check_params()
@@ -392,7 +370,7 @@ class ReReLRP(TaskSequenceLearner):
                          "p_task_temperature_"):
                 self.__dict__.pop(name, None)
             return
-        fitted = rebuild(state, self.net, self.input_size)
+        fitted = rebuild(state, self.net, self.input_size, self.recognizer)
         self.device_ = resolve_device(self.device)
         self.net_ = fitted.net.to(self.device_).eval()
         self.ledger_, self.store_, self.recognizers_ = fitted.ledger, fitted.store, fitted.recognizers

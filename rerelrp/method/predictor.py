@@ -14,8 +14,6 @@ import numpy as np
 import torch
 
 from rerelrp.method.base import Prediction
-from rerelrp.method.recognition import chain_probabilities, in_task_probability
-from rerelrp.method.scope import scope_scores, threshold
 from rerelrp.method.temperature import tempered
 from rerelrp.model.units import layer_starts, unit_pairs
 
@@ -25,7 +23,7 @@ class Explanation:
     """Input heatmaps and most relevant units of every sub-network, with the task-agnostic prediction.
 
     ``prediction`` equals what ``ReReLRP.predict`` returns for the same images under the
-    default composite (the recognisers read relevance, so another composite may recognise differently).
+    default composite (forest recognisers read relevance, so another composite may recognise differently).
     """
 
     heatmaps: np.ndarray  # (N, T, size, size) input relevance, summed over colour
@@ -39,10 +37,9 @@ class Explanation:
 class Predictor:
     """P_T, the answer, the scope score and explanations of a fitted learner's sub-networks."""
 
-    def __init__(self, subnetworks, input_size, recognizers, store, class_names, scope_rate, temperature=1.0):
-        self.subnetworks, self.input_size = subnetworks, input_size
-        self.recognizers, self.store, self.class_names, self.scope_rate = recognizers, store, class_names, scope_rate
-        self.temperature = temperature
+    def __init__(self, subnetworks, input_size, recognition, class_names, scope_rate, temperature=1.0):
+        self.subnetworks, self.input_size, self.recognition = subnetworks, input_size, recognition
+        self.class_names, self.scope_rate, self.temperature = class_names, scope_rate, temperature
 
     @property
     def n_tasks(self):
@@ -50,28 +47,11 @@ class Predictor:
 
     def recognise(self, units):
         """P_T for (N, T, 2U) unit signals through each sub-network, tempered by the fitted temperature."""
-        sizes = self.subnetworks.ledger.layer_sizes
-        p_r = np.stack(
-            [in_task_probability(self.recognizers[m], units[:, m, self.store.columns(m, sizes)])
-             for m in range(self.n_tasks - 1)],
-            axis=1,
-        ) if self.n_tasks > 1 else np.zeros((len(units), 0))
-        return tempered(chain_probabilities(p_r), self.temperature)
+        return tempered(self.recognition.p_task(units, self.subnetworks.ledger.layer_sizes), self.temperature)
 
     def scope(self, units, stats):
-        """Out-of-scope scores (N,) from (N, T, 2U) unit signals and the input statistics (see
-        :mod:`rerelrp.method.scope`); NaN when no task has scope data (a workspace saved before the scope check existed)."""
-        store, sizes = self.store, self.subnetworks.ledger.layer_sizes
-        distances, thresholds = [], []
-        for m in range(self.n_tasks):
-            if len(store.scope[m]):
-                width = store.scope_stats[m].shape[1]  # 7: a task saved before the layout statistics
-                rows = np.concatenate([units[:, m, store.activation_columns(m, sizes)], stats[:, :width]], 1)
-                distances.append(store.scope_search(m).distance(rows))
-                thresholds.append(threshold(store.scope[m], self.scope_rate))
-        if not distances:
-            return np.full(len(units), np.nan)
-        return scope_scores(np.stack(distances, 1), thresholds)
+        """Out-of-scope scores (N,) from (N, T, 2U) unit signals and the input statistics (NaN: no scope data)."""
+        return self.recognition.scope_score(units, stats, self.scope_rate, self.subnetworks.ledger.layer_sizes)
 
     def answer(self, subnet_class, logits, units, stats):
         """The task-agnostic :class:`Prediction` from each sub-network's class, (-inf padded) logits and unit signals."""
@@ -84,7 +64,8 @@ class Predictor:
                           score, np.nan_to_num(score, nan=0.0) > 1.0, subnet_proba=torch.softmax(logits, -1).numpy())
 
     def predict(self, images, memo=None):
-        subnet_class, logits, units, _, stats = self.subnetworks.stacked(images, self.input_size, memo=memo)
+        subnet_class, logits, units, _, stats = self.subnetworks.stacked(
+            images, self.input_size, memo=memo, relevance=self.recognition.needs_relevance)
         return self.answer(subnet_class, logits, units, stats)
 
     def explain(self, images, composite, top_k):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
-from rerelrp.method.scope import MOMENTS, N_STATISTICS, ScopeReference
+from rerelrp.method.scope import MOMENTS, N_STATISTICS, ScopeReference, scope_scores, threshold
 from rerelrp.model.units import layer_starts, unit_pairs
 
 
@@ -145,6 +145,33 @@ class RelevanceStore:
         if extra:
             raise ValueError(f"unexpected arrays: {', '.join(sorted(extra)[:5])}")
         return store
+
+
+class ForestRecognition:
+    """The paper's recognisers: forests on the store's relevance and activation rows, the scope check on its rows."""
+
+    needs_relevance = True
+
+    def __init__(self, store, forests):
+        self.store, self.forests = store, forests
+
+    def p_task(self, units, layer_sizes):
+        """P_T (N, T) for (N, T, 2U) unit signals through each sub-network (the chain of the forests' P_R)."""
+        p_r = np.stack([in_task_probability(forest, units[:, m, self.store.columns(m, layer_sizes)])
+                        for m, forest in enumerate(self.forests)], 1) if self.forests else np.zeros((len(units), 0))
+        return chain_probabilities(p_r)
+
+    def scope_score(self, units, stats, rate, layer_sizes):
+        """Out-of-scope scores (N,) (see :mod:`rerelrp.method.scope`); NaN when no task has scope data (a
+        workspace saved before the scope check existed)."""
+        store, distances, thresholds = self.store, [], []
+        for m in range(len(store.features)):
+            if len(store.scope[m]):
+                width = store.scope_stats[m].shape[1]  # 7: a task saved before the layout statistics
+                rows = np.concatenate([units[:, m, store.activation_columns(m, layer_sizes)], stats[:, :width]], 1)
+                distances.append(store.scope_search(m).distance(rows))
+                thresholds.append(threshold(store.scope[m], rate))
+        return scope_scores(np.stack(distances, 1), thresholds) if distances else np.full(len(units), np.nan)
 
 
 def signals(result):

@@ -81,6 +81,23 @@ class Subnetworks:
                 acts.append(torch.cat([stored[layer.name].cpu() for layer in self.net.unit_layers], 1))
         return torch.cat(logits), torch.cat(acts)
 
+    @torch.no_grad()
+    def forward_stacked(self, x, tasks):
+        """Logits (len(tasks), n, k: -inf padded) and unit activations (len(tasks), n, U) of a batch ``x``
+        through each sub-network of ``tasks``, in one masked forward pass (no LRP)."""
+        tasks, n = list(tasks), len(x)
+        index = torch.arange(len(tasks), device=self.device).repeat_interleave(n)
+        masks = sample_masks(self.ledger.group_masks(tasks, self.device), index)
+        with self.net.unit_outputs(reduce=unit_activation) as stored, self.net.subnetworks(masks):
+            out = self.net(x.repeat(len(tasks), 1, 1, 1).to(self.device)).cpu()
+            acts = torch.cat([stored[layer.name].cpu() for layer in self.net.unit_layers], 1)
+        width = max(self.offsets[t + 1] - self.offsets[t] for t in tasks)
+        logits = torch.full((len(tasks), n, width), float("-inf"))
+        for i, t in enumerate(tasks):
+            lo, hi = self.offsets[t], self.offsets[t + 1]
+            logits[i, :, : hi - lo] = out[i * n : (i + 1) * n, lo:hi]
+        return logits, acts.view(len(tasks), n, -1)
+
     def subnetwork_logits(self, x, t):
         return self.head_logits(x, t, self.ledger.group_masks([t], self.device))
 
@@ -114,13 +131,14 @@ class Subnetworks:
         return LrpResult(cat("logits"), cat("start_class"), cat("units"), cat("heatmap"), cat("layer_norms"),
                          cat("activations"))
 
-    def stacked(self, images, input_size, heatmap=False, composite=None, memo=None):
+    def stacked(self, images, input_size, heatmap=False, composite=None, memo=None, relevance=True):
         """Every image through every sub-network in stacked batches.
 
         Returns each sub-network's class (N, T), logits (N, T, k), unit signals (N, T, 2U: relevance,
         then activations; see :func:`~rerelrp.method.recognition.signals`) and, with ``heatmap``, input
         relevance (N, T, H, W). Without heatmaps the newest sub-network
-        only needs its forward pass (it has no recogniser), so it skips LRP.
+        only needs its forward pass (it has no recogniser), so it skips LRP; with ``relevance=False``
+        (recognisers that read activations only) every sub-network does, and the relevance columns are zero.
 
         ``memo`` (a dict the caller keeps for one set of images, empty at first; not with
         ``heatmap``) carries LRP results from call to call: a sub-network's units are frozen once
@@ -129,12 +147,13 @@ class Subnetworks:
         rows on BloodMNIST 4x2).
         """
         T = self.n_tasks
-        lrp_tasks = T if heatmap else T - 1
+        lrp_tasks = T if heatmap else T - 1 if relevance else 0
         x = LazyInputs(images, input_size)
+        memo = memo if lrp_tasks else None  # forward passes alone are cheap: nothing to remember
         known = 0 if memo is None or heatmap else memo.get("lrp_tasks", 0)
         if known and (known > lrp_tasks or len(memo["starts"]) != len(x)):
             known = 0  # not this learner's memo for these images: start afresh
-        per_chunk = max(1, self.batch // max(lrp_tasks - known, 1))
+        per_chunk = max(1, self.batch // max(lrp_tasks - known, T - lrp_tasks, 1))
         starts, logits, units, heats = [], [], [], []
         for start in range(0, len(x), per_chunk):
             xb = x[start : start + per_chunk]
@@ -147,15 +166,14 @@ class Subnetworks:
                 lg, st, un, ht = res.logits, res.start_class, torch.from_numpy(signals(res)), res.heatmap
                 lg, st, un = lg.view(fresh, n, -1), st.view(fresh, n), un.view(fresh, n, -1)
             if lrp_tasks < T:
-                newest, acts = self.forward_signals(xb, T - 1)
-                newest = newest[None]
-                no_units = torch.cat([torch.zeros((1, n, self.ledger.n_units)), acts[None]], -1)
+                forward, acts = self.forward_stacked(xb, range(lrp_tasks, T))
+                no_units = torch.cat([torch.zeros(acts.shape), acts], -1)
                 if lg is None:
-                    lg, st, un = newest, newest.argmax(-1), no_units
+                    lg, st, un = forward, forward.argmax(-1), no_units
                 else:
-                    width = max(lg.shape[-1], newest.shape[-1])
-                    lg = torch.cat([_pad_to(lg, width), _pad_to(newest, width)])
-                    st, un = torch.cat([st, newest.argmax(-1)]), torch.cat([un, no_units])
+                    width = max(lg.shape[-1], forward.shape[-1])
+                    lg = torch.cat([_pad_to(lg, width), _pad_to(forward, width)])
+                    st, un = torch.cat([st, forward.argmax(-1)]), torch.cat([un, no_units])
             starts.append(st.T)
             logits.append(lg.transpose(0, 1))
             units.append(un.transpose(0, 1))

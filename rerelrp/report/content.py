@@ -134,7 +134,7 @@ def _software(learner, cfg, meta, composite):
             ("configuration seed", str(cfg["seed"])),
             ("task t: torch, training order, growth", "seed x 10007 + t"),
             ("task t: sample choice (numpy)", "default_rng([seed, t])"),
-            ("recogniser m (random forest)", "seed x 7919 + m"),
+            *([("recogniser m (random forest)", "seed x 7919 + m")] if cfg.get("recognizer") == "forest" else []),
             ("data splits", f"stratified by class, seed {cfg['seed']}; the unit of each task: section '{TITLES['data']}'"),
         ],
         "saved_device": meta.get("saved_device"),
@@ -147,10 +147,14 @@ def _software(learner, cfg, meta, composite):
 def _privacy(content, learner):
     n = len(content["samples"])
     rows = learner.store_.n_rows
+    recognisers = (
+        f"relevance values of {rows} rows (one per training image sampled) over the few units each recogniser "
+        "reads, and the recognisers (random forests) fitted on them: numbers computed from training images, no pixels"
+        if rows else "for each task and sub-network: the mean activation of each class's training images, their "
+        "count and one covariance shared by all classes (statistics, no row per image, no pixels)")
     stored = [
         "network weights and BatchNorm statistics; which units each task kept (bit masks)",
-        f"relevance values of {rows} rows over the few units each recogniser reads, and the recognisers (random "
-        "forests) fitted on them: numbers computed from training images, no pixels",
+        recognisers,
         "for each task: its name, class names, split sizes and image shape",
         "data provenance: input file names as given, their sizes and SHA-256 hashes, and SHA-256 fingerprints of "
         "each split's pixels and labels (hashes cannot be turned back into images)",
