@@ -69,3 +69,21 @@ def flush_denormals():
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+_BLAS = None  # threadpoolctl's view of the loaded BLAS libraries, made once (finding them costs milliseconds)
+
+
+@contextmanager
+def blas_threads(n):
+    """Hold numpy's BLAS to ``n`` threads for the block (torch's setting does not reach it).
+
+    OpenBLAS otherwise starts a thread per core for every small matrix product and keeps them
+    spinning, which on a 2-core machine slowed a one-image prediction by torch's own thread twofold.
+    """
+    global _BLAS
+    from threadpoolctl import ThreadpoolController
+
+    _BLAS = _BLAS or ThreadpoolController()
+    with _BLAS.limit(limits=n, user_api="blas"):
+        yield

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rerelrp.device import blas_threads
 from rerelrp.method.base import Prediction
 from rerelrp.method.temperature import tempered
 from rerelrp.model.units import layer_starts, unit_pairs
@@ -55,11 +56,11 @@ class Predictor:
 
     def answer(self, subnet_class, logits, units, stats):
         """The task-agnostic :class:`Prediction` from each sub-network's class, (-inf padded) logits and unit signals."""
-        p_task = self.recognise(units)
+        with blas_threads(torch.get_num_threads()):  # the recognisers' products on the threads torch may use
+            p_task, score = self.recognise(units), self.scope(units, stats)
         task = p_task.argmax(1)
         local = subnet_class[np.arange(len(task)), task]
         glob = self.subnetworks.offsets[task] + local
-        score = self.scope(units, stats)
         return Prediction(task, local, glob, p_task, subnet_class, [self.class_names[g] for g in glob],
                           score, np.nan_to_num(score, nan=0.0) > 1.0, subnet_proba=torch.softmax(logits, -1).numpy())
 

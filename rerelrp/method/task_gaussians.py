@@ -11,10 +11,11 @@ lower triangle of its Cholesky factor: pooling is additive, so a later task's im
 scatter to it. Nothing per image is kept (docs/method-notes.md: the frontier).
 
 The scope check of this store needs no rows either: task m's own images in sub-network m give per-class
-means of the activations and of the nine input statistics and their within-class variances, fixed when
-m is learned; an image's distance is the smallest over classes of the scaled distance, the activations
-and the statistics counting as two equal blocks (as :class:`~rerelrp.method.scope.ScopeReference`
-weighs them). Task m's validation distances are kept as quantiles, so the rate can change after training.
+means of the features and of the nine input statistics, the features' within-class variances and the
+statistics' within-class covariance (OAS-shrunk), fixed when m is learned; an image's distance is the
+smallest over classes of the scaled (features) and Mahalanobis (statistics) distance, the two counting
+as equal blocks (as :class:`~rerelrp.method.scope.ScopeReference` weighs them). Task m's validation
+distances are kept as quantiles, so the rate can change after training.
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ class TaskGaussians:
         self.cov = []  # per m: float16 (a (a + 1) / 2,) Cholesky factor of the pooled within-class covariance / cov_scale[m]
         self.cov_scale = []  # per m: float32 (1,)
         self.scope_means = []  # per m: float32 (C_m, 9) class means of task m's input statistics
-        self.scope_var = []  # per m: float32 (a + 9,) task m's within-class variances: features, then statistics
+        self.scope_var = []  # per m: float32 (a,) task m's within-class variances of its features
+        self.scope_cov = []  # per m: float32 (9, 9) OAS-shrunk within-class covariance of its input statistics
         self.scope = []  # per m: float32 (len(QUANTILES),) quantiles of its validation scope distances, or (0,)
         self._whiteners = {}  # m -> (cov[m] it was made from, L^-1): derived, never saved
 
@@ -144,7 +146,10 @@ class TaskGaussians:
         self.add(m, m, moments)
         n = max(int(moments.counts.sum()) - 1, 1)
         self.scope_means.append(stat_moments.means.astype(np.float32))
-        self.scope_var.append((np.r_[np.diag(moments.scatter), np.diag(stat_moments.scatter)] / n).astype(np.float32))
+        self.scope_var.append((np.diag(moments.scatter) / n).astype(np.float32))
+        stat_cov = oas(stat_moments.scatter / n, n)
+        stat_cov[np.diag_indices(N_STATISTICS)] += FLOOR * max(float(np.trace(stat_cov)) / N_STATISTICS, 1e-12)
+        self.scope_cov.append(stat_cov.astype(np.float32))
 
     def add(self, m, s, moments):
         """Add task s's :class:`ClassMoments` in sub-network m: class means and counts, and its scatter to the
@@ -208,8 +213,9 @@ class TaskGaussians:
         present = counts > 0
         var = np.maximum(self.scope_var[m].astype(np.float64), FLOOR * max(float(self.scope_var[m].mean()), 1e-12))
         a = len(self.active[m])
-        d_feat = _squared_distances(z / np.sqrt(var[:a]), self.means[m][m][present] / np.sqrt(var[:a]))
-        d_stat = _squared_distances(stats / np.sqrt(var[a:]), self.scope_means[m][present] / np.sqrt(var[a:]))
+        d_feat = _squared_distances(z / np.sqrt(var), self.means[m][m][present] / np.sqrt(var))
+        whitener = solve_triangular(np.linalg.cholesky(self.scope_cov[m].astype(np.float64)), np.eye(N_STATISTICS), lower=True)
+        d_stat = _squared_distances(stats @ whitener.T, self.scope_means[m][present].astype(np.float64) @ whitener.T)
         return np.sqrt(np.maximum(d_feat / max(a, 1) + d_stat / N_STATISTICS, 0.0).min(1))
 
     def threshold(self, m, rate):
@@ -221,7 +227,7 @@ class TaskGaussians:
         covariance, unit list and scope statistics."""
         blocks = sum(self.means[m][t].nbytes + self.counts[m][t].nbytes for m in range(len(self.means)) if t in self.means[m])
         own = (self.active[t].nbytes + self.cov[t].nbytes + self.cov_scale[t].nbytes + self.scope_means[t].nbytes
-               + self.scope_var[t].nbytes + self.scope[t].nbytes) if t < len(self.active) else 0
+               + self.scope_var[t].nbytes + self.scope_cov[t].nbytes + self.scope[t].nbytes) if t < len(self.active) else 0
         return blocks + own
 
     n_rows = 0  # no per-image rows: what a privacy statement counts
@@ -233,7 +239,8 @@ class TaskGaussians:
         for m in range(len(self.active)):
             out.update({f"gauss/active/{m}": self.active[m], f"gauss/cov/{m}": self.cov[m],
                         f"gauss/cov_scale/{m}": self.cov_scale[m], f"gauss/scope_means/{m}": self.scope_means[m],
-                        f"gauss/scope_var/{m}": self.scope_var[m], f"gauss/scope/{m}": self.scope[m]})
+                        f"gauss/scope_var/{m}": self.scope_var[m], f"gauss/scope_cov/{m}": self.scope_cov[m],
+                        f"gauss/scope/{m}": self.scope[m]})
             for s in self.counts[m]:
                 out[f"gauss/counts/{m}/{s}"], out[f"gauss/means/{m}/{s}"] = self.counts[m][s], self.means[m][s]
         return out
@@ -259,7 +266,11 @@ class TaskGaussians:
                 store.counts[m][s] = counts
                 store.means[m][s] = _array(arrays, f"gauss/means/{m}/{s}", np.float32, head_sizes[s], a)
             store.scope_means.append(_array(arrays, f"gauss/scope_means/{m}", np.float32, head_sizes[m], N_STATISTICS))
-            store.scope_var.append(_array(arrays, f"gauss/scope_var/{m}", np.float32, a + N_STATISTICS))
+            store.scope_var.append(_array(arrays, f"gauss/scope_var/{m}", np.float32, a))
+            stat_cov = _array(arrays, f"gauss/scope_cov/{m}", np.float32, N_STATISTICS, N_STATISTICS)
+            if not np.allclose(stat_cov, stat_cov.T) or np.any(np.linalg.eigvalsh(stat_cov.astype(np.float64)) <= 0):
+                raise ValueError(f"gauss/scope_cov/{m} is not a positive definite covariance")
+            store.scope_cov.append(stat_cov)
             scope = arrays.get(f"gauss/scope/{m}")
             store.scope.append(_array(arrays, f"gauss/scope/{m}", np.float32, len(QUANTILES) if scope is not None and len(scope)
                                       else 0))
