@@ -159,7 +159,7 @@ def test_testing_again_after_a_later_task_reuses_the_old_relevance(three_task_le
 
     learner, _ = three_task_learner
     images, memo = learner.tested_after_task_1
-    assert memo["lrp_tasks"] == 1 and memo["sizes"] != learner.ledger_.layer_sizes
+    assert memo["tasks"] == 1 and memo["relevance"] and memo["sizes"] != learner.ledger_.layer_sizes
     fresh = learner.predict(images)
     seen = []
     real = Subnetworks.lrp

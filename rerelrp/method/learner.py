@@ -54,12 +54,15 @@ class ReReLRP(TaskSequenceLearner):
         self.check_params()
         self._check_task(task)
         snapshot = self.export_state() if self.n_tasks else None
+        self.compact_ = {}  # the weights are about to change: no compact sub-network of them is kept
         try:
             with flush_denormals():
                 self._add_task(task, Reporter(callback, stop, task=self.n_tasks))
         except BaseException:
             self._restore(snapshot)
             raise
+        finally:
+            self.compact_ = {}
         return self
 
     def _add_task(self, task, report):
@@ -149,11 +152,13 @@ class ReReLRP(TaskSequenceLearner):
                                 f"({row['free_share']:.0%} < {self.min_free:.0%}); {fix}")
         return warnings
 
-    def _subnetworks(self):
-        return Subnetworks(self.net_, self.ledger_, self.offsets_, self.composite, self.device_)
+    def _subnetworks(self, cache=None):
+        return Subnetworks(self.net_, self.ledger_, self.offsets_, self.composite, self.device_, cache)
 
     def _predictor(self):
-        return Predictor(self._subnetworks(), self.input_size_, recognition(self.recognizer, self.store_, self.recognizers_),
+        """The predictor of the fitted state; its compact sub-networks are kept until the weights change."""
+        sub = self._subnetworks(self.compact_)
+        return Predictor(sub, self.input_size_, recognition(self.recognizer, self.store_, self.recognizers_),
                          self.class_names_, self.scope_rate, self.p_task_temperature_)
 
     def _train(self, task, t, report):
@@ -279,7 +284,7 @@ class ReReLRP(TaskSequenceLearner):
 
     def _remember(self, task, t, rng, report):
         """What task t leaves for recognising it later (see :mod:`rerelrp.method.remembering`)."""
-        sub = self._subnetworks()
+        sub = self._subnetworks({})  # the weights stay as they are until the task ends: compact them once
         if self.recognizer == "gaussian":
             remember_statistics(self.store_, sub, task, t, self.input_size_, report)
             self.recognizers_ = []
@@ -367,11 +372,12 @@ class ReReLRP(TaskSequenceLearner):
         """Make ``state`` (from :meth:`export_state`, or None: nothing learned) the fitted state."""
         if state is None:  # back to unfitted: the fitted attributes go
             for name in ("device_", "net_", "ledger_", "store_", "recognizers_", "tasks_", "history_",
-                         "p_task_temperature_"):
+                         "p_task_temperature_", "compact_"):
                 self.__dict__.pop(name, None)
             return
         fitted = rebuild(state, self.net, self.input_size, self.recognizer)
         self.device_ = resolve_device(self.device)
         self.net_ = fitted.net.to(self.device_).eval()
+        self.compact_ = {}
         self.ledger_, self.store_, self.recognizers_ = fitted.ledger, fitted.store, fitted.recognizers
         self.tasks_, self.history_, self.p_task_temperature_ = fitted.tasks, fitted.history, fitted.temperature
