@@ -104,13 +104,13 @@ def test_cli_compare_writes_its_files_without_touching_the_network(tmp_path, cap
     by = {(r["method"], r["seed"]): r for r in data["runs"]}
     for seed in (0, 1):
         rerelrp, ablation = by["rerelrp", seed], by["rerelrp-maxsoftmax", seed]
-        assert rerelrp["images_stored"] == 0 and rerelrp["bytes_stored"] > 0  # relevance rows, no image
+        assert rerelrp["images_stored"] == 0 and rerelrp["bytes_stored"] > 0  # class statistics, no image
         assert ablation["final"]["taw"] == rerelrp["final"]["taw"]  # the same sub-networks, trained once
         assert ablation["seconds"] == rerelrp["seconds"]
         assert by["replay", seed]["images_stored"] == 5 * 10
     assert by["rerelrp", 0]["final"] != by["rerelrp", 1]["final"]  # the seeds differ
     table = (out / "compare.md").read_text()
-    assert table.count(" ± ") >= 4 * 4 and "relevance rows" in table
+    assert table.count(" ± ") >= 4 * 4 and "KiB (class statistics)" in table and "KiB (images)" in table
     html = (out / "compare.html").read_text()
     assert "rerelrp-maxsoftmax" in html and "<script src=" not in html  # plotly inlined: opens offline
     assert "TAg after each task" in html and "bytes stored (log scale)" in html  # both figures
@@ -243,3 +243,29 @@ def test_replay_at_equal_bytes_keeps_as_many_bytes_as_the_rerelrp_store_of_its_s
     assert equal["exemplars_per_class"] == rerelrp["bytes_stored"] // (per_image * n_classes) > 20
     most = min(equal["exemplars_per_class"], min(np.bincount(t.train.labels).min() for t in tasks))
     assert most * n_classes * per_image <= equal["bytes_stored"] <= rerelrp["bytes_stored"]
+
+
+def test_the_memory_figure_script_labels_other_rerelrp_settings_and_refuses_another_protocol(tmp_path):
+    """bench/memory_figure.py merges comparisons that differ only in ReReLRP's own settings, naming them."""
+    import importlib.util
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    spec = importlib.util.spec_from_file_location("memory_figure", bench / "memory_figure.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def comparison(name, settings, methods):
+        path = tmp_path / name
+        runs = [{"method": m, "seed": 0, "final": {"tag": 80.0}, "bytes_stored": 1000} for m in methods]
+        path.write_text(json.dumps({"tasks": ["a", "b"], "settings": settings, "methods": methods, "runs": runs}))
+        return str(path)
+
+    old = comparison("old.json", {"epochs": 10}, ["rerelrp", "replay-equal-bytes", "replay"])  # before the setting existed
+    new = comparison("new.json", {"epochs": 10, "recognizer": "gaussian", "room_steps": 100}, ["rerelrp", "replay-equal-bytes"])
+    result = script.merged([new, old])
+    assert result["methods"] == ["rerelrp", "replay-equal-bytes", "rerelrp (recognizer forest, room_steps 0)",
+                                 "replay-equal-bytes (recognizer forest, room_steps 0)", "replay"]
+    assert script.merged([new, new])["methods"] == ["rerelrp", "replay-equal-bytes"]
+    with pytest.raises(SystemExit, match="other settings"):
+        script.merged([new, comparison("other.json", {"epochs": 5, "recognizer": "gaussian"}, ["rerelrp"])])

@@ -61,7 +61,7 @@ def compact(net, kept, head):
             if not len(keep):
                 return None  # a layer with no unit: the masked pass gives its constant output
             sliced = _Sliced(module, keep, inputs)
-            columns.append(starts[layer.name] + keep.cpu())
+            columns.append(int(starts[layer.name]) + keep)
             inputs, last = keep, layer
         elif isinstance(module, FrozenAwareBatchNorm) and id(module) in norms and sliced is not None:
             sliced.fold(module)
@@ -78,7 +78,7 @@ def compact(net, kept, head):
             return None
     weight = net.heads[head].weight
     return CompactNet(steps, weight[:, inputs] if inputs is not None else weight, net.heads[head].bias,
-                      torch.cat(columns), sum(net.layer_sizes.values()))
+                      torch.cat(columns).to(weight.device), sum(net.layer_sizes.values()))
 
 
 class _Sliced:

@@ -107,7 +107,8 @@ class _PdfReport(SampleDrawing):
         self.para(f"The same task sequence, backbone, settings and evaluation for every method; mean ± sd over seeds "
                   f"{', '.join(map(str, cmp['seeds']))}. Replay and iCaRL keep a fixed memory of "
                   f"{cmp['exemplars_per_class']} training images per class of the sequence, shared among the classes "
-                  "seen so far; ReReLRP keeps relevance rows and no image.")
+                  "seen so far; ReReLRP keeps no image: its recognition store holds class statistics (or, with the "
+                  "paper's forests, relevance rows).")
         widths = [0.15, 0.06, 0.11, 0.11, 0.11, 0.11, 0.08, 0.17, 0.10]
         self.table(cmp["header"], cmp["rows"], [W * w for w in widths], size=6.5)
         memory_chart(self, cmp["memory"])

@@ -137,8 +137,9 @@ HEADER = ("method", "seeds", "TAg", "TAw", "forgetting TAg", "forgetting TAw", "
 def table_rows(result):
     """The comparison as text cells under :data:`HEADER`: mean ± sd over the seeds, or "(1 seed)" (markdown, reports, app)."""
     rows = []
+    forest = (result.get("settings") or {}).get("recognizer", "forest") == "forest"  # files from before the setting: forests
     for row in summary(result):
-        kept = "relevance rows" if row["method"].startswith("rerelrp") else "images"
+        kept = ("relevance rows" if forest else "class statistics") if row["method"].startswith("rerelrp") else "images"
         spread = (lambda sd: f" ± {sd:.2f}") if row["seeds"] > 1 else (lambda sd: " (1 seed)")  # no sd of one run
         rows.append([row["method"], str(row["seeds"])]
                     + [f"{row[k][0]:.2f}{spread(row[k][1])}" for k in ("tag", "taw", "forgetting_tag", "forgetting_taw")]
