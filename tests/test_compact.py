@@ -71,7 +71,7 @@ def test_compact_declines_what_it_cannot_slice():
 def test_predictions_never_use_compact_subnetworks_of_weights_that_changed(demo_tasks, monkeypatch):
     """The learner keeps compact sub-networks between predictions; a new task (or undoing one) must not
     leave one behind: every sub-network's class in predict() equals its own head's answer, before and after."""
-    learner = ReReLRP(**FAST)
+    learner = ReReLRP(**FAST, min_free=0.5)  # layers grow on the way: the memo's columns must move
     images = np.concatenate([t.test.images[:8] for t in demo_tasks[:3]])
 
     def agrees():
@@ -83,6 +83,8 @@ def test_predictions_never_use_compact_subnetworks_of_weights_that_changed(demo_
     assert agrees() and len(learner.compact_) == 2
     memo = {}
     learner.predict(images, memo=memo)  # testing after task 1 remembers both sub-networks' forward rows
+    assert memo["units"].shape == (len(images), 2, learner.ledger_.n_units)  # activations only: no zero relevance half
+    before_sizes = dict(learner.ledger_.layer_sizes)
     stop = threading.Event()
     stop.set()
     with pytest.raises(StopRequested):  # a stopped task rolls the network back to a rebuilt copy
@@ -94,4 +96,5 @@ def test_predictions_never_use_compact_subnetworks_of_weights_that_changed(demo_
     monkeypatch.setattr(Subnetworks, "forward_stacked", lambda self, x, tasks: seen.append(list(tasks)) or real(self, x, tasks))
     again, fresh = learner.predict(images, memo=memo), learner.predict(images)
     assert seen[0] == [2] and all(s == [0, 1, 2] for s in seen[1:])  # the memo ran only the new sub-network
+    assert learner.ledger_.layer_sizes != before_sizes  # a layer grew after the memo was made
     assert np.array_equal(again.subnet_class, fresh.subnet_class) and np.allclose(again.p_task, fresh.p_task, atol=1e-5)

@@ -225,12 +225,13 @@ class Subnetworks:
 
         Units are numbered layer by layer, so a layer that grew since moves the columns of the
         layers after it: remembered signals are placed at their units' current columns (the units
-        a sub-network did not keep, new ones included, are zero and read by nothing).
+        a sub-network did not keep, new ones included, are zero and read by nothing). Without
+        ``relevance`` only the activations are remembered (the relevance half is zero).
         """
         if known:
             place = np.concatenate([np.arange(n) + start for n, start in
                                     zip(memo["sizes"].values(), layer_starts(self.ledger.layer_sizes))])
-            place = np.concatenate([place, self.ledger.n_units + place])
+            place = np.concatenate([place, self.ledger.n_units + place]) if relevance else self.ledger.n_units + place
             old = torch.zeros(memo["units"].shape[:2] + (units.shape[-1],))
             old[..., place] = memo["units"]
             width = max(logits.shape[-1], memo["logits"].shape[-1])
@@ -238,5 +239,5 @@ class Subnetworks:
             logits = torch.cat([_pad_to(memo["logits"], width), _pad_to(logits, width)], 1)
             units = torch.cat([old, units], 1)
         memo.update(tasks=kept, relevance=relevance, sizes=dict(self.ledger.layer_sizes), starts=starts[:, :kept].clone(),
-                    logits=logits[:, :kept].clone(), units=units[:, :kept].clone())
+                    logits=logits[:, :kept].clone(), units=units[:, :kept, 0 if relevance else self.ledger.n_units :].clone())
         return starts, logits, units
