@@ -127,7 +127,8 @@ SETTINGS = {s.name: s for s in (
             low=0, high=1_000_000, label="Minimum steps per task"),
     Setting("class_balance", True, "weigh the loss inversely to class frequency (imbalanced folders)", "training",
             label="Class-balanced loss"),
-    Setting("best_epoch", True, "keep the weights of the epoch with the best validation accuracy (then loss)",
+    Setting("best_epoch", True, "keep the weights of the epoch with the best validation accuracy (then loss); "
+            "baselines other than joint training always keep the last epoch (docs/baselines.md)",
             "training", label="Best epoch"),
     Setting("recalibrate", True, "recompute BatchNorm statistics on the training images after training and for the "
             "pruned sub-network, so that evaluation sees what training saw", "training",

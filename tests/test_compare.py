@@ -88,6 +88,22 @@ def test_a_fixed_memory_is_full_from_the_first_task_and_older_classes_give_up_th
     assert growing.stored()[0] == 10
 
 
+def test_only_joint_training_keeps_its_best_epoch():
+    """A shared-weight baseline judged by the new task's validation images alone would choose against the old
+    tasks: it keeps the schedule's last epoch, whatever ``best_epoch`` says; joint training judges every task."""
+    from rerelrp.baselines import make_baseline
+
+    tasks = build_sequence([load_dataset("demo", seed=0)], None)[:2]
+    for method, chooses in (("replay", False), ("icarl", False), ("ewc", False), ("joint", True)):
+        learner = make_baseline(method, epochs=3, min_steps=0, best_epoch=True)
+        for task in tasks:
+            learner.add_task(task)
+        for report in learner.history_:
+            kept = [row["epoch"] for row in report.train_curve if row.get("kept")]
+            assert len(report.train_curve) == 3 and all("val_acc" in row for row in report.train_curve), method
+            assert (len(kept) == 1) if chooses else (kept == []), method
+
+
 def test_cli_compare_writes_its_files_without_touching_the_network(tmp_path, capsys):
     out = tmp_path / "cmp"
     with no_network() as attempts:

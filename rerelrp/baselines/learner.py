@@ -1,8 +1,8 @@
 """What every baseline shares, and the two reference bounds: fine-tuning and joint training.
 
 A baseline is one network with a head per task (as ReReLRP's, heads side by side), trained by
-:func:`rerelrp.method.training.train` with the same schedule, step floor, class weights and best-epoch
-choice on the task's validation images. A method differs only in what it trains on
+:func:`rerelrp.method.training.train` with the same schedule, step floor and class weights. Only joint
+training keeps its best epoch (:attr:`BaselineLearner.chooses_epoch`). A method differs only in what it trains on
 (:meth:`BaselineLearner._training_set`), its loss (:meth:`BaselineLearner._loss`), what it keeps
 after a task (:meth:`BaselineLearner._after_task`) and how it scores classes
 (:meth:`BaselineLearner._scores`). Task-agnostic prediction is the arg-max over every class of
@@ -10,6 +10,7 @@ every head; task-aware prediction the arg-max inside a task's own classes.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -29,6 +30,7 @@ class BaselineLearner(TaskSequenceLearner):
 
     method = "finetune"
     all_heads = False  # True: the loss spans every head seen so far (class-incremental training)
+    chooses_epoch = False  # True: ``best_epoch`` applies (its validation images judge every task seen)
 
     def capacity(self):
         return []
@@ -103,7 +105,7 @@ class BaselineLearner(TaskSequenceLearner):
         generator = torch.Generator().manual_seed(self.task_seed(t))
         x_val, y_val, first = self._validation_set(task, lo)
         with flush_denormals():
-            curve = train(self.net_, self._trainable(t), source, labels, Schedule.of(self.get_params()),
+            curve = train(self.net_, self._trainable(t), source, labels, self._schedule(),
                           self._loss(lo, hi, weights), generator, report,
                           validate=lambda: self._validate(x_val, y_val, first, hi))
             self._after_task(task, lo, hi, source)
@@ -114,6 +116,17 @@ class BaselineLearner(TaskSequenceLearner):
             train_curve=curve, settings=params, schedule=Schedule.of(params).plan(len(source)),
             stored_bytes=int(nbytes), stored_images=int(images)))
         return self
+
+    def _schedule(self):
+        """The training schedule, run to its end unless the method :attr:`chooses_epoch`.
+
+        A method whose earlier tasks live in the weights the new task trains has only the new task's
+        validation images to judge epochs by (earlier tasks' are not kept), and they choose the epoch
+        that serves the new task against the old ones. ReReLRP's frozen units make that choice safe;
+        here the last epoch of the cosine schedule is kept, as Avalanche's strategies keep it.
+        """
+        schedule = Schedule.of(self.get_params())
+        return schedule if self.chooses_epoch else dataclasses.replace(schedule, best_epoch=False)
 
     def _validation_set(self, task, lo):
         """``(float images, labels, first class)`` that choose the best epoch: the new task's validation
@@ -163,6 +176,7 @@ class Joint(BaselineLearner):
 
     method = "joint"
     all_heads = True
+    chooses_epoch = True
 
     def _initial_state(self):
         # (images, global labels) of every task so far, training and validation: joint training keeps every image
